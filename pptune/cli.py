@@ -1,0 +1,55 @@
+"""The ``pptune`` command: parse, call one library function, print or write, return an exit code.
+
+Each subcommand lives in ``pptune/commands/<name>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``; those modules import heavy libraries (torch, optuna, matplotlib) inside
+``run`` only, so ``pptune --help`` and the cost-model commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+
+from pptune import __version__
+from pptune.errors import PptuneError
+
+# command name -> module under pptune.commands
+COMMANDS: dict[str, str] = {
+    "profile": "profile",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pptune",
+        description="Plan pipeline-parallel training for DeepSpeed and Megatron-LM: profile, estimate, plan, emit.",
+    )
+    parser.add_argument("--version", action="version", version=f"pptune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        importlib.import_module(f"pptune.commands.{module}").add_parser(sub, name)
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. User errors print one line on stderr and return 2; success returns 0."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    args.command_line = "pptune " + shlex.join(argv)
+    try:
+        return int(args.run(args) or 0)
+    except PptuneError as exc:
+        print(f"pptune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pptune {args.command}: interrupted", file=sys.stderr)
+        return 130

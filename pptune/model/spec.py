@@ -1,0 +1,205 @@
+"""TransformerSpec: the shape of a decoder-only transformer, its presets and its spec-string form."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from pptune.errors import ConfigError
+
+Norm = Literal["layernorm", "rmsnorm"]
+Mlp = Literal["gelu", "swiglu"]
+Position = Literal["learned", "rope"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TransformerSpec:
+    """A GPT- or Llama-style decoder. Every size is a count (no units needed)."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    ffn_hidden_size: int
+    vocab_size: int
+    seq_len: int
+    num_kv_heads: int | None = None  # None: same as num_heads (no grouped-query attention)
+    tied_embeddings: bool = True
+    norm: Norm = "layernorm"
+    mlp: Mlp = "gelu"
+    position: Position = "learned"
+
+    def __post_init__(self) -> None:
+        for field in ("num_layers", "hidden_size", "num_heads", "ffn_hidden_size", "vocab_size", "seq_len"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"model {self.name!r}: {field} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        kv = self.kv_heads
+        if kv <= 0 or self.num_heads % kv:
+            raise ConfigError(f"model {self.name!r}: num_heads {self.num_heads} is not divisible by num_kv_heads {kv}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise ConfigError(f"model {self.name!r}: norm must be layernorm or rmsnorm, got {self.norm!r}")
+        if self.mlp not in ("gelu", "swiglu"):
+            raise ConfigError(f"model {self.name!r}: mlp must be gelu or swiglu, got {self.mlp!r}")
+        if self.position not in ("learned", "rope"):
+            raise ConfigError(f"model {self.name!r}: position must be learned or rope, got {self.position!r}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def block_param_count(self) -> int:
+        """Parameters of one transformer block (weights and biases, norms included)."""
+        h, f = self.hidden_size, self.ffn_hidden_size
+        kv_dim = self.kv_heads * self.head_dim
+        if self.norm == "layernorm":
+            attn = h * (h + 2 * kv_dim) + (h + 2 * kv_dim) + h * h + h  # qkv + bias, proj + bias
+            mlp = (h * f + f + f * h + h) if self.mlp == "gelu" else 3 * h * f + f + h
+            norms = 4 * h
+        else:  # Llama: no biases
+            attn = h * (h + 2 * kv_dim) + h * h
+            mlp = 2 * h * f + f * h if self.mlp == "swiglu" else 2 * h * f
+            norms = 2 * h
+        return attn + mlp + norms
+
+    @property
+    def embedding_param_count(self) -> int:
+        pos = self.seq_len * self.hidden_size if self.position == "learned" else 0
+        return self.vocab_size * self.hidden_size + pos
+
+    @property
+    def head_param_count(self) -> int:
+        """Final norm plus the LM head (zero head weights when tied to the embedding)."""
+        norm = 2 * self.hidden_size if self.norm == "layernorm" else self.hidden_size
+        return norm + (0 if self.tied_embeddings else self.vocab_size * self.hidden_size)
+
+    @property
+    def param_count(self) -> int:
+        return self.embedding_param_count + self.num_layers * self.block_param_count + self.head_param_count
+
+    def replace(self, **changes: object) -> TransformerSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TransformerSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"model spec: unknown keys {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # missing required keys
+            raise ConfigError(f"model spec: {exc}") from None
+
+
+def _gpt2(name: str, layers: int, hidden: int, heads: int) -> TransformerSpec:
+    # Radford et al. 2019 (GPT-2), Table 2; vocabulary 50,257, context 1,024, tied embeddings.
+    return TransformerSpec(
+        name=name, num_layers=layers, hidden_size=hidden, num_heads=heads, ffn_hidden_size=4 * hidden,
+        vocab_size=50257, seq_len=1024,
+    )
+
+
+def _gpt3(name: str, layers: int, hidden: int, heads: int) -> TransformerSpec:
+    # Brown et al. 2020 (GPT-3), Table 2.1; context 2,048, GPT-2 BPE vocabulary.
+    return TransformerSpec(
+        name=name, num_layers=layers, hidden_size=hidden, num_heads=heads, ffn_hidden_size=4 * hidden,
+        vocab_size=50257, seq_len=2048,
+    )
+
+
+def _llama2(name: str, layers: int, hidden: int, heads: int, ffn: int, kv: int | None = None) -> TransformerSpec:
+    # Touvron et al. 2023 (Llama 2) and its released configs: RMSNorm, SwiGLU, RoPE, 32k vocabulary, untied head.
+    return TransformerSpec(
+        name=name, num_layers=layers, hidden_size=hidden, num_heads=heads, num_kv_heads=kv, ffn_hidden_size=ffn,
+        vocab_size=32000, seq_len=4096, tied_embeddings=False, norm="rmsnorm", mlp="swiglu", position="rope",
+    )
+
+
+PRESETS: dict[str, TransformerSpec] = {
+    s.name: s
+    for s in (
+        _gpt2("gpt2-small", 12, 768, 12),
+        _gpt2("gpt2-medium", 24, 1024, 16),
+        _gpt2("gpt2-large", 36, 1280, 20),
+        _gpt2("gpt2-xl", 48, 1600, 25),
+        _gpt3("gpt3-1.3b", 24, 2048, 16),  # the paper lists 24 heads of 128; 16 keeps hidden/heads = 128 exact
+        _gpt3("gpt3-2.7b", 32, 2560, 32),
+        _gpt3("gpt3-6.7b", 32, 4096, 32),
+        _gpt3("gpt3-13b", 40, 5120, 40),
+        _gpt3("gpt3-175b", 96, 12288, 96),
+        _llama2("llama2-7b", 32, 4096, 32, 11008),
+        _llama2("llama2-13b", 40, 5120, 40, 13824),
+        _llama2("llama2-70b", 80, 8192, 64, 28672, kv=8),
+    )
+}
+
+_SPEC_KEYS = {
+    "layers": "num_layers", "hidden": "hidden_size", "heads": "num_heads", "kv_heads": "num_kv_heads",
+    "ffn": "ffn_hidden_size", "vocab": "vocab_size", "seq": "seq_len", "tied": "tied_embeddings",
+    "norm": "norm", "mlp": "mlp", "position": "position", "name": "name",
+}
+_FAMILIES = {"gpt": {}, "llama": {"tied_embeddings": False, "norm": "rmsnorm", "mlp": "swiglu", "position": "rope"}}
+
+
+def parse_spec(text: str) -> TransformerSpec:
+    """A spec string ``gpt:layers=96,hidden=12288,heads=96,seq=2048,vocab=51200`` (ffn defaults to 4*hidden).
+
+    The family (``gpt`` or ``llama``) sets norm, MLP, position and tying; keys override them.
+    """
+    family, sep, body = text.partition(":")
+    if not sep or family not in _FAMILIES:
+        raise ConfigError(f"model spec {text!r}: expected '<gpt|llama>:layers=..,hidden=..,heads=..'")
+    values: dict[str, object] = dict(_FAMILIES[family])
+    for item in filter(None, body.split(",")):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or key not in _SPEC_KEYS:
+            raise ConfigError(f"model spec {text!r}: unknown or malformed item {item!r}; keys: {sorted(_SPEC_KEYS)}")
+        field = _SPEC_KEYS[key]
+        if field in ("norm", "mlp", "position", "name"):
+            values[field] = raw.strip()
+        elif field == "tied_embeddings":
+            values[field] = raw.strip().lower() in ("1", "true", "yes")
+        else:
+            try:
+                values[field] = int(raw)
+            except ValueError:
+                raise ConfigError(f"model spec {text!r}: {key} must be an integer, got {raw!r}") from None
+    for required in ("num_layers", "hidden_size", "num_heads"):
+        if required not in values:
+            raise ConfigError(f"model spec {text!r}: missing {required.split('_')[0]}=")
+    hidden = int(values["hidden_size"])  # type: ignore[arg-type]
+    values.setdefault("ffn_hidden_size", 4 * hidden if family == "gpt" else _llama_ffn(hidden))
+    values.setdefault("vocab_size", 50257 if family == "gpt" else 32000)
+    values.setdefault("seq_len", 2048)
+    values.setdefault("name", text)
+    return TransformerSpec(**values)  # type: ignore[arg-type]
+
+
+def _llama_ffn(hidden: int) -> int:
+    # Llama's rule: 2/3 of 4h, rounded up to a multiple of 256.
+    ffn = int(2 * 4 * hidden / 3)
+    return 256 * ((ffn + 255) // 256)
+
+
+def resolve_spec(name_or_spec: str) -> TransformerSpec:
+    """A preset name (``gpt2-medium``) or a spec string (``gpt:layers=..``)."""
+    if name_or_spec in PRESETS:
+        return PRESETS[name_or_spec]
+    if ":" in name_or_spec and name_or_spec.split(":", 1)[0] in _FAMILIES:
+        return parse_spec(name_or_spec)
+    raise ConfigError(f"unknown model {name_or_spec!r}; presets: {', '.join(PRESETS)}; or a spec 'gpt:layers=..,hidden=..,heads=..'")

@@ -1,0 +1,303 @@
+"""Profile and LayerProfile: per-layer costs of a model, measured or analytic, and their JSON form.
+
+The schema (``schema_version`` 1) is documented in README.md, "Profile format". Loading validates
+every field once; a bad file raises SchemaError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pptune.errors import SchemaError
+
+SCHEMA_VERSION = 1
+Role = Literal["embedding", "block", "head", "other"]
+Source = Literal["measured", "analytic"]
+ROLES = ("embedding", "block", "head", "other")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LayerTiming:
+    """Costs of one layer at one micro-batch size."""
+
+    micro_batch_size: int
+    fwd_ms: float  # median over repeats
+    bwd_ms: float  # median over repeats (input and weight gradients together)
+    fwd_spread_ms: float = 0.0  # max - min over repeats (0 for analytic)
+    bwd_spread_ms: float = 0.0
+    saved_bytes: int  # bytes autograd saves for backward (no recompute), storages de-duplicated
+    output_bytes: int  # the activation this layer hands to the next one (a pipeline p2p message)
+    fwd_flops: float = 0.0  # model FLOPs of the forward pass (0 when unknown)
+    peak_allocated_bytes: int | None = None  # CUDA only: peak allocated during fwd+bwd above the baseline
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LayerProfile:
+    """One pipeline layer (an entry of the PipelineModule's layer list)."""
+
+    index: int
+    name: str  # e.g. "embedding", "block.3", "head"
+    kind: str  # class name; DeepSpeed's partition_method="type:<regex>" matches it
+    role: Role
+    param_count: int  # trainable parameters (tied weights counted once, on the first layer that owns them)
+    param_bytes: int  # bytes of those parameters in the profiled dtype
+    timings: tuple[LayerTiming, ...]  # one per micro-batch size, ascending
+    shares_measurement_with: int | None = None  # index of the identical layer whose timings these are
+
+    def timing(self, micro_batch_size: int) -> LayerTiming:
+        """The timing at a micro-batch size: exact when profiled, else linear in micro-batch size.
+
+        Time and bytes grow linearly with the micro-batch size (REFERENCE.md §2, seen here): between
+        two profiled sizes we interpolate, beyond them we scale the nearest one per sample.
+        """
+        for t in self.timings:
+            if t.micro_batch_size == micro_batch_size:
+                return t
+        ts = self.timings
+        lo = max((t for t in ts if t.micro_batch_size < micro_batch_size), key=lambda t: t.micro_batch_size, default=None)
+        hi = min((t for t in ts if t.micro_batch_size > micro_batch_size), key=lambda t: t.micro_batch_size, default=None)
+        if lo is not None and hi is not None:
+            w = (micro_batch_size - lo.micro_batch_size) / (hi.micro_batch_size - lo.micro_batch_size)
+            return _mix(lo, hi, w, micro_batch_size)
+        near = lo if lo is not None else hi
+        assert near is not None
+        return _scale(near, micro_batch_size / near.micro_batch_size, micro_batch_size)
+
+
+def _mix(a: LayerTiming, b: LayerTiming, w: float, mbs: int) -> LayerTiming:
+    def f(x: float, y: float) -> float:
+        return x + (y - x) * w
+
+    return LayerTiming(
+        micro_batch_size=mbs, fwd_ms=f(a.fwd_ms, b.fwd_ms), bwd_ms=f(a.bwd_ms, b.bwd_ms),
+        fwd_spread_ms=f(a.fwd_spread_ms, b.fwd_spread_ms), bwd_spread_ms=f(a.bwd_spread_ms, b.bwd_spread_ms),
+        saved_bytes=round(f(a.saved_bytes, b.saved_bytes)), output_bytes=round(f(a.output_bytes, b.output_bytes)),
+        fwd_flops=f(a.fwd_flops, b.fwd_flops),
+        peak_allocated_bytes=None if a.peak_allocated_bytes is None or b.peak_allocated_bytes is None
+        else round(f(a.peak_allocated_bytes, b.peak_allocated_bytes)),
+    )
+
+
+def _scale(a: LayerTiming, k: float, mbs: int) -> LayerTiming:
+    return LayerTiming(
+        micro_batch_size=mbs, fwd_ms=a.fwd_ms * k, bwd_ms=a.bwd_ms * k, fwd_spread_ms=a.fwd_spread_ms * k,
+        bwd_spread_ms=a.bwd_spread_ms * k, saved_bytes=round(a.saved_bytes * k), output_bytes=round(a.output_bytes * k),
+        fwd_flops=a.fwd_flops * k,
+        peak_allocated_bytes=None if a.peak_allocated_bytes is None else round(a.peak_allocated_bytes * k),
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Profile:
+    """Per-layer costs of one model on one device, in pipeline order."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str  # preset name, spec string, HF config name or user factory
+    source: Source
+    device: str  # "cpu", "cuda" or, for analytic profiles, the GPU preset name
+    device_name: str  # e.g. the CPU model or "NVIDIA H100 80GB HBM3"
+    dtype: Literal["fp32", "bf16", "fp16"]
+    seq_len: int
+    micro_batch_sizes: tuple[int, ...]
+    layers: tuple[LayerProfile, ...]
+    tp: int = 1  # tensor-parallel degree the layer shapes were sharded by (1 for measured profiles)
+    threads: int | None = None  # CPU threads torch used while measuring
+    torch_version: str | None = None
+    date: str | None = None  # ISO 8601
+    command: str | None = None  # the exact command that made the file
+    spec: dict | None = None  # TransformerSpec.to_dict() when the model came from a spec
+    notes: str | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def param_count(self) -> int:
+        return sum(layer.param_count for layer in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, origin: str = "<profile>") -> Profile:
+        return _parse_profile(data, origin)
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    return obj
+
+
+def save_profile(profile: Profile, path: str | os.PathLike) -> Path:
+    """Write atomically (temporary file, then rename) so a killed run leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(profile.to_dict(), fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_profile(path: str | os.PathLike) -> Profile:
+    """Load and validate a profile file; any problem raises SchemaError naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read profile ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return _parse_profile(data, str(path))
+
+
+# --- validation -------------------------------------------------------------------------------
+
+class _Reader:
+    """Reads typed fields from a dict, raising SchemaError with '<file>: <field path>: problem'."""
+
+    def __init__(self, data: Any, origin: str, where: str) -> None:
+        if not isinstance(data, dict):
+            raise SchemaError(f"{origin}: {where or 'top level'}: expected an object, got {type(data).__name__}")
+        self.data, self.origin, self.where = data, origin, where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str, problem: str) -> SchemaError:
+        return SchemaError(f"{self.origin}: field '{self._name(key)}': {problem}")
+
+    def get(self, key: str, types: type | tuple[type, ...], *, required: bool = True, default: Any = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.fail(key, "missing")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise self.fail(key, f"expected {_tname(types)}, got {value!r}")
+        if not isinstance(value, types):
+            raise self.fail(key, f"expected {_tname(types)}, got {type(value).__name__} {value!r}")
+        return value
+
+    def number(self, key: str, *, required: bool = True, default: float | None = None, positive: bool = False) -> Any:
+        value = self.get(key, (int, float), required=required, default=default)
+        if value is None:
+            return value
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise self.fail(key, f"must be {'positive' if positive else 'non-negative'} and finite, got {value!r}")
+        return value
+
+    def integer(self, key: str, *, required: bool = True, default: int | None = None, positive: bool = False) -> Any:
+        value = self.get(key, int, required=required, default=default)
+        if value is not None and (value < 0 or (positive and value == 0)):
+            raise self.fail(key, f"must be {'positive' if positive else 'non-negative'}, got {value!r}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], **kw: Any) -> Any:
+        value = self.get(key, str, **kw)
+        if value is not None and value not in options:
+            raise self.fail(key, f"must be one of {list(options)}, got {value!r}")
+        return value
+
+    def child(self, key: str, index: int | None = None) -> _Reader:
+        name = f"{key}[{index}]" if index is not None else key
+        data = self.data[key][index] if index is not None else self.data[key]
+        return _Reader(data, self.origin, self._name(name))
+
+
+def _tname(types: type | tuple[type, ...]) -> str:
+    ts = types if isinstance(types, tuple) else (types,)
+    return " or ".join(t.__name__ for t in ts)
+
+
+def _parse_profile(data: Any, origin: str) -> Profile:
+    r = _Reader(data, origin, "")
+    version = r.get("schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise r.fail("schema_version", f"unknown version {version} (this pptune reads {SCHEMA_VERSION})")
+    mbs_list = r.get("micro_batch_sizes", list)
+    if not mbs_list or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mbs_list):
+        raise r.fail("micro_batch_sizes", f"must be a non-empty list of positive integers, got {mbs_list!r}")
+    layers_raw = r.get("layers", list)
+    if not layers_raw:
+        raise r.fail("layers", "must list at least one layer")
+    layers = tuple(_parse_layer(r.child("layers", i), i, len(layers_raw)) for i in range(len(layers_raw)))
+    for layer in layers:
+        got = [t.micro_batch_size for t in layer.timings]
+        if sorted(got) != sorted(mbs_list):
+            raise r.fail(f"layers[{layer.index}].timings", f"micro-batch sizes {got} differ from micro_batch_sizes {mbs_list}")
+    spec = r.get("spec", dict, required=False)
+    return Profile(
+        schema_version=version,
+        model=r.get("model", str),
+        source=r.choice("source", ("measured", "analytic")),
+        device=r.get("device", str),
+        device_name=r.get("device_name", str),
+        dtype=r.choice("dtype", ("fp32", "bf16", "fp16")),
+        seq_len=r.integer("seq_len", positive=True),
+        micro_batch_sizes=tuple(sorted(mbs_list)),
+        layers=layers,
+        tp=r.integer("tp", required=False, default=1, positive=True),
+        threads=r.integer("threads", required=False, positive=True),
+        torch_version=r.get("torch_version", str, required=False),
+        date=r.get("date", str, required=False),
+        command=r.get("command", str, required=False),
+        spec=spec,
+        notes=r.get("notes", str, required=False),
+    )
+
+
+def _parse_layer(r: _Reader, position: int, count: int) -> LayerProfile:
+    index = r.integer("index")
+    if index != position:
+        raise r.fail("index", f"expected {position} (layers must be listed in pipeline order), got {index}")
+    shares = r.integer("shares_measurement_with", required=False)
+    if shares is not None and not (0 <= shares < count and shares != index):
+        raise r.fail("shares_measurement_with", f"must name another layer index in 0..{count - 1}, got {shares}")
+    timings_raw = r.get("timings", list)
+    if not timings_raw:
+        raise r.fail("timings", "must hold at least one micro-batch size")
+    timings = tuple(sorted((_parse_timing(r.child("timings", i)) for i in range(len(timings_raw))),
+                           key=lambda t: t.micro_batch_size))
+    return LayerProfile(
+        index=index,
+        name=r.get("name", str),
+        kind=r.get("kind", str),
+        role=r.choice("role", ROLES),
+        param_count=r.integer("param_count"),
+        param_bytes=r.integer("param_bytes"),
+        timings=timings,
+        shares_measurement_with=shares,
+    )
+
+
+def _parse_timing(r: _Reader) -> LayerTiming:
+    return LayerTiming(
+        micro_batch_size=r.integer("micro_batch_size", positive=True),
+        fwd_ms=r.number("fwd_ms"),
+        bwd_ms=r.number("bwd_ms"),
+        fwd_spread_ms=r.number("fwd_spread_ms", required=False, default=0.0),
+        bwd_spread_ms=r.number("bwd_spread_ms", required=False, default=0.0),
+        saved_bytes=r.integer("saved_bytes"),
+        output_bytes=r.integer("output_bytes"),
+        fwd_flops=r.number("fwd_flops", required=False, default=0.0),
+        peak_allocated_bytes=r.integer("peak_allocated_bytes", required=False),
+    )
