@@ -1,18 +1,21 @@
 """GPU and Cluster: the hardware a plan runs on, presets from shared/data/gpu_specs.csv, and cluster JSON I/O.
 
-Bandwidths are per GPU, one direction, in GB/s (1e9 bytes/s); latencies in microseconds.
+Bandwidths are per GPU, one direction, in GB/s (1e9 bytes/s); latencies in microseconds. The GPU figures
+live in ``pptune/data/gpus.json`` (copied from shared/data/gpu_specs.csv, whose rows cite their sources);
+``load_cluster`` turns a preset name, a cluster JSON file or a dict into a validated :class:`Cluster`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pptune.errors import SchemaError
+from pptune.errors import ConfigError, SchemaError
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -31,6 +34,7 @@ class GPU:
     memory_efficiency: float = 0.7  # achieved / peak HBM bandwidth for elementwise work
 
     def peak_tflops(self, dtype: str) -> float:
+        """The dense peak for ``bf16``, ``fp16`` or ``fp32`` (TFLOP/s)."""
         return {"bf16": self.peak_bf16_tflops, "fp16": self.peak_fp16_tflops, "fp32": self.peak_fp32_tflops}[dtype]
 
     @property
@@ -66,13 +70,122 @@ class Cluster:
         return dataclasses.replace(self, **changes)
 
 
+# --- presets ------------------------------------------------------------------------------------
+
+# Small-message latencies are rough defaults, not datasheet figures: NCCL p2p between GPUs of one node over
+# NVLink takes a few microseconds, across nodes over InfiniBand about twice that (nccl-tests small-message
+# times). Replace them with `pptune probe-cluster` figures on a real machine.
+NVLINK_LATENCY_US = 5.0
+IB_LATENCY_US = 10.0
+
+# local-cpu: this host seen as 2 ranks ("GPUs"), one core each (REFERENCE.md §2: one torch thread per rank).
+# Peak: one AVX2 core with two 256-bit FMA pipes at ~2.5 GHz = 2 pipes * 8 fp32 lanes * 2 flop * 2.5e9
+# = 80 GFLOP/s; one thread reached 50-63 GFLOP/s in fp32 GEMMs of 128..2048 here, hence efficiency 0.7 that
+# saturates early. bf16 takes the fp32 figure, but CPUs without AVX512-BF16/AMX run torch's bf16 GEMMs far
+# slower (1-2 GFLOP/s measured on this AMD EPYC): on CPU, measure (`pptune profile`) rather than trust this.
+# Memory: one core streaming torch.add reached ~12 GB/s here. Links: gloo over loopback; the figures below
+# came from `pptune probe-cluster --nproc 2` on this 2-core host and should be re-probed elsewhere.
+LOCAL_CPU_RANKS = 2
+LOCAL_CPU_PEAK_TFLOPS = 0.08
+LOCAL_CPU_MEMORY_GBPS = 12.0
+LOCAL_CPU_LINK_GBPS = 2.0
+LOCAL_CPU_LINK_LATENCY_US = 50.0
+
+_DATA = Path(__file__).with_name("data") / "gpus.json"
+
+
+def _host_memory_gib() -> float:
+    """Physical memory of this host per rank (the ranks share it)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: a conservative 8 GiB
+        total = 8 * 2**30
+    return round(total / 2**30 / LOCAL_CPU_RANKS, 2)
+
+
+def _build_presets() -> tuple[dict[str, GPU], dict[str, Cluster]]:
+    gpus: dict[str, GPU] = {}
+    clusters: dict[str, Cluster] = {}
+    for row in json.loads(_DATA.read_text())["gpus"]:
+        gpu = GPU(
+            name=row["name"], peak_bf16_tflops=float(row["peak_bf16_tflops"]),
+            peak_fp16_tflops=float(row["peak_fp16_tflops"]), peak_fp32_tflops=float(row["peak_fp32_tflops"]),
+            memory_gib=float(row["memory_gib"]), hbm_gbps=float(row["hbm_gbps"]),
+        )
+        gpus[gpu.name] = gpu
+        clusters[row["key"]] = Cluster(
+            name=row["key"], gpu=gpu, gpus_per_node=int(row["gpus_per_node"]), num_nodes=1,
+            intra_node_gbps=float(row["nvlink_gbps"]), inter_node_gbps=float(row["ib_gbps"]),
+            intra_node_latency_us=NVLINK_LATENCY_US, inter_node_latency_us=IB_LATENCY_US,
+        )
+    cpu = GPU(
+        name="local-cpu", peak_bf16_tflops=LOCAL_CPU_PEAK_TFLOPS, peak_fp16_tflops=LOCAL_CPU_PEAK_TFLOPS,
+        peak_fp32_tflops=LOCAL_CPU_PEAK_TFLOPS, memory_gib=_host_memory_gib(), hbm_gbps=LOCAL_CPU_MEMORY_GBPS,
+        matmul_efficiency=0.7, matmul_half_flops=1.0e6, memory_efficiency=1.0,
+    )
+    gpus[cpu.name] = cpu
+    clusters["local-cpu"] = Cluster(
+        name="local-cpu", gpu=cpu, gpus_per_node=LOCAL_CPU_RANKS, num_nodes=1,
+        intra_node_gbps=LOCAL_CPU_LINK_GBPS, inter_node_gbps=LOCAL_CPU_LINK_GBPS,
+        intra_node_latency_us=LOCAL_CPU_LINK_LATENCY_US, inter_node_latency_us=LOCAL_CPU_LINK_LATENCY_US,
+    )
+    return gpus, clusters
+
+
+GPU_PRESETS, CLUSTER_PRESETS = _build_presets()
+
+
+# --- loading and saving -------------------------------------------------------------------------
+
 def save_cluster(cluster: Cluster, path: str | os.PathLike) -> Path:
+    """Write a cluster as JSON (temporary file, then rename); ``load_cluster`` reads it back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(cluster.to_dict(), indent=1) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def load_cluster(spec: str | os.PathLike | dict | Cluster, *, num_gpus: int | None = None) -> Cluster:
+    """A cluster from a preset name, a cluster JSON file, a dict of the same keys, or a Cluster.
+
+    JSON keys: ``name``, ``gpu`` (a GPU preset name such as ``H100-SXM5-80GB``, a cluster preset name such as
+    ``h100-80g``, or an object of GPU fields), ``gpus_per_node``, ``num_nodes``, ``intra_node_gbps``,
+    ``inter_node_gbps``, ``intra_node_latency_us``, ``inter_node_latency_us`` and the optional calibration keys
+    ``per_microbatch_overhead_ms``, ``per_step_overhead_ms``, ``calibration``. Missing keys take the values of
+    the preset whose GPU ``gpu`` names (or the preset ``name`` names).
+
+    Args:
+        spec: preset name, path, dict or Cluster.
+        num_gpus: when given, ``num_nodes = ceil(num_gpus / gpus_per_node)``; fewer GPUs than a node holds
+            shrink the node to ``gpus_per_node = num_gpus``.
+
+    Raises:
+        SchemaError: unknown preset, unreadable or malformed file, bad type or negative number (one line
+            naming the file and the field).
+    """
+    if isinstance(spec, Cluster):
+        cluster = spec
+    elif isinstance(spec, dict):
+        cluster = _parse_cluster(spec, "<cluster dict>")
+    else:
+        text = os.fspath(spec)
+        if text in CLUSTER_PRESETS:
+            cluster = CLUSTER_PRESETS[text]
+        elif text.endswith(".json") or os.path.sep in text or Path(text).exists():
+            cluster = _parse_cluster(_require_file(text), text)
+        else:
+            raise SchemaError(f"unknown cluster {text!r}; presets: {', '.join(CLUSTER_PRESETS)}; or a cluster JSON file")
+    return cluster if num_gpus is None else _resize(cluster, num_gpus)
+
+
+def _resize(cluster: Cluster, num_gpus: int) -> Cluster:
+    if not isinstance(num_gpus, int) or isinstance(num_gpus, bool) or num_gpus < 1:
+        raise ConfigError(f"num_gpus must be a positive integer, got {num_gpus!r}")
+    if num_gpus < cluster.gpus_per_node:
+        return cluster.replace(gpus_per_node=num_gpus, num_nodes=1)
+    return cluster.replace(num_nodes=math.ceil(num_gpus / cluster.gpus_per_node))
 
 
 def _require_file(path: str | os.PathLike) -> dict:
@@ -85,3 +198,105 @@ def _require_file(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise SchemaError(f"{path}: a cluster file must hold a JSON object")
     return data
+
+
+_GPU_KEYS = tuple(f.name for f in dataclasses.fields(GPU))
+_CLUSTER_NUMBERS = ("intra_node_gbps", "inter_node_gbps", "intra_node_latency_us", "inter_node_latency_us",
+                    "per_microbatch_overhead_ms", "per_step_overhead_ms")
+_POSITIVE = ("intra_node_gbps", "inter_node_gbps", "peak_bf16_tflops", "peak_fp16_tflops", "peak_fp32_tflops",
+             "memory_gib", "hbm_gbps", "matmul_efficiency", "memory_efficiency")
+
+
+def _base_for(data: dict) -> Cluster | None:
+    gpu = data.get("gpu")
+    gpu_name = gpu.get("name") if isinstance(gpu, dict) else gpu
+    if isinstance(gpu_name, str):
+        if gpu_name in CLUSTER_PRESETS:
+            return CLUSTER_PRESETS[gpu_name]
+        for preset in CLUSTER_PRESETS.values():
+            if preset.gpu.name == gpu_name:
+                return preset
+    name = data.get("name")
+    return CLUSTER_PRESETS.get(name) if isinstance(name, str) else None
+
+
+def _number(origin: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SchemaError(f"{origin}: field '{key}': expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0 or (key.rsplit(".", 1)[-1] in _POSITIVE and value == 0):
+        raise SchemaError(f"{origin}: field '{key}': must be {'positive' if key.rsplit('.', 1)[-1] in _POSITIVE else 'non-negative'} and finite, got {value!r}")
+    return float(value)
+
+
+def _count(origin: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SchemaError(f"{origin}: field '{key}': must be a positive integer, got {value!r}")
+    return value
+
+
+def _parse_gpu(raw: Any, base: GPU | None, origin: str) -> GPU:
+    if isinstance(raw, str):
+        if raw in GPU_PRESETS:
+            return GPU_PRESETS[raw]
+        if raw in CLUSTER_PRESETS:
+            return CLUSTER_PRESETS[raw].gpu
+        raise SchemaError(f"{origin}: field 'gpu': unknown GPU {raw!r}; presets: {', '.join(dict.fromkeys([*GPU_PRESETS, *CLUSTER_PRESETS]))}")
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{origin}: field 'gpu': expected a GPU name or an object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_GPU_KEYS))
+    if unknown:
+        raise SchemaError(f"{origin}: field 'gpu.{unknown[0]}': unknown key; GPU keys: {', '.join(_GPU_KEYS)}")
+    values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
+    for key, value in raw.items():
+        if key == "name":
+            if not isinstance(value, str) or not value:
+                raise SchemaError(f"{origin}: field 'gpu.name': expected a non-empty string, got {value!r}")
+            values[key] = value
+        else:
+            values[key] = _number(origin, f"gpu.{key}", value)
+    if base is None:  # a GPU of the user's own: these must be given; fp16 defaults to bf16 (same tensor cores)
+        for key in ("name", "peak_bf16_tflops", "memory_gib", "hbm_gbps"):
+            if key not in values:
+                raise SchemaError(f"{origin}: field 'gpu.{key}': missing (needed for a GPU that is not a preset)")
+        values.setdefault("peak_fp16_tflops", values["peak_bf16_tflops"])
+        # A100's ratio of non-tensor FP32 to BF16 peak (19.5 / 312) when the user gives no fp32 figure.
+        values.setdefault("peak_fp32_tflops", values["peak_bf16_tflops"] / 16)
+    return GPU(**values)
+
+
+def _parse_cluster(data: dict, origin: str) -> Cluster:
+    known = {f.name for f in dataclasses.fields(Cluster)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SchemaError(f"{origin}: field '{unknown[0]}': unknown key; cluster keys: {', '.join(sorted(known))}")
+    base = _base_for(data)
+    values: dict[str, Any] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Cluster)} if base else {}
+    if base is None:
+        values.update(num_nodes=1, intra_node_latency_us=NVLINK_LATENCY_US, inter_node_latency_us=IB_LATENCY_US,
+                      calibration={})
+    if "gpu" in data:
+        raw = data["gpu"]
+        # Inherit GPU fields only when the object describes the base preset's GPU (or names none).
+        same = base is not None and (not isinstance(raw, dict) or raw.get("name") in (None, base.gpu.name, base.name))
+        if isinstance(raw, dict) and same and raw.get("name") == base.name:  # type: ignore[union-attr]
+            raw = {**raw, "name": base.gpu.name}  # type: ignore[union-attr]
+        values["gpu"] = _parse_gpu(raw, base.gpu if same else None, origin)  # type: ignore[union-attr]
+    for key, value in data.items():
+        if key == "name":
+            if not isinstance(value, str) or not value:
+                raise SchemaError(f"{origin}: field 'name': expected a non-empty string, got {value!r}")
+            values[key] = value
+        elif key in ("gpus_per_node", "num_nodes"):
+            values[key] = _count(origin, key, value)
+        elif key in _CLUSTER_NUMBERS:
+            values[key] = _number(origin, key, value)
+        elif key == "calibration":
+            if not isinstance(value, dict):
+                raise SchemaError(f"{origin}: field 'calibration': expected an object, got {type(value).__name__}")
+            values[key] = value
+    for key in ("gpu", "gpus_per_node", "intra_node_gbps", "inter_node_gbps"):
+        if key not in values:
+            raise SchemaError(f"{origin}: field '{key}': missing (no preset to take it from: 'gpu' names none)")
+    values.setdefault("name", values["gpu"].name)
+    values["calibration"] = dict(values.get("calibration") or {})
+    return Cluster(**values)
