@@ -1,0 +1,148 @@
+"""The analytic profile: per-layer times and bytes of a TransformerSpec on a GPU, from FLOPs, bytes and peaks.
+
+It has the schema of a measured profile (``source="analytic"``), so the cost model cannot tell them apart.
+
+Time model, per layer and micro-batch size (``pptune.profile.flops`` gives the work):
+
+- A GEMM of ``F`` FLOPs runs at ``peak * eff(F)`` with the saturating efficiency
+  ``eff(F) = E * F / (F + F_half)``: ``E`` = ``GPU.matmul_efficiency`` (the plateau large GEMMs reach) and
+  ``F_half`` = ``GPU.matmul_half_flops`` (the size at which a GEMM reaches half of it). Its time is then
+  ``(F + F_half) / (peak * E)``: the GEMM at plateau speed plus a fixed ``F_half / (peak * E)`` per kernel
+  (launch, tile quantisation, tail), which is what makes small GEMMs inefficient.
+- Backward: input- and weight-gradient GEMMs of the forward's size each (2x forward).
+- Attention core: one fused flash-attention-style kernel by default (Dao 2023): FLOPs counted in full
+  (``fwd_flops``), but a causal kernel skips the masked half of the work; its backward costs
+  ``FLASH_BWD_FACTOR`` (2.5) x forward. With ``flash_attention=False`` two batched GEMMs plus memory-bound
+  softmax traffic over the ``s x s`` scores.
+- Memory-bound work (norms, residual adds, activation functions, RoPE, embedding gather, cross-entropy):
+  ``bytes / (hbm_gbps * memory_efficiency)``.
+- No communication: tensor-parallel all-reduces and pipeline p2p are the cost model's (``pptune.cost``).
+
+Everything is per GPU of a ``tp``-way tensor-parallel group: shapes, ``fwd_flops``, ``param_count`` and bytes are
+one rank's share. Blocks are identical, so one block is computed per micro-batch size and its frozen timings
+are shared by every block (``shares_measurement_with`` = the first block's index, as the profiler records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pptune.errors import ConfigError
+from pptune.hardware import GPU
+from pptune.model.spec import TransformerSpec
+from pptune.profile.flops import DTYPE_BYTES, FLASH_BWD_FACTOR, Work, block_work, check_tp, embedding_work, head_work
+from pptune.profile.schema import LayerProfile, LayerTiming, Profile
+from pptune.profile.sizes import (
+    block_params,
+    block_saved_bytes,
+    embedding_params,
+    embedding_saved_bytes,
+    head_params,
+    head_saved_bytes,
+    hidden_bytes,
+    logits_bytes,
+)
+
+KIND_EMBEDDING, KIND_BLOCK, KIND_HEAD = "EmbeddingPipe", "TransformerBlockPipe", "HeadPipe"  # pptune.model.layers
+
+
+def gemm_ms(flops: float, gpu: GPU, dtype: str) -> float:
+    """Time of one GEMM of ``flops`` FLOPs: ``flops / (peak * eff)`` with ``eff = E * F / (F + F_half)``."""
+    if flops <= 0:
+        return 0.0
+    return (flops + gpu.matmul_half_flops) / (gpu.peak_tflops(dtype) * 1e12 * gpu.matmul_efficiency) * 1e3
+
+
+def memory_ms(nbytes: float, gpu: GPU) -> float:
+    """Time of memory-bound work moving ``nbytes`` at the achieved HBM bandwidth."""
+    return nbytes / (gpu.hbm_gbps * 1e9 * gpu.memory_efficiency) * 1e3
+
+
+def work_ms(work: Work, gpu: GPU, dtype: str) -> tuple[float, float]:
+    """(forward, backward) milliseconds of one layer's work on ``gpu``."""
+    fwd_gemm = sum(gemm_ms(f, gpu, dtype) for f in work.gemm_flops)
+    if work.attn_fused:
+        attn_fwd = gemm_ms(work.attn_flops * (1 - work.attn_causal_skip), gpu, dtype)
+        attn_bwd = FLASH_BWD_FACTOR * attn_fwd
+    else:  # Q K^T and A V as two batched GEMMs of half the attention FLOPs each
+        attn_fwd = 2 * gemm_ms(work.attn_flops / 2, gpu, dtype)
+        attn_bwd = 2 * attn_fwd
+    fwd = fwd_gemm + attn_fwd + memory_ms(work.fwd_bytes, gpu)
+    bwd = 2 * fwd_gemm + attn_bwd + memory_ms(work.bwd_bytes, gpu)
+    return fwd, bwd
+
+
+def analytic_profile(
+    spec: TransformerSpec,
+    gpu: GPU,
+    *,
+    tp: int = 1,
+    dtype: str = "bf16",
+    micro_batch_sizes: Iterable[int] = (1, 2, 4, 8),
+    sequence_parallel: bool = False,
+    seq_len: int | None = None,
+    flash_attention: bool = True,
+) -> Profile:
+    """A Profile of ``spec`` on one ``gpu`` of a ``tp``-way tensor-parallel group, computed, not measured.
+
+    Args:
+        spec: the model.
+        gpu: the accelerator whose peaks and calibrated constants set the times.
+        tp: tensor-parallel degree the layer shapes are sharded by (recorded as ``Profile.tp``).
+        dtype: ``bf16``, ``fp16`` or ``fp32`` (fp32 uses the non-tensor-core peak).
+        micro_batch_sizes: the sizes to tabulate (the cost model interpolates between them).
+        sequence_parallel: split norms, residuals and their activations along the sequence (Megatron SP).
+        seq_len: sequence length; the spec's by default.
+        flash_attention: fused attention without ``s x s`` scores (the default), or the unfused kernel.
+
+    Raises:
+        ConfigError: tp does not divide the heads or FFN width, an unknown dtype, bad micro-batch sizes.
+    """
+    check_tp(spec, tp)
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
+    if sequence_parallel and tp == 1:
+        raise ConfigError("sequence parallelism needs tp > 1")
+    sizes = tuple(sorted(set(micro_batch_sizes)))
+    if not sizes or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in sizes):
+        raise ConfigError(f"micro-batch sizes must be positive integers, got {list(micro_batch_sizes)}")
+    if seq_len is not None and seq_len != spec.seq_len:
+        spec = spec.replace(seq_len=seq_len)
+    s, sp = spec.seq_len, sequence_parallel
+    emb_t, blk_t, head_t = [], [], []
+    for b in sizes:
+        hid = hidden_bytes(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp)
+        emb_t.append(_timing(embedding_work(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp), gpu, dtype, b,
+                             embedding_saved_bytes(spec, b=b, s=s, tp=tp, sequence_parallel=sp), hid))
+        blk_t.append(_timing(block_work(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp, flash=flash_attention),
+                             gpu, dtype, b, block_saved_bytes(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp,
+                                                              flash=flash_attention), hid))
+        head_t.append(_timing(head_work(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp), gpu, dtype, b,
+                              head_saved_bytes(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp),
+                              logits_bytes(spec, b=b, s=s, tp=tp, dtype=dtype)))
+    e = DTYPE_BYTES[dtype]
+    blk_params, blk_timings = block_params(spec, tp), tuple(blk_t)
+    layers = [_layer(0, "embedding", KIND_EMBEDDING, "embedding", embedding_params(spec, tp), e, tuple(emb_t))]
+    layers += [_layer(1 + i, f"block.{i}", KIND_BLOCK, "block", blk_params, e, blk_timings, None if i == 0 else 1)
+               for i in range(spec.num_layers)]
+    layers.append(_layer(spec.num_layers + 1, "head", KIND_HEAD, "head", head_params(spec, tp), e, tuple(head_t)))
+    return Profile(
+        model=spec.name, source="analytic", device=gpu.name, device_name=gpu.name, dtype=dtype,  # type: ignore[arg-type]
+        seq_len=s, micro_batch_sizes=sizes, layers=tuple(layers), tp=tp, spec=spec.to_dict(),
+        notes=(f"analytic: GEMM eff = {gpu.matmul_efficiency} * F / (F + {gpu.matmul_half_flops:.3g}) of "
+               f"{gpu.peak_tflops(dtype)} TFLOP/s; memory-bound at {gpu.memory_efficiency} x {gpu.hbm_gbps} GB/s; "
+               f"{'flash' if flash_attention else 'unfused'} attention; sequence_parallel={sp}; "
+               "no communication (added by the cost model)"),
+    )
+
+
+def _timing(work: Work, gpu: GPU, dtype: str, b: int, saved: int, output: int) -> LayerTiming:
+    fwd, bwd = work_ms(work, gpu, dtype)
+    return LayerTiming(micro_batch_size=b, fwd_ms=fwd, bwd_ms=bwd, saved_bytes=saved, output_bytes=output,
+                       fwd_flops=work.fwd_flops)
+
+
+def _layer(index: int, name: str, kind: str, role: str, params: int, e: int, timings: tuple[LayerTiming, ...],
+           shares: int | None = None) -> LayerProfile:
+    return LayerProfile(index=index, name=name, kind=kind, role=role, param_count=params,  # type: ignore[arg-type]
+                        param_bytes=params * e, timings=timings, shares_measurement_with=shares)

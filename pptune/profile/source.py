@@ -1,0 +1,70 @@
+"""Where a plan's per-layer costs come from: a profile file, or an analytic profile for the cluster's GPU.
+
+The planner asks once per tensor-parallel degree, so both routes are cached: a file by its path and
+modification time (the same Profile object comes back, which the cost model's own caches key on), an
+analytic profile by its hashable arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pptune.errors import ConfigError
+from pptune.hardware import GPU, Cluster, load_cluster
+from pptune.model.spec import TransformerSpec, resolve_spec
+from pptune.profile.analytic import analytic_profile
+from pptune.profile.schema import Profile, load_profile
+
+
+def profile_for(
+    model_or_profile: str,
+    cluster: Cluster | GPU | str,
+    *,
+    tp: int = 1,
+    dtype: str = "bf16",
+    micro_batch_sizes: Iterable[int] = (1, 2, 4, 8),
+    sequence_parallel: bool = False,
+) -> Profile:
+    """The profile to plan ``model_or_profile`` with.
+
+    Args:
+        model_or_profile: a profile file (``*.json``, measured or analytic: loaded as is, whatever ``tp``,
+            ``dtype`` and sizes it was made with; the cost model re-shards it), or a model preset / spec string
+            (an analytic profile for the cluster's GPU at this ``tp``).
+        cluster: a Cluster, a GPU, or a cluster preset name or file.
+        tp, dtype, micro_batch_sizes, sequence_parallel: the analytic profile's shape (see ``analytic_profile``).
+
+    Raises:
+        SchemaError: a malformed profile or cluster file.
+        ConfigError: a model that is neither a file nor a preset or spec string.
+    """
+    if model_or_profile.endswith(".json"):
+        path = Path(model_or_profile)
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None  # load_profile reports the missing file with its one-line SchemaError
+        if stat is None:
+            return load_profile(path)
+        return _load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    try:
+        spec = resolve_spec(model_or_profile)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; or a profile file (*.json) made by 'pptune profile'") from None
+    gpu = cluster if isinstance(cluster, GPU) else load_cluster(cluster).gpu
+    return _analytic_cached(spec, gpu, tp, dtype, tuple(sorted(set(micro_batch_sizes))), sequence_parallel)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_cached(path: str, mtime_ns: int, size: int) -> Profile:
+    return load_profile(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _analytic_cached(spec: TransformerSpec, gpu: GPU, tp: int, dtype: str, sizes: tuple[int, ...],
+                     sequence_parallel: bool) -> Profile:
+    return analytic_profile(spec, gpu, tp=tp, dtype=dtype, micro_batch_sizes=sizes,
+                            sequence_parallel=sequence_parallel)
