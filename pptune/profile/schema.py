@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pptune.errors import SchemaError
+from pptune.errors import ConfigError, SchemaError
+from pptune.model.spec import TransformerSpec
 
 SCHEMA_VERSION = 1
 Role = Literal["embedding", "block", "head", "other"]
@@ -236,6 +237,8 @@ def _parse_profile(data: Any, origin: str) -> Profile:
     mbs_list = r.get("micro_batch_sizes", list)
     if not mbs_list or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mbs_list):
         raise r.fail("micro_batch_sizes", f"must be a non-empty list of positive integers, got {mbs_list!r}")
+    if len(set(mbs_list)) != len(mbs_list):
+        raise r.fail("micro_batch_sizes", f"lists a size twice: {mbs_list!r}")
     layers_raw = r.get("layers", list)
     if not layers_raw:
         raise r.fail("layers", "must list at least one layer")
@@ -245,6 +248,11 @@ def _parse_profile(data: Any, origin: str) -> Profile:
         if sorted(got) != sorted(mbs_list):
             raise r.fail(f"layers[{layer.index}].timings", f"micro-batch sizes {got} differ from micro_batch_sizes {mbs_list}")
     spec = r.get("spec", dict, required=False)
+    if spec is not None:  # the cost model reads sizes from it: a bad spec must fail here, not deep in a plan
+        try:
+            TransformerSpec.from_dict(spec)
+        except (ConfigError, TypeError) as exc:
+            raise r.fail("spec", str(exc)) from None
     return Profile(
         schema_version=version,
         model=r.get("model", str),
