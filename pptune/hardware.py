@@ -83,13 +83,14 @@ IB_LATENCY_US = 10.0
 # = 80 GFLOP/s; one thread reached 50-63 GFLOP/s in fp32 GEMMs of 128..2048 here, hence efficiency 0.7 that
 # saturates early. bf16 takes the fp32 figure, but CPUs without AVX512-BF16/AMX run torch's bf16 GEMMs far
 # slower (1-2 GFLOP/s measured on this AMD EPYC): on CPU, measure (`pptune profile`) rather than trust this.
-# Memory: one core streaming torch.add reached ~12 GB/s here. Links: gloo over loopback; the figures below
-# came from `pptune probe-cluster --nproc 2` on this 2-core host and should be re-probed elsewhere.
+# Memory: one core streaming torch.add reached ~12 GB/s here. Links: gloo over loopback; `pptune probe-cluster
+# --nproc 2` on this 2-core host (while other jobs ran) gave p2p 1.2-1.7 GB/s and 0.2-2 ms latency, all-reduce
+# 0.6-0.9 GB/s bus bandwidth: we take 1.4 GB/s and 250 us. Re-probe on any other host.
 LOCAL_CPU_RANKS = 2
 LOCAL_CPU_PEAK_TFLOPS = 0.08
 LOCAL_CPU_MEMORY_GBPS = 12.0
-LOCAL_CPU_LINK_GBPS = 2.0
-LOCAL_CPU_LINK_LATENCY_US = 50.0
+LOCAL_CPU_LINK_GBPS = 1.4
+LOCAL_CPU_LINK_LATENCY_US = 250.0
 
 _DATA = Path(__file__).with_name("data") / "gpus.json"
 
