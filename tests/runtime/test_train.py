@@ -1,0 +1,53 @@
+"""One real 2-process DeepSpeed pipeline run of a tiny GPT: measured.json, planned stages built, per-stage timers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pptune.runtime.launch import run_plan
+from pptune.runtime.measured import load_measured
+from pptune.runtime.train import parse_args
+
+
+def test_parse_args_defaults_and_limits() -> None:
+    args = parse_args(["plan"])
+    assert (args.steps, args.warmup, args.out, args.ds_timers) == (10, 3, None, False)
+    with pytest.raises(SystemExit):
+        parse_args(["plan", "--steps", "0"])
+
+
+@pytest.mark.slow
+def test_real_pipeline_run(plan_dir: Path) -> None:
+    steps, gas = 3, 4
+    start = time.monotonic()
+    m = run_plan(plan_dir, steps=steps, warmup=1, timeout_s=300, ds_timers=True)
+    print(f"real 2-rank run: {time.monotonic() - start:.1f} s wall")  # shown with pytest -s; not asserted
+
+    assert m == load_measured(plan_dir / "measured.json")
+    assert len(m.step_times_ms) == steps and all(t > 0 for t in m.step_times_ms)
+    assert m.median_step_ms > 0 and m.final_loss is not None and m.final_loss > 0
+    assert (m.pp, m.dp, m.world_size, m.num_microbatches) == (2, 1, 2, gas)
+    assert m.optimizer == "AdamW" and m.device == "cpu" and m.threads == 1
+
+    # The planned, uneven split [0, 2, 6] is what DeepSpeed built, on the ranks that should hold it.
+    assert m.boundaries == m.planned_boundaries == (0, 2, 6)
+    by_rank = {r.rank: r for r in m.ranks}
+    assert (by_rank[0].stage, by_rank[0].layer_start, by_rank[0].layer_stop, by_rank[0].num_forward_funcs) == (0, 0, 2, 2)
+    assert (by_rank[1].stage, by_rank[1].layer_start, by_rank[1].layer_stop, by_rank[1].num_forward_funcs) == (1, 2, 6, 4)
+
+    # Every micro-batch is forwarded and backwarded once per step on each stage; p2p goes the right way.
+    s0, s1 = (r.timers for r in (by_rank[0], by_rank[1]))
+    for timers in (s0, s1):
+        assert timers["ForwardPass"].calls_per_step == gas and timers["BackwardPass"].calls_per_step == gas
+        assert timers["OptimizerStep"].calls_per_step == 1 and timers["ForwardPass"].per_step_ms > 0
+    assert s0["SendActivation"].calls_per_step == gas and s0["RecvGrad"].calls_per_step == gas
+    assert s1["RecvActivation"].calls_per_step == gas and s1["SendGrad"].calls_per_step == gas
+    assert "RecvActivation" not in s0 and "SendActivation" not in s1
+    # DeepSpeed's own timers ran too (wall_clock_breakdown with the backward-timer fix on stage 0).
+    assert m.deepspeed_timers
+    assert s0["bwd_microstep"].calls_per_step == gas and s1["bwd_microstep"].calls_per_step == gas
+    assert s0["pipe_send_output"].calls_per_step == gas and s1["pipe_recv_input"].calls_per_step == gas
+    assert [s.stage for s in m.stages] == [0, 1] and m.stages[1].timers_ms["ForwardPass"] > 0
