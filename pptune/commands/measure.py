@@ -1,0 +1,82 @@
+"""``pptune measure PLAN_DIR``: run a plan with real DeepSpeed on this machine and compare with its estimate."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pptune.runtime.timers import BACKWARD, FORWARD, OPTIMIZER, RECV, REDUCE, SEND
+
+
+def add_parser(subparsers: Any, name: str) -> None:
+    p = subparsers.add_parser(
+        name, help="run a plan with real DeepSpeed and measure its step time",
+        description="Launch PLAN_DIR (from 'pptune plan') with torchrun on this machine, train --warmup + --steps "
+                    "steps on synthetic tokens, write PLAN_DIR/measured.json and compare with plan.json's estimate.",
+    )
+    p.add_argument("plan_dir", help="plan directory (pipeline.json, ds_config.json, plan.json)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the run is stopped (default 600)")
+    p.add_argument("--nproc", type=int, default=None, help="processes (default: the plan's world size pp*tp*dp)")
+    p.add_argument("--log", default=None, help="log file (default PLAN_DIR/measure.log)")
+    p.add_argument("--ds-timers", action="store_true", help="also record DeepSpeed's wall_clock_breakdown timers")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pptune.errors import ConfigError
+    from pptune.runtime.launch import LOG_FILE, run_plan
+    from pptune.runtime.plan_files import load_run_plan
+
+    if args.steps < 1 or args.warmup < 0 or args.timeout <= 0 or (args.nproc is not None and args.nproc < 1):
+        raise ConfigError(f"need --steps >= 1, --warmup >= 0, --timeout > 0, --nproc >= 1; got {args.steps}, "
+                          f"{args.warmup}, {args.timeout:g}, {args.nproc}")
+    plan = load_run_plan(args.plan_dir)
+    log = args.log or str(plan.plan_dir / LOG_FILE)
+    print(f"measuring {plan.plan_dir}: {args.nproc or plan.world_size} processes, {args.warmup} warm-up + "
+          f"{args.steps} timed steps (log: {log})", flush=True)
+    measured = run_plan(plan.plan_dir, nproc=args.nproc, steps=args.steps, warmup=args.warmup,
+                        timeout_s=args.timeout, log_path=log, ds_timers=args.ds_timers)
+    for line in summary_lines(measured, plan.predicted_step_ms):
+        print(line)
+    print(f"wrote {plan.plan_dir / 'measured.json'}")
+    return 0
+
+
+def relative_error(predicted_ms: float, measured_ms: float) -> float:
+    """(predicted - measured) / measured: positive when the plan over-predicts."""
+    return (predicted_ms - measured_ms) / measured_ms
+
+
+def _sum(timers: dict[str, float], names: tuple[str, ...]) -> float:
+    return sum(timers.get(n, 0.0) for n in names)
+
+
+def summary_lines(measured: Any, predicted_step_ms: float | None) -> list[str]:
+    """The measure report: step time, prediction error, stages built and each stage's time per step."""
+    m = measured
+    steps = m.step_times_ms
+    lines = [
+        f"{m.model}: pp {m.pp} x dp {m.dp} x tp {m.tp}, micro-batch {m.micro_batch_size} x {m.num_microbatches}, "
+        f"{m.dtype}, {m.device} ({m.device_name}), optimizer {m.optimizer}",
+        f"step time: median {m.median_step_ms:.1f} ms (min {min(steps):.1f}, max {max(steps):.1f}, {len(steps)} steps), "
+        f"{m.samples_per_s:.1f} samples/s",
+    ]
+    if predicted_step_ms is not None:
+        err = relative_error(predicted_step_ms, m.median_step_ms)
+        lines.append(f"predicted {predicted_step_ms:.1f} ms (plan.json): error {err:+.1%} (predicted - measured) / measured")
+    else:
+        lines.append("predicted: no estimate.step_time_ms in plan.json")
+    planned = "" if m.planned_boundaries is None else f" (planned {list(m.planned_boundaries)})"
+    lines.append(f"stages built: {list(m.boundaries)} by {m.partition_method}{planned}")
+    if m.planned_boundaries is not None and tuple(m.planned_boundaries) != tuple(m.boundaries):
+        lines.append("warning: DeepSpeed built other stages than planned; the estimate describes a different split")
+    lines.append("per step, ms (mean over data-parallel ranks): stage layers   fwd     bwd     send    recv    reduce  optim")
+    for s in m.stages:
+        t = s.timers_ms
+        lines.append(
+            f"  {s.stage:>5} {s.layer_start:>3}-{s.layer_stop - 1:<3} {t.get(FORWARD, 0.0):7.1f} {t.get(BACKWARD, 0.0):7.1f} "
+            f"{_sum(t, SEND):7.1f} {_sum(t, RECV):7.1f} {_sum(t, REDUCE):7.1f} {t.get(OPTIMIZER, 0.0):7.1f}"
+        )
+    return lines
