@@ -1,0 +1,158 @@
+"""Partition: which profile layers each pipeline chunk holds (``pp * vpp + 1`` boundary indices).
+
+``uniform``, ``parameters`` and ``type:<regex>`` call DeepSpeed's own pure functions exactly as
+``deepspeed/runtime/pipe/module.py::PipelineModule._partition_layers`` does, so a plan splits the model
+the way the engine will. ``balanced`` is pptune's own: the contiguous split that minimises the largest
+chunk time (forward + backward + recompute at the config's micro-batch size). With ``vpp > 1``
+(Megatron interleaving) the layers split into ``pp * vpp`` chunks and chunk ``c`` runs on stage ``c % pp``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import re
+from itertools import accumulate
+
+from pptune.cost.layers import layer_table
+from pptune.errors import ConfigError
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile
+
+
+def stage_boundaries(profile: Profile, config: ParallelConfig) -> tuple[int, ...]:
+    """Chunk boundaries over ``profile.layers``: chunk ``c`` holds layers ``[b[c], b[c + 1])``.
+
+    Args:
+        profile: the model's per-layer costs.
+        config: supplies ``pp``, ``vpp``, ``partition`` (and micro-batch size, tp, recompute for ``balanced``).
+
+    Returns:
+        ``pp * vpp + 1`` non-decreasing indices from 0 to the number of layers.
+
+    Raises:
+        ConfigError: more chunks than layers, or a ``type:`` regex that matches no layer.
+    """
+    parts = config.pp * config.vpp
+    n = profile.num_layers
+    if parts > n:
+        raise ConfigError(f"pp {config.pp} x vpp {config.vpp} = {parts} chunks but the profile has only {n} layers")
+    method = config.partition
+    if parts == 1:
+        return (0, n)
+    if method == "uniform":
+        return _ds_uniform(n, parts)
+    table = layer_table(profile, micro_batch_size=config.micro_batch_size, tp=config.tp, dtype=config.dtype,
+                        sequence_parallel=config.sequence_parallel)
+    if method == "parameters":
+        return _ds_balanced(deepspeed_param_weights(table.param_count, table.head_index, table.tied_param_count), parts)
+    if method.lower().startswith("type:"):
+        return _ds_balanced(type_weights(table.kinds, method), parts)
+    if method == "balanced":
+        return min_max_split(tuple(layer_work_ms(table, config.recompute)), parts)
+    raise ConfigError(f"unknown partition method {method!r}")
+
+
+def deepspeed_param_weights(param_count: tuple[int, ...], head_index: int | None, tied: int) -> tuple[int, ...]:
+    """Per-layer weights of DeepSpeed's ``parameters`` method (``PipelineModule._count_layer_params``).
+
+    DeepSpeed builds every LayerSpec, TiedLayerSpec included, and counts all its trainable parameters,
+    so a tied head counts the embedding's weights again, although the profile counts them once.
+    """
+    if not tied or head_index is None:
+        return param_count
+    weights = list(param_count)
+    weights[head_index] += tied
+    return tuple(weights)
+
+
+def type_weights(kinds: tuple[str, ...], method: str) -> tuple[int, ...]:
+    """1 for layers whose class name matches, else 0 (``PipelineModule._find_layer_type``).
+
+    DeepSpeed lower-cases the whole method string and keeps the text between the first and second
+    colon, then searches each class name with IGNORECASE; we do the same.
+    """
+    pattern = method.lower().split(":")[1]
+    regex = re.compile(pattern, re.IGNORECASE)
+    weights = tuple(1 if regex.search(kind) else 0 for kind in kinds)
+    if not any(weights):
+        raise ConfigError(f"partition {method!r} matches no layer class (classes: {', '.join(sorted(set(kinds)))})")
+    return weights
+
+
+def layer_work_ms(table, recompute: str) -> list[float]:
+    """Forward + backward (+ recompute) time per layer, the weight ``balanced`` evens out."""
+    if recompute == "none":
+        return [f + b for f, b in zip(table.fwd_ms, table.bwd_ms, strict=True)]
+    if recompute == "selective":
+        return [f + b + a for f, b, a in zip(table.fwd_ms, table.bwd_ms, table.attn_fwd_ms, strict=True)]
+    # full and every:K re-run every layer's forward once inside the backward.
+    return [2 * f + b for f, b in zip(table.fwd_ms, table.bwd_ms, strict=True)]
+
+
+def _import_ds_utils():
+    # deepspeed is a hard dependency but slow to import and chatty: import on first use only.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from deepspeed.runtime import utils as ds_utils
+
+    return ds_utils
+
+
+@functools.lru_cache(maxsize=4096)
+def _ds_uniform(num_items: int, num_parts: int) -> tuple[int, ...]:
+    return tuple(int(x) for x in _import_ds_utils().partition_uniform(num_items=num_items, num_parts=num_parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ds_balanced(weights: tuple[int, ...], num_parts: int) -> tuple[int, ...]:
+    # partition_balanced returns numpy ints; the planner writes these into JSON.
+    return tuple(int(x) for x in _import_ds_utils().partition_balanced(weights=list(weights), num_parts=num_parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]:
+    """The contiguous split into ``num_parts`` non-empty parts with the smallest largest part.
+
+    Bisection on the bottleneck value T with a greedy feasibility test (pack each part up to T),
+    which is exact for the linear partition bottleneck problem; 100 halvings reach float precision.
+    """
+    n = len(weights)
+    if num_parts > n:
+        raise ConfigError(f"cannot split {n} layers into {num_parts} non-empty chunks")
+    prefix = [0.0, *accumulate(weights)]
+    lo, hi = max(weights), prefix[-1]
+    best = _greedy(prefix, num_parts, hi)
+    assert best is not None
+    for _ in range(100):
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+        mid = (lo + hi) / 2
+        got = _greedy(prefix, num_parts, mid)
+        if got is None:
+            lo = mid
+        else:
+            hi, best = mid, got
+    return best
+
+
+def _greedy(prefix: list[float], parts: int, cap: float) -> tuple[int, ...] | None:
+    """Left-to-right packing with every part <= cap, leaving one layer for each later part; None if impossible."""
+    n = len(prefix) - 1
+    bounds = [0]
+    start = 0
+    for k in range(parts):
+        left = parts - k - 1
+        if k == parts - 1:
+            stop = n
+        else:
+            # Furthest stop with prefix[stop] - prefix[start] <= cap (small slack for float sums).
+            stop = bisect.bisect_right(prefix, prefix[start] + cap * (1 + 1e-12), start + 1) - 1
+            stop = min(stop, n - left)
+            if stop <= start:
+                return None
+        if prefix[stop] - prefix[start] > cap * (1 + 1e-12):
+            return None
+        bounds.append(stop)
+        start = stop
+    return tuple(bounds)
