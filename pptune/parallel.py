@@ -66,6 +66,9 @@ class ParallelConfig:
                 )
             if self.pp > 1 and self.schedule != "1f1b":
                 raise ConfigError(f"DeepSpeed's pipeline engine runs 1f1b only, got schedule {self.schedule}")
+            if self.recompute == "selective":
+                raise ConfigError("selective recompute is a Megatron feature; DeepSpeed's pipeline checkpoints "
+                                  "whole layers (recompute none, full or every:K)")
         if self.sequence_parallel and self.tp == 1:
             raise ConfigError("sequence parallelism needs tp > 1")
         _ = self.recompute_interval  # validates the recompute string

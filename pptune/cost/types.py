@@ -55,7 +55,8 @@ class StageCost:
 
     stage: int
     first_layer: int  # inclusive index into the profile's layers
-    last_layer: int  # exclusive
+    last_layer: int  # exclusive (the end of the stage's last chunk when interleaved)
+    layer_ranges: tuple[tuple[int, int], ...] = ()  # [first, last) of each chunk on this stage, in chunk order
     fwd_ms: float  # per micro-batch, all chunks of the stage
     bwd_ms: float  # per micro-batch, recompute included
     busy_ms: float  # total busy time in the step

@@ -1,0 +1,94 @@
+"""Per-chunk costs of one configuration: compute, exposed TP communication and the p2p messages between chunks.
+
+Recompute adds forward work to the backward: ``full`` and ``every:K`` re-run every layer's forward once
+(DeepSpeed checkpoints each K-layer group and re-runs it in backward, so K changes memory, not time),
+``selective`` re-runs the attention core (its FLOP share ``s / (6h + s)`` of a block's forward).
+TP collectives are not overlapped with compute (Megatron's default), so they lengthen each op;
+recompute repeats the forward's collectives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pptune.cost import comm
+from pptune.cost.layers import LayerTable
+from pptune.hardware import Cluster
+from pptune.parallel import ParallelConfig
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChunkCosts:
+    """Per micro-batch costs of each chunk (index = global chunk) and of each chunk boundary."""
+
+    compute_fwd_ms: tuple[float, ...]
+    compute_bwd_ms: tuple[float, ...]  # recompute included
+    weight_grad_ms: tuple[float, ...]  # the W share of the backward (zb_h1), no recompute, no comm
+    tp_fwd_ms: tuple[float, ...]
+    tp_bwd_ms: tuple[float, ...]
+    p2p_ms: tuple[float, ...]  # boundary c -> c + 1, one message each way
+    p2p_bytes: tuple[int, ...]
+
+    @property
+    def fwd_ms(self) -> tuple[float, ...]:
+        return tuple(a + b for a, b in zip(self.compute_fwd_ms, self.tp_fwd_ms, strict=True))
+
+    @property
+    def bwd_ms(self) -> tuple[float, ...]:
+        return tuple(a + b for a, b in zip(self.compute_bwd_ms, self.tp_bwd_ms, strict=True))
+
+
+def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig, cluster: Cluster,
+                *, seq_len: int, w_share: float) -> ChunkCosts:
+    """Costs of every chunk of ``boundaries`` under ``config`` on ``cluster``."""
+    interval = config.recompute_interval
+    selective = config.recompute == "selective"
+    message = config.micro_batch_size * seq_len * table.hidden_size * table.act_bytes
+    tp_per_stage = []
+    for s in range(config.pp):
+        link = comm.tp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
+        tp_per_stage.append({role: comm.tp_layer_ms(role, message, config.tp, link) for role in comm.TP_COLLECTIVES})
+    cf, cb, ww, tf, tb = [], [], [], [], []
+    for c in range(len(boundaries) - 1):
+        tp_one = tp_per_stage[c % config.pp]
+        first, last = boundaries[c], boundaries[c + 1]
+        fwd = sum(table.fwd_ms[first:last])
+        bwd = sum(table.bwd_ms[first:last])
+        extra = fwd if interval else (sum(table.attn_fwd_ms[first:last]) if selective else 0.0)
+        t_f = t_b = 0.0
+        if config.tp > 1:
+            for i in range(first, last):
+                f_i, b_i = tp_one.get(table.roles[i], (0.0, 0.0))
+                t_f += f_i
+                t_b += b_i
+            if interval:
+                t_b += t_f
+        cf.append(fwd)
+        cb.append(bwd + extra)
+        ww.append(w_share * bwd)
+        tf.append(t_f)
+        tb.append(t_b)
+    p2p, p2p_bytes = _p2p(table, boundaries, config, cluster)
+    return ChunkCosts(compute_fwd_ms=tuple(cf), compute_bwd_ms=tuple(cb), weight_grad_ms=tuple(ww),
+                      tp_fwd_ms=tuple(tf), tp_bwd_ms=tuple(tb), p2p_ms=p2p, p2p_bytes=p2p_bytes)
+
+
+def _p2p(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,
+         cluster: Cluster) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Message time per chunk boundary: the chunk's last output (per tp rank; 1/tp with sequence parallel).
+
+    DeepSpeed sends the full activation from every tp rank (``pipe_partitioned`` only matters with a
+    Megatron mpu); Megatron with sequence parallelism sends the sequence-sharded ``[s/t, b, h]``.
+    """
+    pp = config.pp
+    times, sizes = [], []
+    for c in range(len(boundaries) - 2):
+        nbytes = table.output_bytes[boundaries[c + 1] - 1]  # already 1/tp under sequence parallelism
+        stage = c % pp
+        if stage == pp - 1:  # interleaving wraps from the last stage back to the first
+            link = comm.first_last_link(cluster, tp=config.tp, dp=config.dp, pp=pp)
+        else:
+            link = comm.stage_pair_link(cluster, tp=config.tp, dp=config.dp, stage=stage)
+        times.append(comm.p2p_ms(nbytes, link))
+        sizes.append(nbytes)
+    return tuple(times), tuple(sizes)

@@ -1,0 +1,131 @@
+"""Communication times: alpha-beta costs per link level and the rank placement of DeepSpeed and Megatron.
+
+Placement: both engines put tensor parallelism innermost (consecutive ranks), then data parallelism,
+then pipeline stages: DeepSpeed's ``PipeModelDataParallelTopology`` has axes ``['pipe', 'data', 'model']``
+(last axis varies fastest) and Megatron's default order is ``tp-cp-ep-dp-pp``. So a TP group has stride 1,
+a DP group stride ``tp``, and stage ``s`` holds ranks ``[s * tp * dp, (s + 1) * tp * dp)``. A group whose
+ranks sit on more than one node runs its ring at the inter-node rate (its slowest hop).
+
+Costs (Thakur, Rabenseifner & Gropp 2005, ring algorithms; bandwidth per GPU, one direction):
+``p2p = alpha + n / bw``, ``all_reduce = 2 (k-1)/k n / bw + 2 (k-1) alpha``,
+``reduce_scatter = all_gather = (k-1)/k n / bw + (k-1) alpha`` with ``n`` the full buffer's bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pptune.hardware import Cluster
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Link:
+    """One link level: bandwidth per GPU per direction (GB/s = 1e9 B/s) and latency."""
+
+    gbps: float
+    latency_us: float
+
+    def transfer_ms(self, nbytes: float) -> float:
+        return nbytes / (self.gbps * 1e6)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.latency_us / 1e3
+
+
+def intra(cluster: Cluster) -> Link:
+    return Link(gbps=cluster.intra_node_gbps, latency_us=cluster.intra_node_latency_us)
+
+
+def inter(cluster: Cluster) -> Link:
+    return Link(gbps=cluster.inter_node_gbps, latency_us=cluster.inter_node_latency_us)
+
+
+def spans_nodes(first_rank: int, *, stride: int, size: int, gpus_per_node: int) -> bool:
+    """Whether ranks ``first_rank, first_rank + stride, ...`` (``size`` of them) sit on more than one node."""
+    return first_rank // gpus_per_node != (first_rank + (size - 1) * stride) // gpus_per_node
+
+
+def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
+    """The link of stage ``stage``'s TP groups (consecutive ranks; inside a node when tp divides the node)."""
+    base, gpn = stage * tp * dp, cluster.gpus_per_node
+    far = any(spans_nodes(base + d * tp, stride=1, size=tp, gpus_per_node=gpn) for d in range(dp))
+    return inter(cluster) if far else intra(cluster)
+
+
+def dp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
+    """The link of stage ``stage``'s DP groups (ranks ``tp`` apart); inter-node if any of them spans nodes."""
+    base, gpn = stage * tp * dp, cluster.gpus_per_node
+    far = any(spans_nodes(base + m, stride=tp, size=dp, gpus_per_node=gpn) for m in range(tp))
+    return inter(cluster) if far else intra(cluster)
+
+
+def pair_link(cluster: Cluster, *, first_rank: int, count: int, distance: int) -> Link:
+    """The link between ranks ``r`` and ``r + distance`` for ``count`` consecutive ``r``: the slowest pair governs."""
+    gpn = cluster.gpus_per_node
+    far = any(r // gpn != (r + distance) // gpn for r in range(first_rank, first_rank + count))
+    return inter(cluster) if far else intra(cluster)
+
+
+def stage_pair_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
+    """The p2p link from stage ``stage`` to ``stage + 1``: every rank sends to the rank ``tp * dp`` above it."""
+    per_stage = tp * dp
+    return pair_link(cluster, first_rank=stage * per_stage, count=per_stage, distance=per_stage)
+
+
+def first_last_link(cluster: Cluster, *, tp: int, dp: int, pp: int) -> Link:
+    """The link between the first and the last stage (tied-embedding all-reduce, interleaving's wrap-around)."""
+    per_stage = tp * dp
+    return pair_link(cluster, first_rank=0, count=per_stage, distance=(pp - 1) * per_stage)
+
+
+def p2p_ms(nbytes: float, link: Link) -> float:
+    """One point-to-point message."""
+    return link.latency_ms + link.transfer_ms(nbytes) if nbytes > 0 else 0.0
+
+
+def all_reduce_ms(nbytes: float, k: int, link: Link) -> float:
+    """Ring all-reduce of an ``nbytes`` buffer over ``k`` ranks."""
+    if k <= 1 or nbytes <= 0:
+        return 0.0
+    return 2 * (k - 1) / k * link.transfer_ms(nbytes) + 2 * (k - 1) * link.latency_ms
+
+
+def reduce_scatter_ms(nbytes: float, k: int, link: Link) -> float:
+    """Ring reduce-scatter of an ``nbytes`` buffer (each rank keeps 1/k)."""
+    if k <= 1 or nbytes <= 0:
+        return 0.0
+    return (k - 1) / k * link.transfer_ms(nbytes) + (k - 1) * link.latency_ms
+
+
+all_gather_ms = reduce_scatter_ms  # same volume and steps, reversed
+
+
+# Tensor-parallel collectives per layer and direction (Megatron, Shoeybi et al. 2019, Fig. 4):
+# a block all-reduces its [b, s, h] output twice in forward (attention, MLP) and its input gradient
+# twice in backward; the vocab-parallel embedding once in forward; the column-parallel LM head once in
+# backward. Sequence parallelism swaps each all-reduce for an all-gather + reduce-scatter of the same
+# total volume (Korthikanti et al. 2023), so the ring time is the same.
+TP_COLLECTIVES = {"block": (2, 2), "embedding": (1, 0), "head": (0, 1), "other": (0, 0)}
+
+
+def tp_layer_ms(role: str, message_bytes: float, tp: int, link: Link) -> tuple[float, float]:
+    """(forward, backward) exposed TP communication of one layer per micro-batch."""
+    if tp <= 1:
+        return 0.0, 0.0
+    one = all_reduce_ms(message_bytes, tp, link)
+    n_fwd, n_bwd = TP_COLLECTIVES.get(role, (0, 0))
+    return n_fwd * one, n_bwd * one
+
+
+def dp_grad_sync_ms(grad_bytes: float, param_bytes: float, *, dp: int, zero_stage: int, link: Link) -> float:
+    """Data-parallel gradient synchronisation of one stage's gradients.
+
+    ZeRO 0: all-reduce the gradients. ZeRO >= 1: reduce-scatter the gradients, then all-gather the
+    updated parameters (same total volume as an all-reduce when grads and weights share a dtype).
+    """
+    if dp <= 1:
+        return 0.0
+    if zero_stage == 0:
+        return all_reduce_ms(grad_bytes, dp, link)
+    return reduce_scatter_ms(grad_bytes, dp, link) + all_gather_ms(param_bytes, dp, link)

@@ -1,0 +1,65 @@
+"""Communication costs: ring formulas, and rank placement checked against DeepSpeed's own topology."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pptune.cost import comm
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def test_ring_formulas():
+    link = comm.Link(gbps=100.0, latency_us=10.0)  # 1e8 bytes take 1 ms
+    n = 1e8
+    assert comm.p2p_ms(n, link) == pytest.approx(0.01 + 1.0)
+    assert comm.all_reduce_ms(n, 4, link) == pytest.approx(2 * 3 / 4 * 1.0 + 2 * 3 * 0.01)
+    assert comm.reduce_scatter_ms(n, 4, link) == pytest.approx(3 / 4 * 1.0 + 3 * 0.01)
+    assert comm.all_gather_ms(n, 4, link) == comm.reduce_scatter_ms(n, 4, link)
+    assert comm.all_reduce_ms(n, 1, link) == 0.0 and comm.p2p_ms(0, link) == 0.0
+    # reduce-scatter + all-gather moves what an all-reduce moves
+    rs_ag = comm.dp_grad_sync_ms(n, n, dp=4, zero_stage=1, link=link)
+    assert rs_ag == pytest.approx(comm.dp_grad_sync_ms(n, n, dp=4, zero_stage=0, link=link))
+
+
+def test_tp_collectives_per_role():
+    link = comm.Link(gbps=100.0, latency_us=0.0)
+    one = comm.all_reduce_ms(1e8, 4, link)
+    assert comm.tp_layer_ms("block", 1e8, 4, link) == pytest.approx((2 * one, 2 * one))
+    assert comm.tp_layer_ms("embedding", 1e8, 4, link) == pytest.approx((one, 0.0))
+    assert comm.tp_layer_ms("head", 1e8, 4, link) == pytest.approx((0.0, one))
+    assert comm.tp_layer_ms("block", 1e8, 1, link) == (0.0, 0.0)
+
+
+def _node_of(rank: int, gpn: int) -> int:
+    return rank // gpn
+
+
+@pytest.mark.parametrize(("pp", "dp", "tp", "gpn"), [(4, 2, 2, 8), (2, 4, 4, 8), (8, 1, 2, 8), (3, 2, 2, 4),
+                                                    (4, 3, 1, 8), (2, 2, 8, 8), (6, 1, 1, 4), (4, 1, 3, 8)])
+def test_placement_matches_deepspeed_topology(make_cluster, pp, dp, tp, gpn):
+    from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+    topo = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=dp)
+    cluster = make_cluster(pp * dp * tp, gpus_per_node=gpn)
+    inter = comm.inter(cluster)
+    # TP groups are consecutive ranks, DP groups tp apart; a stage's link is inter-node iff one of its groups spans nodes
+    for s in range(pp):
+        tp_groups = [sorted(topo.filter_match(pipe=s, data=d)) for d in range(dp)]
+        dp_groups = [sorted(topo.filter_match(pipe=s, model=m)) for m in range(tp)]
+        assert all(g == list(range(g[0], g[0] + tp)) for g in tp_groups)
+        assert all(g == list(range(g[0], g[0] + tp * dp, tp)) for g in dp_groups)
+        for groups, link in ((tp_groups, comm.tp_link), (dp_groups, comm.dp_link)):
+            spans = any(len({_node_of(r, gpn) for r in g}) > 1 for g in groups)
+            assert (link(cluster, tp=tp, dp=dp, stage=s) == inter) == spans, (s, link.__name__)
+    # p2p between stage s and s+1: inter-node exactly when some pair of matching ranks sits on two nodes
+    for s in range(pp - 1):
+        crosses = any(
+            _node_of(topo.get_rank(pipe=s, data=d, model=m), gpn) != _node_of(topo.get_rank(pipe=s + 1, data=d, model=m), gpn)
+            for d in range(dp) for m in range(tp))
+        assert (comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=s) == inter) == crosses, s
+    wraps = any(_node_of(topo.get_rank(pipe=0, data=d, model=m), gpn)
+                != _node_of(topo.get_rank(pipe=pp - 1, data=d, model=m), gpn) for d in range(dp) for m in range(tp))
+    assert (comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp) == inter) == wraps
