@@ -19,6 +19,7 @@ from pptune.errors import PptuneError
 COMMANDS: dict[str, str] = {
     "probe-cluster": "probe_cluster",
     "profile": "profile",
+    "estimate": "estimate",
     "measure": "measure",
 }
 

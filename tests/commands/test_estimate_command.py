@@ -1,0 +1,89 @@
+"""``pptune estimate``: summary and --json output, --batch JSONL, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pptune.cli import main
+
+BASE = ["gpt2-medium", "--cluster", "a100-80g", "--pp", "4", "--dp", "2", "--micro-batch-size", "2",
+        "--global-batch-size", "64"]
+JSON_KEYS = {"step_time_ms", "samples_per_s", "tokens_per_s", "tflops_per_gpu", "mfu", "bubble_fraction",
+             "peak_memory_bytes", "memory_per_stage_bytes", "feasible", "infeasible_reason", "breakdown_ms"}
+
+
+def test_json_output_has_the_stable_keys(capsys):
+    assert main(["estimate", *BASE, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert JSON_KEYS <= set(out)
+    assert out["step_time_ms"] == pytest.approx(sum(out["breakdown_ms"].values()))
+    assert len(out["memory_per_stage_bytes"]) == 4 and "timeline" not in out
+
+
+def test_timeline_in_json(capsys):
+    assert main(["estimate", *BASE, "--json", "--timeline"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["timeline"]) == 2 * 4 * 16  # F and B of 64 / (2 * 2) micro-batches on 4 stages
+
+
+def test_readable_summary(capsys):
+    assert main(["estimate", *BASE]) == 0
+    text = capsys.readouterr().out
+    assert "breakdown (ms): compute" in text and "tokens/s" in text and "MFU" in text
+    assert len([line for line in text.splitlines() if line.strip().startswith(("0 ", "1 ", "2 ", "3 "))]) == 4
+
+
+def test_a_sized_cluster_file_must_match(tmp_path, capsys):
+    cluster = tmp_path / "c.json"
+    cluster.write_text(json.dumps({"name": "two-nodes", "gpu": "a100-80g", "gpus_per_node": 8, "num_nodes": 2}))
+    argv = ["estimate", "gpt2-medium", "--cluster", str(cluster), "--pp", "4", "--dp", "2", "--global-batch-size", "64"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tp 1 x pp 4 x dp 2 = 8 GPUs but cluster two-nodes has 16" in err
+    assert main([*argv[:-6], "--pp", "4", "--dp", "4", "--global-batch-size", "64", "--json"]) == 0
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--gpus", "16"], "= 8 GPUs but 16 GPUs were given"),
+    (["--global-batch-size", "30"], "global batch 30 is not divisible by micro batch 2 * dp 2 = 4"),
+    (["--pp", "40", "--dp", "1", "--global-batch-size", "64", "--cluster", "h100-80g"], "pp 40 > 26 pipeline layers"),
+    (["--tp", "3", "--pp", "1"], "not divisible by tp 3"),
+    (["--zero", "2"], "ZeRO stage 2 with pp 4"),
+    (["--cluster", "tpu-v9"], "unknown cluster 'tpu-v9'"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, extra, message):
+    assert main(["estimate", *BASE, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_malformed_spec_and_cluster_file(tmp_path, capsys):
+    assert main(["estimate", "gpt:layers=4,hidden=64", "--cluster", "a100-80g", "--global-batch-size", "8"]) == 2
+    assert "model spec 'gpt:layers=4,hidden=64': missing" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["estimate", "gpt2-small", "--cluster", str(bad), "--global-batch-size", "8"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_batch_lines_in_order_with_errors_per_line(tmp_path, capsys):
+    lines = [
+        {"model": "gpt2-small", "pp": 2, "global_batch_size": 16},
+        {"model": "gpt2-small", "pp": 2, "zero": 2, "global_batch_size": 16},
+        "not json",
+        {"pp": 2, "dp": 2, "micro_batch_size": 2, "global_batch_size": 16, "schedule": "1f1b",
+         "cluster": {"name": "mine", "gpu": "h100-80g", "gpus_per_node": 4}},
+        {"model": "gpt2-small", "colour": "red"},
+    ]
+    batch = tmp_path / "configs.jsonl"
+    batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n\n")
+    assert main(["estimate", "gpt2-small", "--cluster", "a100-80g", "--batch", str(batch)]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(out) == 5
+    assert JSON_KEYS <= set(out[0]) and JSON_KEYS <= set(out[3])
+    assert "ZeRO stage 2" in out[1]["error"]
+    assert "line 3: not valid JSON" in out[2]["error"]
+    assert "unknown keys ['colour']" in out[4]["error"]
+    assert out[3]["step_time_ms"] != out[0]["step_time_ms"]
