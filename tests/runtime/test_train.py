@@ -20,13 +20,17 @@ def test_parse_args_defaults_and_limits() -> None:
 
 
 @pytest.mark.slow
-def test_real_pipeline_run(plan_dir: Path) -> None:
+def test_real_pipeline_run(plan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     steps, gas = 3, 4
+    # CI starts from an empty extension cache: the run must JIT-compile nothing (no shm_comm, no fused_adam).
+    extensions = tmp_path / "torch_extensions"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
     start = time.monotonic()
     m = run_plan(plan_dir, steps=steps, warmup=1, timeout_s=300, ds_timers=True)
     print(f"real 2-rank run: {time.monotonic() - start:.1f} s wall")  # shown with pytest -s; not asserted
 
     assert m == load_measured(plan_dir / "measured.json")
+    assert not extensions.exists() or not any(extensions.iterdir()), list(extensions.rglob("*"))[:5]
     assert len(m.step_times_ms) == steps and all(t > 0 for t in m.step_times_ms)
     assert m.median_step_ms > 0 and m.final_loss is not None and m.final_loss > 0
     assert (m.pp, m.dp, m.world_size, m.num_microbatches) == (2, 1, 2, gas)
