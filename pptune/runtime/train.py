@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pptune.errors import PptuneError
+from pptune.errors import ConfigError, PptuneError
 from pptune.runtime.measured import MEASURED_FILE, Measured, RankRecord, save_measured, stage_records
 from pptune.runtime.plan_files import RunPlan, load_run_plan
 
@@ -89,16 +89,17 @@ def _optimizer_name(optimizer: Any) -> str:
     return f"{outer}({type(inner).__name__})" if inner is not None and inner is not optimizer else outer
 
 
-def _timed_steps(engine: Any, plan: RunPlan, args: argparse.Namespace, step_timers: Any) -> tuple[list[float], float]:
+def _timed_steps(engine: Any, plan: RunPlan, args: argparse.Namespace, step_timers: Any, *, vocab_size: int
+                 ) -> tuple[list[float], float]:
     """Warm-up, then the timed steps; returns rank 0's step times (ms) and the last loss."""
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
 
-    from pptune.runtime.build import synthetic_batches, train_step
+    from pptune.runtime.build import DATA_SEED, synthetic_batches, train_step
 
     accel = get_accelerator()
-    data = synthetic_batches(vocab_size=args.vocab_size, micro_batch_size=plan.micro_batch_size, seq_len=plan.seq_len,
-                             seed=1234 + dist.get_rank())
+    data = synthetic_batches(vocab_size=vocab_size, micro_batch_size=plan.micro_batch_size, seq_len=plan.seq_len,
+                             seed=DATA_SEED + dist.get_rank())  # each data-parallel replica sees its own tokens
     times_ms: list[float] = []
     loss = math.nan
     for step in range(args.warmup + args.steps):
@@ -138,16 +139,16 @@ def run(args: argparse.Namespace) -> Path | None:
         torch.set_num_threads(1)  # ranks share the cores; more threads make them fight (REFERENCE.md §2)
     world = dist.get_world_size()
     if world != plan.world_size:
-        raise PptuneError(f"world size {world} != plan's pp {plan.pp} * tp {plan.tp} * dp {plan.dp} = {plan.world_size}")
+        raise ConfigError(f"world size {world} != plan's pp {plan.pp} * tp {plan.tp} * dp {plan.dp} = {plan.world_size}")
     torch.manual_seed(MODEL_SEED)
-    module, args.vocab_size = build_module(plan)
+    module, vocab_size = build_module(plan)
     engine = initialize(plan, module, ds_timers=args.ds_timers)
     sources: list[Any] = [InstructionTimers(engine, cuda=device == "cuda")]
     ds_timers = enable_deepspeed_timers(engine)
     if ds_timers is not None:
         sources.append(ds_timers)
     step_timers = StepTimers(sources)
-    times_ms, loss = _timed_steps(engine, plan, args, step_timers)
+    times_ms, loss = _timed_steps(engine, plan, args, step_timers, vocab_size=vocab_size)
     mine = _rank_record(engine, plan, step_timers.stats())
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, mine)
