@@ -28,14 +28,8 @@ class ChunkCosts:
     tp_bwd_ms: tuple[float, ...]
     p2p_ms: tuple[float, ...]  # boundary c -> c + 1, one message each way
     p2p_bytes: tuple[int, ...]
-
-    @property
-    def fwd_ms(self) -> tuple[float, ...]:
-        return tuple(a + b for a, b in zip(self.compute_fwd_ms, self.tp_fwd_ms, strict=True))
-
-    @property
-    def bwd_ms(self) -> tuple[float, ...]:
-        return tuple(a + b for a, b in zip(self.compute_bwd_ms, self.tp_bwd_ms, strict=True))
+    fwd_ms: tuple[float, ...]  # what a forward op takes: compute + exposed TP communication
+    bwd_ms: tuple[float, ...]
 
 
 def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig, cluster: Cluster,
@@ -44,23 +38,30 @@ def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: Parallel
     interval = config.recompute_interval
     selective = config.recompute == "selective"
     message = config.micro_batch_size * seq_len * table.hidden_size * table.act_bytes
-    tp_per_stage = []
-    for s in range(config.pp):
-        link = comm.tp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
-        tp_per_stage.append({role: comm.tp_layer_ms(role, message, config.tp, link) for role in comm.TP_COLLECTIVES})
+    tp_per_stage: list[dict[str, tuple[float, float]]] = []
+    if config.tp > 1:
+        per_link: dict[comm.Link, dict[str, tuple[float, float]]] = {}
+        for s in range(config.pp):
+            link = comm.tp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
+            if link not in per_link:
+                per_link[link] = {role: comm.tp_layer_ms(role, message, config.tp, link) for role in comm.TP_COLLECTIVES}
+            tp_per_stage.append(per_link[link])
     cf, cb, ww, tf, tb = [], [], [], [], []
+    emb, head = table.embedding_index, table.head_index
     for c in range(len(boundaries) - 1):
-        tp_one = tp_per_stage[c % config.pp]
         first, last = boundaries[c], boundaries[c + 1]
-        fwd = sum(table.fwd_ms[first:last])
-        bwd = sum(table.bwd_ms[first:last])
-        extra = fwd if interval else (sum(table.attn_fwd_ms[first:last]) if selective else 0.0)
+        fwd = table.total("fwd_ms", first, last)
+        bwd = table.total("bwd_ms", first, last)
+        extra = fwd if interval else (table.total("attn_fwd_ms", first, last) if selective else 0.0)
         t_f = t_b = 0.0
         if config.tp > 1:
-            for i in range(first, last):
-                f_i, b_i = tp_one.get(table.roles[i], (0.0, 0.0))
-                t_f += f_i
-                t_b += b_i
+            one = tp_per_stage[c % config.pp]
+            blocks = table.total("blocks", first, last)
+            t_f, t_b = blocks * one["block"][0], blocks * one["block"][1]
+            for index, role in ((emb, "embedding"), (head, "head")):
+                if index is not None and first <= index < last:
+                    t_f += one[role][0]
+                    t_b += one[role][1]
             if interval:
                 t_b += t_f
         cf.append(fwd)
@@ -70,7 +71,9 @@ def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: Parallel
         tb.append(t_b)
     p2p, p2p_bytes = _p2p(table, boundaries, config, cluster)
     return ChunkCosts(compute_fwd_ms=tuple(cf), compute_bwd_ms=tuple(cb), weight_grad_ms=tuple(ww),
-                      tp_fwd_ms=tuple(tf), tp_bwd_ms=tuple(tb), p2p_ms=p2p, p2p_bytes=p2p_bytes)
+                      tp_fwd_ms=tuple(tf), tp_bwd_ms=tuple(tb), p2p_ms=p2p, p2p_bytes=p2p_bytes,
+                      fwd_ms=tuple(a + b for a, b in zip(cf, tf, strict=True)),
+                      bwd_ms=tuple(a + b for a, b in zip(cb, tb, strict=True)))
 
 
 def _p2p(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,

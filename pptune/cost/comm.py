@@ -13,6 +13,7 @@ Costs (Thakur, Rabenseifner & Gropp 2005, ring algorithms; bandwidth per GPU, on
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pptune.hardware import Cluster
@@ -34,11 +35,20 @@ class Link:
 
 
 def intra(cluster: Cluster) -> Link:
-    return Link(gbps=cluster.intra_node_gbps, latency_us=cluster.intra_node_latency_us)
+    return _link(cluster.intra_node_gbps, cluster.intra_node_latency_us)
 
 
 def inter(cluster: Cluster) -> Link:
-    return Link(gbps=cluster.inter_node_gbps, latency_us=cluster.inter_node_latency_us)
+    return _link(cluster.inter_node_gbps, cluster.inter_node_latency_us)
+
+
+@functools.lru_cache(maxsize=256)
+def _link(gbps: float, latency_us: float) -> Link:
+    return Link(gbps=gbps, latency_us=latency_us)
+
+
+def _pick(cluster: Cluster, far: bool) -> Link:
+    return inter(cluster) if far else intra(cluster)
 
 
 def spans_nodes(first_rank: int, *, stride: int, size: int, gpus_per_node: int) -> bool:
@@ -46,25 +56,37 @@ def spans_nodes(first_rank: int, *, stride: int, size: int, gpus_per_node: int) 
     return first_rank // gpus_per_node != (first_rank + (size - 1) * stride) // gpus_per_node
 
 
+# The placement questions depend only on integers: cache them (the planner asks them for every config).
+@functools.lru_cache(maxsize=65536)
+def _tp_far(gpn: int, tp: int, dp: int, stage: int) -> bool:
+    base = stage * tp * dp
+    return any(spans_nodes(base + d * tp, stride=1, size=tp, gpus_per_node=gpn) for d in range(dp))
+
+
+@functools.lru_cache(maxsize=65536)
+def _dp_far(gpn: int, tp: int, dp: int, stage: int) -> bool:
+    base = stage * tp * dp
+    return any(spans_nodes(base + m, stride=tp, size=dp, gpus_per_node=gpn) for m in range(tp))
+
+
+@functools.lru_cache(maxsize=65536)
+def _pair_far(gpn: int, first_rank: int, count: int, distance: int) -> bool:
+    return any(r // gpn != (r + distance) // gpn for r in range(first_rank, first_rank + count))
+
+
 def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
     """The link of stage ``stage``'s TP groups (consecutive ranks; inside a node when tp divides the node)."""
-    base, gpn = stage * tp * dp, cluster.gpus_per_node
-    far = any(spans_nodes(base + d * tp, stride=1, size=tp, gpus_per_node=gpn) for d in range(dp))
-    return inter(cluster) if far else intra(cluster)
+    return _pick(cluster, _tp_far(cluster.gpus_per_node, tp, dp, stage))
 
 
 def dp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
     """The link of stage ``stage``'s DP groups (ranks ``tp`` apart); inter-node if any of them spans nodes."""
-    base, gpn = stage * tp * dp, cluster.gpus_per_node
-    far = any(spans_nodes(base + m, stride=tp, size=dp, gpus_per_node=gpn) for m in range(tp))
-    return inter(cluster) if far else intra(cluster)
+    return _pick(cluster, _dp_far(cluster.gpus_per_node, tp, dp, stage))
 
 
 def pair_link(cluster: Cluster, *, first_rank: int, count: int, distance: int) -> Link:
     """The link between ranks ``r`` and ``r + distance`` for ``count`` consecutive ``r``: the slowest pair governs."""
-    gpn = cluster.gpus_per_node
-    far = any(r // gpn != (r + distance) // gpn for r in range(first_rank, first_rank + count))
-    return inter(cluster) if far else intra(cluster)
+    return _pick(cluster, _pair_far(cluster.gpus_per_node, first_rank, count, distance))
 
 
 def stage_pair_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:

@@ -120,7 +120,7 @@ def _simulate(fwd: tuple[float, ...], bwd: tuple[float, ...], w: tuple[float, ..
 def _stage_params(table: LayerTable, bounds: tuple[int, ...], pp: int, stage: int) -> int:
     total = 0
     for c in range(stage, len(bounds) - 1, pp):
-        total += sum(table.param_count[bounds[c]:bounds[c + 1]]) + table.tied_copy_on(bounds[c], bounds[c + 1])
+        total += table.total("param_count", bounds[c], bounds[c + 1]) + table.tied_copy_on(bounds[c], bounds[c + 1])
     return total
 
 

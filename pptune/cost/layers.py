@@ -15,7 +15,8 @@ the full ``[s, b, h]``, or ``1/tp`` of it with sequence parallelism (also when t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate
 
 from pptune.profile.schema import Profile
 
@@ -47,6 +48,13 @@ class LayerTable:
     hidden_size: int  # inferred from the spec or from a block's output_bytes
     act_bytes: int  # bytes of one activation element in the training dtype
     profile_source: str = "measured"
+    # Prefix sums (length n + 1) so a chunk's totals cost O(1): cum[x][last] - cum[x][first].
+    cum: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def total(self, what: str, first: int, last: int) -> float:
+        """Sum of ``what`` (fwd_ms, bwd_ms, attn_fwd_ms, saved_bytes, param_count, blocks) over layers [first, last)."""
+        c = self.cum[what]
+        return c[last] - c[first]
 
     @property
     def num_layers(self) -> int:
@@ -148,6 +156,10 @@ def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool) -> LayerTa
         input_bytes=mbs * s * 8, param_count=tuple(params), tied_param_count=tied, embedding_index=emb,
         head_index=head, kinds=tuple(layer.kind for layer in profile.layers), roles=roles, fwd_flops=tuple(flops),
         hidden_size=hidden, act_bytes=e, profile_source=profile.source,
+        cum={name: (0, *accumulate(values)) for name, values in (
+            ("fwd_ms", fwd), ("bwd_ms", bwd), ("attn_fwd_ms", attn_fwd), ("saved_bytes", saved),
+            ("attn_saved_bytes", attn_saved), ("param_count", params),
+            ("blocks", [1 if ro == "block" else 0 for ro in roles]))},
     )
 
 

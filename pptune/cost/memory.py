@@ -58,20 +58,17 @@ def inflight_units(config: ParallelConfig, stage: int) -> int:
 
 def chunk_activation_bytes(table: LayerTable, first: int, last: int, config: ParallelConfig) -> tuple[int, int]:
     """(bytes kept per in-flight micro-batch, transient recompute working set) of layers [first, last)."""
-    saved = table.saved_bytes
     interval = config.recompute_interval
     if interval == 0:
+        kept = table.total("saved_bytes", first, last)
         if config.recompute == "selective":
-            kept = sum(saved[i] - table.attn_saved_bytes[i] for i in range(first, last))
-        else:
-            kept = sum(saved[first:last])
+            kept -= table.total("attn_saved_bytes", first, last)
         work = 0
     else:
         kept = work = 0
         for g in range(first, last, interval):
-            stop = min(g + interval, last)
             kept += table.output_bytes[g - 1] if g > 0 else table.input_bytes
-            work = max(work, sum(saved[g:stop]))
+            work = max(work, table.total("saved_bytes", g, min(g + interval, last)))
     if config.target == "deepspeed" and last < table.num_layers:
         # The pipe engine holds each in-flight micro-batch's stage output until its backward.
         kept += table.output_bytes[last - 1]
@@ -82,12 +79,12 @@ def stage_memory(table: LayerTable, boundaries: tuple[int, ...], config: Paralle
                  stage: int) -> dict[str, int]:
     """Named parts (bytes) of one GPU's peak memory on ``stage``; ``sum(values())`` is the total."""
     pp, dp = config.pp, config.dp
-    chunks = [c for c in range(len(boundaries) - 1) if c % pp == stage]
+    chunks = range(stage, len(boundaries) - 1, pp)
     params = 0
     kept_max = work_max = 0
     for c in chunks:
         first, last = boundaries[c], boundaries[c + 1]
-        params += sum(table.param_count[first:last]) + table.tied_copy_on(first, last)
+        params += table.total("param_count", first, last) + table.tied_copy_on(first, last)
         kept, work = chunk_activation_bytes(table, first, last, config)
         kept_max, work_max = max(kept_max, kept), max(work_max, work)
     w_b, g_b, o_b = bytes_per_param(config)

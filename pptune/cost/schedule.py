@@ -43,12 +43,13 @@ class ScheduleResult:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """A schedule shape compiled into a dependency-respecting sequence of ops."""
+    """A schedule shape compiled into a dependency-respecting sequence of ops.
 
-    stage: tuple[int, ...]
-    dur: tuple[int, ...]  # index into the duration vector: op * chunks + chunk
-    dep: tuple[int, ...]  # index of the op whose end this op waits for, or -1
-    lag: tuple[int, ...]  # index into the lag vector (chunk boundary), or the zero slot
+    Each row is (stage, duration index = op * chunks + chunk, index of the op whose end this op waits for
+    (the trailing zero slot when none), lag index = chunk boundary (the zero slot when none)).
+    """
+
+    rows: tuple[tuple[int, int, int, int], ...]
     ops: tuple[tuple[int, int, int], ...]  # (op, chunk, microbatch)
     last: tuple[int, ...]  # per stage: index of its last op
     peak: tuple[int, ...]
@@ -103,14 +104,16 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
         step = (m + pp - 1) * (fwd[0] + bwd[0])
         ends = tuple(step - s * bwd[0] for s in range(pp))
         return _result(step, stage_work, ends, plan.peak, ())
-    starts, ends = _run(plan, fwd + bwd + w, lags + [0.0])
+    dur = fwd + bwd + w
+    ends = _run(plan, dur, lags + [0.0])
     stage_end = tuple(ends[i] for i in plan.last)
     step = max(stage_end)
     tl: tuple[TimelineOp, ...] = ()
     if timeline:
         tl = tuple(
-            TimelineOp(stage=plan.stage[k], chunk=c, microbatch=j, op=_OP_NAMES[op], start_ms=starts[k], end_ms=ends[k])
-            for k, (op, c, j) in enumerate(plan.ops)
+            TimelineOp(stage=row[0], chunk=c, microbatch=j, op=_OP_NAMES[op], start_ms=ends[k] - dur[row[1]],
+                       end_ms=ends[k])
+            for k, (row, (op, c, j)) in enumerate(zip(plan.rows, plan.ops, strict=True))
         )
     return _result(step, stage_work, stage_end, plan.peak, tl)
 
@@ -127,59 +130,67 @@ def _result(step: float, work: list[float], ends: tuple[float, ...], peak: tuple
                           idle_ms=tuple(step - x for x in work), end_ms=ends, peak_inflight=peak, timeline=tl)
 
 
-def _run(plan: _Plan, dur: list[float], lag: list[float]) -> tuple[list[float], list[float]]:
-    n = len(plan.stage)
-    start = [0.0] * n
-    end = [0.0] * n
-    free = [0.0] * (max(plan.stage) + 1)
-    for k, (s, d, dep, lg) in enumerate(zip(plan.stage, plan.dur, plan.dep, plan.lag, strict=True)):
+def _run(plan: _Plan, dur: list[float], lag: list[float]) -> list[float]:
+    """End time of every op (plus a trailing 0.0 that ops without a dependency read)."""
+    end = [0.0] * (len(plan.rows) + 1)
+    free = [0.0] * len(plan.last)
+    k = 0
+    for s, d, dep, lg in plan.rows:  # the hot loop: kept to plain list indexing
         t = free[s]
-        if dep >= 0:
-            ready = end[dep] + lag[lg]
-            if ready > t:
-                t = ready
-        start[k] = t
+        ready = end[dep] + lag[lg]
+        if ready > t:
+            t = ready
         free[s] = end[k] = t + dur[d]
-    return start, end
+        k += 1
+    return end
 
 
 @functools.lru_cache(maxsize=1024)
 def _compile(schedule: str, pp: int, m: int, vpp: int) -> _Plan:
-    """Order all stages' ops so that each op comes after its stage predecessor and its dependency."""
+    """Order all stages' ops so that each op comes after its stage predecessor and its dependency.
+
+    Ops are keyed by the integer ``(op * chunks + chunk) * m + microbatch``; stages are visited round-robin,
+    each advancing until its next op's dependency has not been placed yet.
+    """
     orders = stage_orders(schedule, pp, m, vpp)
     chunks = pp * vpp
     zero_slot = chunks - 1
-    index: dict[tuple[int, int, int], int] = {}
-    stage, dur, dep, lag, ops = [], [], [], [], []
+    total = sum(len(o) for o in orders)
+    prepared = []
+    for order in orders:
+        rows = []
+        for op, c, j in order:
+            if op == F:
+                need, slot = ((c - 1) * m + j, c - 1) if c > 0 else (-1, zero_slot)
+            elif op == B:
+                need, slot = (((chunks + c + 1) * m + j), c) if c < chunks - 1 else (c * m + j, zero_slot)
+            else:
+                need, slot = (chunks + c) * m + j, zero_slot
+            rows.append(((op * chunks + c) * m + j, need, slot, op * chunks + c))
+        prepared.append(rows)
+    placed = [-1] * (3 * chunks * m)
+    out: list[tuple[int, int, int, int]] = []
+    keys: list[int] = []
     ptr = [0] * pp
-    remaining = sum(len(o) for o in orders)
-    while remaining:
+    while len(out) < total:
         progress = False
         for s in range(pp):
-            order = orders[s]
-            while ptr[s] < len(order):
-                op, c, j = order[ptr[s]]
-                if op == F:
-                    need, slot = ((F, c - 1, j), c - 1) if c > 0 else (None, zero_slot)
-                elif op == B:
-                    need, slot = ((B, c + 1, j), c) if c < chunks - 1 else ((F, c, j), zero_slot)
-                else:
-                    need, slot = (B, c, j), zero_slot
-                if need is not None and need not in index:
+            rows, p = prepared[s], ptr[s]
+            while p < len(rows):
+                key, need, slot, d = rows[p]
+                dep = total if need < 0 else placed[need]
+                if dep < 0:
                     break
-                index[(op, c, j)] = len(stage)
-                stage.append(s)
-                dur.append(op * chunks + c)
-                dep.append(-1 if need is None else index[need])
-                lag.append(slot)
-                ops.append((op, c, j))
-                ptr[s] += 1
-                remaining -= 1
-                progress = True
+                placed[key] = len(out)
+                out.append((s, d, dep, slot))
+                keys.append(key)
+                p += 1
+            if p != ptr[s]:
+                ptr[s], progress = p, True
         assert progress, f"{schedule} order deadlocks for pp={pp} m={m} vpp={vpp}"
     last_of = [-1] * pp
-    for k, s in enumerate(stage):
-        last_of[s] = k
-    last = tuple(last_of)
+    for k, row in enumerate(out):
+        last_of[row[0]] = k
+    ops = tuple((key // (chunks * m), (key // m) % chunks, key % m) for key in keys)
     peak = tuple(peak_inflight(o) for o in orders)
-    return _Plan(tuple(stage), tuple(dur), tuple(dep), tuple(lag), tuple(ops), last, peak)
+    return _Plan(tuple(out), ops, tuple(last_of), peak)
