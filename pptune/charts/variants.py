@@ -1,0 +1,41 @@
+"""Neighbouring configurations of a plan that a chart compares with it, kept valid for their engine."""
+
+from __future__ import annotations
+
+from pptune.cost.estimate import estimate
+from pptune.cost.types import Estimate
+from pptune.errors import ConfigError
+from pptune.hardware import Cluster
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile
+
+
+def with_depth(config: ParallelConfig, *, pp: int, gpus: int) -> ParallelConfig | None:
+    """``config`` at pipeline depth ``pp`` on the same GPUs (dp = gpus / (tp * pp)), or None when impossible.
+
+    Schedule and ZeRO follow the engine's rules: one stage runs no interleaving (1F1B), and DeepSpeed's
+    pipeline engine allows ZeRO 0 or 1 only (deepspeed/runtime/pipe/engine.py asserts it), so a ZeRO-2/3 plan
+    with pp == 1 is shown at ZeRO 1 deeper.
+    """
+    if pp < 1 or gpus % (config.tp * pp):
+        return None
+    changes: dict[str, object] = {"pp": pp, "dp": gpus // (config.tp * pp)}
+    if pp == 1:
+        changes.update(schedule="1f1b", vpp=1)
+    if config.target == "deepspeed" and pp > 1:
+        changes["zero_stage"] = min(config.zero_stage, 1)
+    try:
+        return config.replace(**changes)
+    except ConfigError:
+        return None
+
+
+def try_estimate(profile: Profile, cluster: Cluster, config: ParallelConfig | None, *,
+                 timeline: bool = False) -> Estimate | None:
+    """The estimate, or None when the cost model rejects the configuration (e.g. m not a multiple of pp)."""
+    if config is None:
+        return None
+    try:
+        return estimate(profile, cluster, config, timeline=timeline)
+    except ConfigError:
+        return None
