@@ -76,7 +76,7 @@ class Estimate:
     tokens_per_s: float
     tflops_per_gpu: float  # model FLOPs (no recompute) per second per GPU: 6*N*tokens convention, see README
     mfu: float  # tflops_per_gpu / the GPU's dense peak for the dtype
-    bubble_fraction: float  # 1 - sum(stage busy) / (pp * step time)
+    bubble_fraction: float  # 1 - sum(stage busy) / (pp * pipeline makespan, i.e. before DP reduction and optimizer)
     peak_memory_bytes: int
     memory_per_stage_bytes: tuple[int, ...]
     feasible: bool
