@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pptune.cost import estimate
@@ -101,11 +103,10 @@ def test_overhead_comes_from_the_cluster(make_profile, make_cluster):
 
 def test_flops_fall_back_to_6_n_tokens(make_profile, make_cluster):
     profile = make_profile(blocks=4, edge_ms=0.1)
-    flat = profile.__class__(**{**{f: getattr(profile, f) for f in profile.__dataclass_fields__},
-                                "layers": tuple(layer.__class__(**{**{f: getattr(layer, f) for f in layer.__dataclass_fields__},
-                                                                    "timings": tuple(t.__class__(**{**{f: getattr(t, f) for f in t.__dataclass_fields__}, "fwd_flops": 0.0}) for t in layer.timings)})
-                                                for layer in profile.layers)})
-    est = estimate(flat, make_cluster(1), ParallelConfig(num_microbatches=2, micro_batch_size=2))
+    no_flops = dataclasses.replace(profile, layers=tuple(
+        dataclasses.replace(layer, timings=tuple(dataclasses.replace(t, fwd_flops=0.0) for t in layer.timings))
+        for layer in profile.layers))
+    est = estimate(no_flops, make_cluster(1), ParallelConfig(num_microbatches=2, micro_batch_size=2))
     tokens = 2 * 2 * profile.seq_len
     assert est.tflops_per_gpu == pytest.approx(6 * profile.param_count * tokens / (est.step_time_ms / 1e3) / 1e12)
 
