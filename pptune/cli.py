@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "profile": "profile",
     "estimate": "estimate",
     "measure": "measure",
+    "plot": "plot",
 }
 
 
