@@ -179,9 +179,9 @@ def parse_spec(text: str) -> TransformerSpec:
                 values[field] = int(raw)
             except ValueError:
                 raise ConfigError(f"model spec {text!r}: {key} must be an integer, got {raw!r}") from None
-    for required in ("num_layers", "hidden_size", "num_heads"):
-        if required not in values:
-            raise ConfigError(f"model spec {text!r}: missing {required.split('_')[0]}=")
+    for key in ("layers", "hidden", "heads"):
+        if _SPEC_KEYS[key] not in values:
+            raise ConfigError(f"model spec {text!r}: missing {key}=")
     hidden = int(values["hidden_size"])  # type: ignore[arg-type]
     values.setdefault("ffn_hidden_size", 4 * hidden if family == "gpt" else _llama_ffn(hidden))
     values.setdefault("vocab_size", 50257 if family == "gpt" else 32000)

@@ -1,0 +1,58 @@
+"""TransformerSpec: preset shapes and parameter counts, spec strings, and one-line errors for bad specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pptune.errors import ConfigError
+from pptune.model.spec import PRESETS, TransformerSpec, parse_spec, resolve_spec
+
+
+@pytest.mark.parametrize(
+    ("name", "billions"),
+    [("gpt2-small", 0.124), ("gpt2-xl", 1.56), ("gpt3-175b", 174.6), ("llama2-7b", 6.74), ("llama2-70b", 69.0)],
+)
+def test_preset_parameter_counts_match_the_papers(name: str, billions: float) -> None:
+    assert PRESETS[name].param_count / 1e9 == pytest.approx(billions, rel=0.01)
+
+
+def test_megatron_parameter_formula_for_gpt3() -> None:
+    # Narayanan et al. SC'21: P = 12 l h^2 (1 + 13/(12h) + (V + s)/(12 l h)).
+    s = PRESETS["gpt3-175b"]
+    h, lay = s.hidden_size, s.num_layers
+    megatron = 12 * lay * h**2 * (1 + 13 / (12 * h) + (s.vocab_size + s.seq_len) / (12 * lay * h))
+    assert s.param_count == pytest.approx(megatron, rel=1e-3)
+
+
+def test_spec_string_defaults_and_overrides() -> None:
+    spec = parse_spec("gpt:layers=96,hidden=12288,heads=96,seq=2048,vocab=51200")
+    assert (spec.num_layers, spec.ffn_hidden_size, spec.vocab_size, spec.tied_embeddings) == (96, 4 * 12288, 51200, True)
+    llama = parse_spec("llama:layers=2,hidden=512,heads=8,kv_heads=2")
+    assert (llama.norm, llama.mlp, llama.kv_heads, llama.ffn_hidden_size % 256) == ("rmsnorm", "swiglu", 2, 0)
+    assert resolve_spec("gpt2-medium") is PRESETS["gpt2-medium"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("gpt:layers=2,hidden=64", "missing heads="),
+        ("gpt:layers=x,hidden=64,heads=2", "layers must be an integer"),
+        ("gpt:layers=2,hidden=64,heads=3", "not divisible by num_heads 3"),
+        ("gpt:depth=2", "unknown or malformed item"),
+        ("bert:layers=2", "expected '<gpt|llama>"),
+    ],
+)
+def test_bad_spec_strings_say_what_is_wrong(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_spec(text)
+
+
+def test_unknown_model_lists_presets() -> None:
+    with pytest.raises(ConfigError, match="gpt2-small"):
+        resolve_spec("gpt5")
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match="unknown keys"):
+        TransformerSpec.from_dict({**PRESETS["gpt2-small"].to_dict(), "depth": 3})
+    assert TransformerSpec.from_dict(PRESETS["gpt2-small"].to_dict()) == PRESETS["gpt2-small"]
