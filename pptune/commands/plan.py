@@ -1,0 +1,151 @@
+"""``pptune plan MODEL_OR_PROFILE``: search configurations, rank them, write a ready-to-run plan directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+RECOMPUTES = ("none", "selective", "full")
+
+
+def add_parser(subparsers: Any, name: str) -> None:
+    p = subparsers.add_parser(
+        name, help="search parallel configurations and emit DeepSpeed / Megatron-LM configs",
+        description="Search tp x pp x dp, micro-batch size, schedule, ZeRO, recompute and layer split for MODEL_OR_PROFILE "
+                    "(a preset, a spec string 'gpt:layers=..,hidden=..,heads=..' or a profile JSON) with Optuna, rank "
+                    "every configuration by predicted tokens/s and write the best one's ds_config.json, pipeline.json, "
+                    "launch.sh, megatron_args.txt and plan.json into --out.",
+    )
+    p.add_argument("model", metavar="MODEL_OR_PROFILE", help="model preset, spec string or profile .json")
+    p.add_argument("--cluster", required=True, help="cluster preset (a100-80g, h100-80g, ...) or cluster JSON")
+    p.add_argument("--gpus", type=int, required=True, help="number of GPUs (tp * pp * dp)")
+    p.add_argument("--global-batch-size", type=int, required=True, help="samples per optimizer step")
+    s = p.add_argument_group("search")
+    s.add_argument("--trials", type=int, default=200, help="Optuna trials in total (default 200)")
+    s.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    s.add_argument("--objective", choices=("throughput", "pareto"), default="throughput",
+                   help="throughput: TPE on tokens/s; pareto: NSGA-II on tokens/s and peak memory")
+    s.add_argument("--exhaustive", action="store_true", help="evaluate every configuration (no Optuna)")
+    s.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///OUT/study.db)")
+    s.add_argument("--study-name", default=None, help="study name (default derived from model, cluster, GPUs, batch)")
+    s.add_argument("--resume", action="store_true", help="continue the stored study up to --trials finished trials")
+    s.add_argument("--target", choices=("deepspeed", "megatron"), default="deepspeed", help="framework (default deepspeed)")
+    s.add_argument("--max-micro-batch-size", type=int, default=16, help="largest micro-batch size tried (default 16)")
+    s.add_argument("--zero-bubble", action="store_true", help="also try zb_h1 (Megatron target; a what-if)")
+    f = p.add_argument_group("fix a dimension")
+    f.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="precision (default bf16)")
+    f.add_argument("--tp", type=int, help="tensor-parallel size")
+    f.add_argument("--pp", type=int, help="pipeline-parallel size")
+    f.add_argument("--dp", type=int, help="data-parallel size")
+    f.add_argument("--micro-batch-size", type=int, help="micro-batch size")
+    f.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="ZeRO stage")
+    f.add_argument("--recompute", help="none, selective (Megatron), full or every:K")
+    f.add_argument("--schedule", choices=("1f1b", "interleaved_1f1b", "zb_h1"), help="pipeline schedule")
+    f.add_argument("--vpp", type=int, help="virtual stages per rank (interleaved_1f1b)")
+    f.add_argument("--partition", help="uniform, parameters, balanced or type:<regex>")
+    f.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="Megatron sequence parallelism (tp > 1)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="plan directory (default results/<model>-<gpus>g)")
+    o.add_argument("--ds-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a ds_config.json key, e.g. optimizer.params.lr=3e-4 (repeatable)")
+    o.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
+    o.add_argument("--top", type=int, default=10, help="ranking rows to print (default 10)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(run=run)
+
+
+def default_out(model: str, gpus: int) -> Path:
+    stem = Path(model).stem if model.endswith(".json") else model
+    return Path("results") / f"{re.sub(r'[^A-Za-z0-9.]+', '_', stem).strip('_')[:60]}-{gpus}g"
+
+
+def _fixed(args: argparse.Namespace):
+    from pptune.space import Fixed
+
+    return Fixed(tp=args.tp, pp=args.pp, dp=args.dp, micro_batch_size=args.micro_batch_size, zero_stage=args.zero,
+                 recompute=args.recompute, schedule=args.schedule, vpp=args.vpp, partition=args.partition,
+                 sequence_parallel=args.sequence_parallel)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    from pptune.errors import ConfigError
+
+    for flag in ("gpus", "global_batch_size", "trials", "max_micro_batch_size", "top", "tp", "pp", "dp",
+                 "micro_batch_size", "vpp"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pptune.emit.deepspeed import check_overrides, parse_override
+    from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
+    from pptune.errors import PptuneError
+    from pptune.search import plan
+
+    _check_numbers(args)
+    overrides = check_overrides(dict(parse_override(o) for o in args.ds_override))
+    out = check_out_dir(args.out or default_out(args.model, args.gpus))
+    storage, created = args.storage, False
+    if storage is None and not args.exhaustive:
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out / STUDY_FILE).resolve()}"
+    try:
+        result = plan(
+            args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
+            trials=args.trials, seed=args.seed, objective=args.objective, exhaustive=args.exhaustive, storage=storage,
+            study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
+            dtype=args.dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
+            zero_bubble=args.zero_bubble, progress=not args.no_progress and not args.json,
+        )
+    except PptuneError:
+        if created:  # a failed plan leaves no output directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    write_plan_dir(result, out, command=args.command_line, ds_overrides=overrides)
+    if args.json:
+        print(json.dumps(json_summary(result, out), indent=1))
+    else:
+        print(report(result, out, top=args.top))
+    return 0
+
+
+def json_summary(result, out: Path) -> dict:
+    from pptune.ranking import config_label
+
+    return {
+        "out": str(out), "label": config_label(result.best), "config": result.best.to_dict(),
+        "estimate": result.estimate.to_json_dict(), "search": result.settings.to_dict(),
+        "evaluations": result.evaluations, "unique_configs": len(result.ranking),
+        "search_seconds": round(result.search_seconds, 3),
+    }
+
+
+def report(result, out: Path, *, top: int) -> str:
+    """The ranking's top rows, then the recommendation with its breakdown."""
+    from pptune.ranking import config_label, format_table
+
+    e, s = result.estimate, result.settings
+    feasible = int(result.ranking["feasible"].sum())
+    how = f"{s.method}, {result.evaluations} trials" if s.method != "exhaustive" else f"exhaustive, {result.evaluations} configurations"
+    lines = [
+        f"{result.model.name} on {result.gpus} x {result.cluster.gpu.name}, global batch {result.global_batch_size}, "
+        f"target {result.best.target}: {how}, {len(result.ranking)} distinct ({feasible} fit), "
+        f"{result.search_seconds:.1f} s",
+        "",
+        format_table(result.ranking, top=top),
+        "",
+        f"recommended: {config_label(result.best)}",
+        f"  {e.tokens_per_s:,.0f} tokens/s   step {e.step_time_ms:.1f} ms   bubble {e.bubble_fraction:.1%}   "
+        f"peak memory {e.peak_memory_bytes / 2**30:.1f} GiB of {result.cluster.gpu.memory_gib:g}   MFU {e.mfu:.1%}",
+        "  breakdown (ms): " + ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in e.breakdown.to_dict().items()),
+        f"  stage boundaries: {list(e.boundaries)}",
+        f"wrote {out}/ (HOW_TO_RUN.md, launch.sh, plan.json, ranking.csv ...)",
+    ]
+    return "\n".join(lines)

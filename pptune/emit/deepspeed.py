@@ -1,0 +1,129 @@
+"""The DeepSpeed JSON config of a plan (``ds_config.json``), with only keys DeepSpeed 0.19 reads.
+
+Facts checked in the installed DeepSpeed (0.19.8):
+- Batch rule ``train_batch_size = train_micro_batch_size_per_gpu * gradient_accumulation_steps * dp``
+  (runtime/config.py ``_batch_assertion``); with a PipelineModule ``gradient_accumulation_steps`` is the number
+  of micro-batches per pipeline step and ``dp`` the data-parallel size, not the GPU count.
+- The pipeline engine reads ``activation_checkpoint_interval`` (overrides the module's when > 0),
+  ``pipe_partitioned`` and ``grad_partitioned`` (used only when the model-parallel size > 1) and ``use_reentrant``
+  from the ``pipeline`` section (runtime/pipe/engine.py); ``stages``/``partition``/``seed_layers`` are parsed and
+  never read, so they are left out (the split lives in pipeline.json).
+- ``"torch_adam": true`` makes the ``AdamW`` type build ``torch.optim.AdamW`` instead of JIT-compiling
+  ``fused_adam`` (runtime/engine.py ``get_optimizer_configuration``); on GPUs remove it to use FusedAdam.
+- bf16 + ZeRO-1 with ``data_types.grad_accum_dtype = fp32`` selects the BF16_Optimizer (fp32 gradient
+  accumulation, engine ``_do_optimizer_sanity_check``); the same key with ZeRO 0 raises NotImplementedError
+  there ("unsupported mix"), and ZeRO 2/3 keep their own gradient partitions, so it is only set for ZeRO-1.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pptune.errors import ConfigError
+from pptune.parallel import ParallelConfig
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "type": "AdamW",
+    "params": {"lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.01, "torch_adam": True},
+}
+
+
+def ds_config(
+    config: ParallelConfig,
+    *,
+    steps_per_print: int = 10,
+    optimizer: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The DeepSpeed config dict of one configuration.
+
+    Args:
+        config: the configuration (target ``deepspeed``).
+        steps_per_print: DeepSpeed's logging period in steps.
+        optimizer: replaces the default ``AdamW`` section (lr 1e-4, betas (0.9, 0.95), weight decay 0.01).
+        overrides: dotted keys set last, e.g. ``{"optimizer.params.lr": 3e-4}``; they may not change the
+            batch keys, the ZeRO stage or the precision, which the plan's estimate depends on.
+
+    Raises:
+        ConfigError: a configuration DeepSpeed cannot run (ZeRO >= 2 with pp > 1, a non-1F1B pipeline schedule)
+            or an override of a planned key.
+    """
+    if config.target != "deepspeed":
+        raise ConfigError(f"ds_config needs a deepspeed-target configuration, got target {config.target}")
+    if config.pp > 1 and config.zero_stage >= 2:
+        raise ConfigError(f"ZeRO stage {config.zero_stage} with pp {config.pp}: DeepSpeed's pipeline engine allows 0 or 1")
+    if config.pp > 1 and config.schedule != "1f1b":
+        raise ConfigError(f"DeepSpeed's pipeline engine runs 1f1b only, got {config.schedule}")
+    cfg: dict[str, Any] = {
+        "train_batch_size": config.global_batch_size,
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.num_microbatches,
+        "steps_per_print": steps_per_print,
+        "wall_clock_breakdown": False,
+        "gradient_clipping": 1.0,
+        "optimizer": copy.deepcopy(dict(optimizer) if optimizer is not None else DEFAULT_OPTIMIZER),
+        "zero_optimization": {"stage": config.zero_stage},
+    }
+    if config.dtype == "bf16":
+        cfg["bf16"] = {"enabled": True}
+        if config.zero_stage == 1:
+            cfg["data_types"] = {"grad_accum_dtype": "fp32"}
+    elif config.dtype == "fp16":
+        # Dynamic loss scaling (loss_scale 0) with DeepSpeed's documented defaults.
+        cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                       "hysteresis": 2, "min_loss_scale": 1}
+    if config.pp > 1 or config.zero_stage < 2:
+        # Read by PipelineEngine; partitioning p2p buffers over tp ranks only applies when tp > 1.
+        cfg["pipeline"] = {
+            "activation_checkpoint_interval": config.recompute_interval,
+            "pipe_partitioned": config.tp > 1,
+            "grad_partitioned": config.tp > 1,
+        }
+    for key, value in (overrides or {}).items():
+        _set_dotted(cfg, key, value)
+    return cfg
+
+
+PLANNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                "zero_optimization.stage", "bf16", "fp16", "pipeline.activation_checkpoint_interval")
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse overrides of keys the estimate depends on (before any search runs)."""
+    for key in overrides:
+        if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in PLANNED_KEYS):
+            raise ConfigError(f"--ds-override {key!r} would change what the plan is estimated for; "
+                              "fix it with pptune plan's own options instead")
+    return dict(overrides)
+
+
+def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
+    check_overrides({key: value})
+    node = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is JSON when it parses (``3e-4``, ``true``), else a string."""
+    key, eq, raw = text.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"--ds-override expects key=value (e.g. optimizer.params.lr=3e-4), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def engine_kind(config: ParallelConfig) -> str:
+    """``pipeline`` (deepspeed.pipe.PipelineEngine) or ``plain`` (pp == 1 with ZeRO 2/3, which the pipeline engine rejects)."""
+    return "plain" if config.pp == 1 and config.zero_stage >= 2 else "pipeline"

@@ -1,0 +1,86 @@
+"""Evaluator: the cost model behind the search, with one profile per tp degree and one estimate per config cached.
+
+The cost model is pure and deterministic, so a configuration the sampler proposes twice costs a dict
+lookup the second time, and a resumed study can rebuild its ranking by re-evaluating stored configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pptune.cost.types import Estimate
+from pptune.errors import PptuneError
+from pptune.hardware import Cluster
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile
+
+EstimateFn = Callable[[Profile, Cluster, ParallelConfig], Estimate]
+ProfileFn = Callable[[int], Profile]
+
+
+@dataclass
+class Evaluation:
+    """The outcome for one configuration: an estimate, or the cost model's reason for rejecting it."""
+
+    config: ParallelConfig
+    estimate: Estimate | None
+    error: str | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return self.estimate is not None and self.estimate.feasible
+
+
+@dataclass
+class Evaluator:
+    """Evaluate configurations with a cache.
+
+    Args:
+        profile_for_tp: returns the profile the cost model needs at a tp degree (called once per tp).
+        cluster: the hardware.
+        estimate_fn: ``estimate(profile, cluster, config)``; defaults to pptune.cost.estimate.estimate.
+    """
+
+    profile_for_tp: ProfileFn
+    cluster: Cluster
+    estimate_fn: EstimateFn | None = None
+    _profiles: dict[int, Profile] = field(default_factory=dict)
+    _cache: dict[ParallelConfig, Evaluation] = field(default_factory=dict)
+    calls: int = 0
+
+    def profile(self, tp: int) -> Profile:
+        if tp not in self._profiles:
+            self._profiles[tp] = self.profile_for_tp(tp)
+        return self._profiles[tp]
+
+    def __call__(self, config: ParallelConfig) -> Evaluation:
+        self.calls += 1
+        hit = self._cache.get(config)
+        if hit is not None:
+            return hit
+        fn = self.estimate_fn
+        if fn is None:
+            from pptune.cost.estimate import estimate as fn
+        try:
+            result = Evaluation(config=config, estimate=fn(self.profile(config.tp), self.cluster, config))
+        except PptuneError as exc:  # the cost model's own validity rules (e.g. a type: regex matching nothing)
+            result = Evaluation(config=config, estimate=None, error=str(exc))
+        self._cache[config] = result
+        return result
+
+    @property
+    def evaluated(self) -> list[Evaluation]:
+        """Every distinct configuration evaluated so far, in first-evaluation order."""
+        return list(self._cache.values())
+
+
+def memory_violation_gib(evaluation: Evaluation, limit_bytes: int) -> float:
+    """Optuna's constraint value: > 0 violates (peak memory above the GPU's, in GiB), <= 0 satisfies."""
+    est = evaluation.estimate
+    if est is None:
+        return 1e3  # rejected by the cost model: far outside the feasible region
+    over = (est.peak_memory_bytes - limit_bytes) / 2**30
+    if est.feasible:
+        return min(over, 0.0)  # the cost model's verdict wins over our reading of its limit
+    return over if over > 0 else 1e-3  # infeasible for another reason: just outside

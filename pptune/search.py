@@ -1,0 +1,247 @@
+"""plan(): search the parallel configurations of a model on a cluster and rank them by predicted throughput.
+
+TPE (one objective: tokens/s) or NSGA-II (``pareto``: tokens/s up, peak memory down) over the SearchSpace,
+or ``exhaustive`` evaluation of every point (the reference the samplers' regret is measured against).
+The result holds the best feasible configuration, its estimate and the full ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pptune.cost.types import Estimate
+from pptune.errors import ConfigError, InfeasibleError
+from pptune.evaluator import EstimateFn, Evaluation, Evaluator
+from pptune.hardware import Cluster, load_cluster
+from pptune.model_source import ModelSource, resolve_model
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile
+from pptune.ranking import config_label, mark_pareto, ranking_frame, ranking_row
+from pptune.space import Fixed, SearchSpace, build_space
+from pptune.study import (
+    OBJECTIVES,
+    anchor_params,
+    close_storage,
+    completed_trials,
+    config_from_attrs,
+    make_objective,
+    open_storage,
+    open_study,
+    redact_url,
+    run_study,
+    study_name_for,
+)
+
+GIB = 2**30
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchSettings:
+    """How the search ran (written to plan.json)."""
+
+    method: str  # "tpe", "nsga2" or "exhaustive"
+    objective: str  # "throughput" or "pareto"
+    trials: int  # requested total trials (0 for exhaustive)
+    seed: int
+    storage: str | None  # redacted URL, None = in memory
+    study_name: str | None
+    resume: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanResult:
+    """The outcome of ``plan``: the recommendation, its estimate and everything evaluated."""
+
+    model: ModelSource
+    cluster: Cluster
+    global_batch_size: int
+    space: SearchSpace
+    settings: SearchSettings
+    best: ParallelConfig
+    estimate: Estimate
+    profile: Profile  # the profile the best configuration was estimated with (its tp)
+    ranking: pd.DataFrame
+    study: Any | None  # optuna.Study, None for exhaustive
+    evaluations: int  # objective calls (trials) or configurations (exhaustive)
+    search_seconds: float
+
+    @property
+    def gpus(self) -> int:
+        return self.space.gpus
+
+
+def plan(
+    model_or_profile: str,
+    *,
+    cluster: str | Cluster,
+    gpus: int,
+    global_batch_size: int,
+    trials: int = 200,
+    seed: int = 0,
+    objective: str = "throughput",
+    exhaustive: bool = False,
+    storage: str | None = None,
+    study_name: str | None = None,
+    resume: bool = False,
+    replace_study: bool = False,
+    target: str = "deepspeed",
+    dtype: str = "bf16",
+    fixed: Fixed | None = None,
+    max_micro_batch_size: int = 16,
+    zero_bubble: bool = False,
+    progress: bool = False,
+    estimate_fn: EstimateFn | None = None,
+) -> PlanResult:
+    """Search configurations and return the best feasible one with the full ranking.
+
+    Args:
+        model_or_profile: a preset (``gpt2-medium``), a spec string (``gpt:layers=..``) or a profile JSON path.
+        cluster: a cluster preset, JSON path or Cluster; resized to ``gpus``.
+        gpus: GPUs to plan for (tp * pp * dp).
+        global_batch_size: samples per optimizer step.
+        trials: total Optuna trials (a resumed study runs only the missing ones).
+        seed: sampler seed; the same seed and inputs give the same result.
+        objective: ``throughput`` (TPE) or ``pareto`` (NSGA-II on tokens/s and peak memory).
+        exhaustive: evaluate the whole space without Optuna.
+        storage: an Optuna RDB URL (``sqlite:///path.db``); None keeps the study in memory.
+        study_name: overrides the derived study name.
+        resume: continue a stored study of the same name (finished trials are kept).
+        replace_study: delete an existing study of the same name instead of failing (used for the plan
+            directory's own storage, which a fresh run replaces anyway).
+        target: ``deepspeed`` or ``megatron``.
+        dtype: training precision.
+        fixed: pinned dimensions.
+        max_micro_batch_size: the largest micro-batch size tried (powers of two).
+        zero_bubble: also try zb_h1 (Megatron target).
+        progress: show a tqdm bar on stderr.
+        estimate_fn: replaces pptune.cost.estimate.estimate (tests).
+
+    Raises:
+        ConfigError: an empty space (GPUs that factor into nothing the model accepts, a global batch below dp),
+            a bad storage URL, an existing study without resume.
+        InfeasibleError: no configuration fits in GPU memory (the message names the closest candidate).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    start = time.perf_counter()
+    source = resolve_model(model_or_profile)
+    hw = load_cluster(cluster, num_gpus=gpus)
+    if hw.num_gpus != gpus:
+        raise ConfigError(f"{gpus} GPUs do not fill whole nodes of {hw.gpus_per_node} ({hw.name}): "
+                          f"use a multiple of {hw.gpus_per_node} or fewer GPUs than a node holds")
+    space = build_space(
+        num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
+        num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=target, dtype=dtype, fixed=fixed,
+        max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble,
+    )
+    evaluator = Evaluator(
+        profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=dtype, micro_batch_sizes=space.micro_batch_sizes),
+        cluster=hw, estimate_fn=estimate_fn,
+    )
+    study = None
+    if exhaustive:
+        settings = SearchSettings(method="exhaustive", objective=objective, trials=0, seed=seed, storage=None,
+                                  study_name=None, resume=False)
+        _run_exhaustive(space, evaluator, progress=progress)
+        evaluated = evaluator.evaluated
+        calls = len(evaluated)
+    else:
+        name = study_name or study_name_for(model=source.name, cluster=hw.name, gpus=gpus,
+                                            global_batch_size=global_batch_size, target=target,
+                                            objective=objective, space=space)
+        settings = SearchSettings(method="nsga2" if objective == "pareto" else "tpe", objective=objective,
+                                  trials=trials, seed=seed, storage=redact_url(storage), study_name=name, resume=resume)
+        rdb = open_storage(storage)
+        try:
+            study = open_study(storage=rdb, study_name=name, objective=objective, seed=seed, resume=resume,
+                               replace=replace_study)
+            if not study.trials:  # a new study: warm-start it (a resumed one already holds these)
+                for params in anchor_params(space, limit=max(1, trials // 4)):
+                    study.enqueue_trial(params, skip_if_exists=True)
+            fn = make_objective(space, evaluator, objective=objective, memory_limit_bytes=hw.gpu.memory_bytes)
+            run_study(study, fn, total_trials=trials, progress=progress)
+            # Every finished trial counts, those of an earlier (killed) run included: re-evaluating is cheap.
+            done = completed_trials(study)
+        finally:
+            close_storage(rdb)
+        evaluated = _unique([evaluator(config_from_attrs(t.user_attrs)) for t in done])
+        calls = len(done)
+    if not any(e.feasible for e in evaluated):
+        evaluated = evaluated + _unique([evaluator(c) for c in _memory_corners(space)])
+    feasible = [e for e in evaluated if e.feasible]
+    if not feasible:
+        raise InfeasibleError(_infeasible_message(evaluated, hw))
+    ranking = ranking_frame(ranking_row(e.config, e.estimate, error=e.error) for e in evaluated)
+    if objective == "pareto":
+        ranking = mark_pareto(ranking)
+    by_label = {config_label(e.config): e for e in feasible}
+    best = by_label[ranking.iloc[0]["label"]]
+    assert best.estimate is not None
+    return PlanResult(
+        model=source, cluster=hw, global_batch_size=global_batch_size, space=space, settings=settings,
+        best=best.config, estimate=best.estimate, profile=evaluator.profile(best.config.tp), ranking=ranking,
+        study=study, evaluations=calls, search_seconds=time.perf_counter() - start,
+    )
+
+
+def _run_exhaustive(space: SearchSpace, evaluator: Evaluator, *, progress: bool) -> None:
+    import sys
+
+    from tqdm import tqdm
+
+    total = space.size()
+    for config in tqdm(space.configs(), total=total, desc="pptune plan (exhaustive)", unit="config",
+                       file=sys.stderr, disable=not progress, leave=False):
+        evaluator(config)
+
+
+def _unique(evals: list[Evaluation]) -> list[Evaluation]:
+    seen: dict[ParallelConfig, Evaluation] = {}
+    for e in evals:
+        seen.setdefault(e.config, e)
+    return list(seen.values())
+
+
+def _memory_corners(space: SearchSpace) -> list[ParallelConfig]:
+    """The least-memory configurations of each layout: smallest micro-batch, most ZeRO, most recompute."""
+    recompute = "full" if "full" in space.recomputes else space.recomputes[-1]
+    out = []
+    for layout in space.layouts:
+        mbs = min(space.micro_batch_sizes_for(layout), default=None)
+        if mbs is None:
+            continue
+        m = space.global_batch_size // (mbs * layout.dp)
+        schedule, vpp = space.schedules_for(layout, m)[0]
+        zero = max(space.zero_stages_for(layout))
+        for partition in space.partitions_for(layout):
+            for sp in space.sequence_parallel_for(layout)[-1:]:
+                out.append(space.make(layout, mbs=mbs, schedule=schedule, vpp=vpp, zero=zero, recompute=recompute,
+                                      partition=partition, sp=sp))
+    return out
+
+
+def _infeasible_message(evaluated: list[Evaluation], cluster: Cluster) -> str:
+    gpu_gib = cluster.gpu.memory_gib
+    scored = [e for e in evaluated if e.estimate is not None]
+    if not scored:
+        reasons = sorted({e.error or "?" for e in evaluated})
+        return f"no configuration could be estimated: {'; '.join(reasons[:3])}"
+    low = min(scored, key=lambda e: (e.estimate.peak_memory_bytes, config_label(e.config)))  # type: ignore[union-attr]
+    est = low.estimate
+    assert est is not None
+    stage = max(range(len(est.memory_per_stage_bytes)), key=lambda i: est.memory_per_stage_bytes[i])
+    c = low.config
+    what = (f"pp={c.pp} tp={c.tp} dp={c.dp} mbs={c.micro_batch_size} zero={c.zero_stage} "
+            f"{c.recompute} recompute")
+    if est.peak_memory_bytes / GIB <= gpu_gib and est.infeasible_reason:
+        return f"no configuration is feasible; the closest ({what}) fails: {est.infeasible_reason}"
+    return (f"no configuration fits in GPU memory: lowest peak memory found: {est.peak_memory_bytes / GIB:.1f} GiB "
+            f"on stage {stage} with {what}; the GPU ({cluster.gpu.name}) has {gpu_gib:g} GiB")

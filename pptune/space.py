@@ -1,0 +1,313 @@
+"""SearchSpace: every valid ParallelConfig for a model, a GPU count and a global batch, with user fixes.
+
+A configuration is a *layout* (tp x pp x dp = GPUs) plus the per-layout choices: micro-batch size,
+ZeRO stage, recompute, schedule (and virtual stages), partition method and sequence parallelism.
+Validity rules and where they come from:
+
+- tp inside one node and dividing the attention heads and the KV heads (Megatron's column/row split).
+- pp at most the number of transformer blocks (no stage without a block).
+- dp divides the global batch, and the micro-batch size divides global / dp (DeepSpeed's batch rule:
+  ``train_batch_size = micro * gradient_accumulation_steps * dp``, deepspeed/runtime/config.py).
+- DeepSpeed's pipeline engine: ZeRO < 2 (runtime/pipe/engine.py asserts it) and 1F1B only (TrainSchedule).
+  With pp == 1 ZeRO 2/3 are allowed (a plain DeepSpeed engine, not the pipeline engine).
+- Megatron: ZeRO 0/1 (1 = ``--use-distributed-optimizer``); interleaved 1F1B needs pp > 2, the blocks per
+  stage divisible by vpp and the micro-batches a multiple of pp (REFERENCE.md §3); ``uniform`` needs
+  blocks divisible by pp; sequence parallelism only with tp > 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pptune.errors import ConfigError
+from pptune.parallel import ParallelConfig
+
+DS_PARTITIONS = ("parameters", "uniform", "balanced")
+MEGATRON_PARTITIONS = ("uniform", "balanced")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Fixed:
+    """Dimensions the user pinned (``--tp``, ``--zero`` ...); ``None`` means: search it."""
+
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    micro_batch_size: int | None = None
+    zero_stage: int | None = None
+    recompute: str | None = None
+    schedule: str | None = None
+    vpp: int | None = None
+    partition: str | None = None
+    sequence_parallel: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Layout:
+    """One factorisation of the GPUs."""
+
+    tp: int
+    pp: int
+    dp: int
+
+    @property
+    def key(self) -> str:
+        return f"tp{self.tp}-pp{self.pp}-dp{self.dp}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchSpace:
+    """The candidate lists of one planning problem; ``configs()`` enumerates its valid points."""
+
+    gpus: int
+    global_batch_size: int
+    num_blocks: int
+    target: str  # "deepspeed" or "megatron"
+    dtype: str
+    layouts: tuple[Layout, ...]
+    micro_batch_sizes: tuple[int, ...]
+    zero_stages: tuple[int, ...]
+    recomputes: tuple[str, ...]
+    schedules: tuple[str, ...]
+    vpps: tuple[int, ...]  # virtual stages tried with interleaved_1f1b (all >= 2)
+    partitions: tuple[str, ...]
+    sequence_parallel: tuple[bool, ...]
+
+    # --- per-layout valid choices -------------------------------------------------------------
+    def micro_batch_sizes_for(self, layout: Layout) -> tuple[int, ...]:
+        per_replica = self.global_batch_size // layout.dp
+        return tuple(m for m in self.micro_batch_sizes if per_replica % m == 0)
+
+    def zero_stages_for(self, layout: Layout) -> tuple[int, ...]:
+        limit = 3 if (self.target == "deepspeed" and layout.pp == 1) else 1
+        return tuple(z for z in self.zero_stages if z <= limit)
+
+    def partitions_for(self, layout: Layout) -> tuple[str, ...]:
+        if layout.pp == 1:
+            return self.partitions[:1]  # one stage: every method gives the same split
+        if self.target == "megatron" and self.num_blocks % layout.pp:
+            return tuple(p for p in self.partitions if p != "uniform")
+        return self.partitions
+
+    def schedules_for(self, layout: Layout, num_microbatches: int) -> tuple[tuple[str, int], ...]:
+        """(schedule, vpp) pairs valid for this layout and micro-batch count."""
+        if layout.pp == 1:
+            return (("1f1b", 1),)
+        out: list[tuple[str, int]] = []
+        for schedule in self.schedules:
+            if schedule != "interleaved_1f1b":
+                out.append((schedule, 1))
+                continue
+            if layout.pp < 3 or num_microbatches % layout.pp:
+                continue
+            out.extend((schedule, v) for v in self.vpps if self.num_blocks % (layout.pp * v) == 0)
+        return tuple(out)
+
+    def sequence_parallel_for(self, layout: Layout) -> tuple[bool, ...]:
+        return self.sequence_parallel if layout.tp > 1 else (False,)
+
+    # --- enumeration --------------------------------------------------------------------------
+    def configs_for(self, layout: Layout) -> Iterator[ParallelConfig]:
+        """Every valid configuration of one layout, in a fixed order."""
+        for mbs in self.micro_batch_sizes_for(layout):
+            m = self.global_batch_size // (mbs * layout.dp)
+            for schedule, vpp in self.schedules_for(layout, m):
+                for zero in self.zero_stages_for(layout):
+                    for recompute in self.recomputes:
+                        for partition in self.partitions_for(layout):
+                            for sp in self.sequence_parallel_for(layout):
+                                yield self.make(layout, mbs=mbs, schedule=schedule, vpp=vpp, zero=zero,
+                                                recompute=recompute, partition=partition, sp=sp)
+
+    def configs(self) -> Iterator[ParallelConfig]:
+        """Every valid configuration of the space (the exhaustive search's input)."""
+        for layout in self.layouts:
+            yield from self.configs_for(layout)
+
+    def size(self) -> int:
+        return sum(1 for _ in self.configs())
+
+    def make(self, layout: Layout, *, mbs: int, schedule: str, vpp: int, zero: int, recompute: str,
+             partition: str, sp: bool) -> ParallelConfig:
+        return ParallelConfig(
+            tp=layout.tp, pp=layout.pp, dp=layout.dp, micro_batch_size=mbs,
+            num_microbatches=self.global_batch_size // (mbs * layout.dp), schedule=schedule, vpp=vpp,  # type: ignore[arg-type]
+            zero_stage=zero, recompute=recompute, dtype=self.dtype, partition=partition,  # type: ignore[arg-type]
+            sequence_parallel=sp, target=self.target,  # type: ignore[arg-type]
+        )
+
+    def layout(self, key: str) -> Layout:
+        for layout in self.layouts:
+            if layout.key == key:
+                return layout
+        raise KeyError(key)
+
+    def to_dict(self) -> dict:
+        return {
+            "gpus": self.gpus, "global_batch_size": self.global_batch_size, "num_blocks": self.num_blocks,
+            "target": self.target, "dtype": self.dtype, "layouts": [lay.key for lay in self.layouts],
+            "micro_batch_sizes": list(self.micro_batch_sizes), "zero_stages": list(self.zero_stages),
+            "recomputes": list(self.recomputes), "schedules": list(self.schedules), "vpps": list(self.vpps),
+            "partitions": list(self.partitions), "sequence_parallel": list(self.sequence_parallel),
+        }
+
+    def digest(self) -> str:
+        """A short hash of the candidate lists: a resumed study must search the same space."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _powers_of_two(cap: int) -> tuple[int, ...]:
+    out, m = [], 1
+    while m <= cap:
+        out.append(m)
+        m *= 2
+    return tuple(out)
+
+
+def build_space(
+    *,
+    num_blocks: int,
+    gpus: int,
+    gpus_per_node: int,
+    global_batch_size: int,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    allowed_tp: tuple[int, ...] | None = None,
+    target: str = "deepspeed",
+    dtype: str = "bf16",
+    fixed: Fixed | None = None,
+    max_micro_batch_size: int = 16,
+    zero_bubble: bool = False,
+) -> SearchSpace:
+    """Build the space of one planning problem, or raise ConfigError saying why it is empty.
+
+    Args:
+        num_blocks: transformer blocks of the model (pp may not exceed it).
+        gpus: total GPUs; every layout satisfies tp * pp * dp == gpus.
+        gpus_per_node: tp stays inside a node.
+        global_batch_size: samples per optimizer step.
+        num_heads / num_kv_heads: tp must divide them (None: unknown, tp not checked against heads).
+        allowed_tp: restricts tp (a measured profile without a spec can only run at its own tp).
+        target: ``deepspeed`` or ``megatron``.
+        dtype: fixed precision of every configuration.
+        fixed: user-pinned dimensions.
+        max_micro_batch_size: micro-batch sizes tried are the powers of two up to this.
+        zero_bubble: also try ``zb_h1`` (Megatron target only; a what-if, mainline Megatron lacks it).
+    """
+    fixed = fixed or Fixed()
+    if target not in ("deepspeed", "megatron"):
+        raise ConfigError(f"target must be deepspeed or megatron, got {target!r}")
+    for name in ("gpus", "global_batch_size", "num_blocks", "max_micro_batch_size"):
+        if locals()[name] < 1:
+            raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {locals()[name]}")
+    ds = target == "deepspeed"
+    mbs = (fixed.micro_batch_size,) if fixed.micro_batch_size else _powers_of_two(max_micro_batch_size)
+    zeros = (fixed.zero_stage,) if fixed.zero_stage is not None else ((0, 1, 2, 3) if ds else (0, 1))
+    if not ds and zeros[0] > 1:
+        raise ConfigError(f"the Megatron target supports ZeRO 0 or 1 (distributed optimizer), got {zeros[0]}")
+    recomputes = (fixed.recompute,) if fixed.recompute else (("none", "full") if ds else ("none", "selective", "full"))
+    if ds and recomputes[0] == "selective":
+        raise ConfigError("selective recompute is a Megatron feature; DeepSpeed's pipeline checkpoints whole layers (none, full, every:K)")
+    schedules = _schedules(fixed, ds, zero_bubble)
+    vpps = (fixed.vpp,) if fixed.vpp and fixed.vpp > 1 else (2, 3, 4, 6, 8)
+    partitions = (fixed.partition,) if fixed.partition else (DS_PARTITIONS if ds else MEGATRON_PARTITIONS)
+    if not ds and partitions[0] not in MEGATRON_PARTITIONS:
+        raise ConfigError(f"the Megatron target splits layers uniform or balanced (first/last stage sizes), got {partitions[0]!r}")
+    if fixed.sequence_parallel is not None:
+        sps: tuple[bool, ...] = (fixed.sequence_parallel,)
+        if ds and fixed.sequence_parallel:
+            raise ConfigError("sequence parallelism is a Megatron feature; use --target megatron")
+    else:
+        sps = (False,) if ds else (False, True)
+    layouts = _layouts(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
+                       num_blocks=num_blocks, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                       allowed_tp=allowed_tp, fixed=fixed)
+    space = SearchSpace(
+        gpus=gpus, global_batch_size=global_batch_size, num_blocks=num_blocks, target=target, dtype=dtype,
+        layouts=layouts, micro_batch_sizes=mbs, zero_stages=zeros, recomputes=recomputes, schedules=schedules,
+        vpps=vpps, partitions=partitions, sequence_parallel=sps,
+    )
+    usable = tuple(lay for lay in layouts if next(space.configs_for(lay), None) is not None)
+    if not usable:
+        raise ConfigError(
+            f"no configuration of {gpus} GPUs fits the fixed choices: layouts {[lay.key for lay in layouts]}, "
+            f"micro-batch sizes {list(mbs)} (must divide global batch {global_batch_size} / dp), "
+            f"schedules {list(schedules)}, zero {list(zeros)}, partitions {list(partitions)}"
+        )
+    return _replace_layouts(space, usable)
+
+
+def _replace_layouts(space: SearchSpace, layouts: tuple[Layout, ...]) -> SearchSpace:
+    return dataclasses.replace(space, layouts=layouts)
+
+
+def _schedules(fixed: Fixed, ds: bool, zero_bubble: bool) -> tuple[str, ...]:
+    if fixed.vpp and fixed.vpp > 1 and fixed.schedule not in (None, "interleaved_1f1b"):
+        raise ConfigError(f"--vpp {fixed.vpp} needs schedule interleaved_1f1b, got {fixed.schedule}")
+    if fixed.schedule:
+        if ds and fixed.schedule != "1f1b":
+            raise ConfigError(f"DeepSpeed's pipeline engine runs 1f1b only, got schedule {fixed.schedule}; use --target megatron")
+        if fixed.schedule == "gpipe":
+            raise ConfigError("neither target runs gpipe for training; choose 1f1b, interleaved_1f1b or zb_h1")
+        return (fixed.schedule,)
+    if ds:
+        return ("1f1b",)
+    if fixed.vpp and fixed.vpp > 1:
+        return ("interleaved_1f1b",)
+    return ("1f1b", "interleaved_1f1b") + (("zb_h1",) if zero_bubble else ())
+
+
+def _layouts(*, gpus: int, gpus_per_node: int, global_batch_size: int, num_blocks: int, num_heads: int | None,
+             num_kv_heads: int | None, allowed_tp: tuple[int, ...] | None, fixed: Fixed) -> tuple[Layout, ...]:
+    """Every tp x pp x dp of the GPUs the model accepts, or ConfigError naming the rule that emptied it."""
+    reasons: list[str] = []
+    tps = [t for t in _divisors(gpus) if fixed.tp in (None, t)]
+    if fixed.tp is not None and gpus % fixed.tp:
+        raise ConfigError(f"--tp {fixed.tp} does not divide {gpus} GPUs")
+    tps_ok = [t for t in tps if t <= gpus_per_node]
+    if not tps_ok:
+        reasons.append(f"tp must be <= {gpus_per_node} GPUs per node")
+    if num_heads is not None:
+        kv = num_kv_heads or num_heads
+        tps_ok = [t for t in tps_ok if num_heads % t == 0 and kv % t == 0]
+        if not tps_ok:
+            reasons.append(f"tp must divide {num_heads} heads and {kv} KV heads")
+    if allowed_tp is not None:
+        tps_ok = [t for t in tps_ok if t in allowed_tp]
+        if not tps_ok:
+            reasons.append(f"the profile allows tp in {list(allowed_tp)}")
+    out: list[Layout] = []
+    min_dp: int | None = None
+    for tp in tps_ok:
+        for pp in _divisors(gpus // tp):
+            if fixed.pp not in (None, pp):
+                continue
+            if pp > num_blocks:
+                reasons.append(f"pp must be <= {num_blocks} blocks")
+                continue
+            dp = gpus // (tp * pp)
+            if fixed.dp not in (None, dp):
+                continue
+            min_dp = dp if min_dp is None else min(min_dp, dp)
+            if global_batch_size % dp:
+                reasons.append(f"dp must divide the global batch {global_batch_size}")
+                continue
+            out.append(Layout(tp=tp, pp=pp, dp=dp))
+    if out:
+        return tuple(out)
+    if min_dp is not None and global_batch_size < min_dp:
+        raise ConfigError(
+            f"global batch {global_batch_size} is smaller than the smallest data-parallel size {min_dp} "
+            f"({gpus} GPUs): every replica needs at least one sample"
+        )
+    pins = ", ".join(f"--{k} {v}" for k, v in (("tp", fixed.tp), ("pp", fixed.pp), ("dp", fixed.dp)) if v is not None)
+    why = "; ".join(dict.fromkeys(reasons)) or "the fixed tp/pp/dp do not multiply to the GPU count"
+    raise ConfigError(f"{gpus} GPUs factor into no tp*pp*dp layout the model accepts{' with ' + pins if pins else ''}: {why}")
