@@ -34,6 +34,7 @@ OP_COLORS = {"F": "#4C72B0", "B": "#DD8452", "W": "#55A868"}
 OP_NAMES = {"F": "forward", "B": "backward", "W": "weight gradient (zero-bubble W)"}
 IDLE_COLOR = "#F4CCCC"
 OOM_COLOR = "#D62728"
+OFF_SCALE = 4.0  # a memory limit more than this many times the largest value is not drawn to scale
 CHOSEN = dict(marker="*", s=320, color="gold", edgecolor="black", zorder=5)
 
 
@@ -52,8 +53,23 @@ def _log2_axis(ax, ticks: tuple[int, ...], labels: list[str] | None = None) -> N
 
 
 def _annotate(ax, x: float, y: float, text: str) -> None:
-    ax.annotate(text, (x, y), xytext=(14, 14), textcoords="offset points", fontsize=9,
-                bbox=dict(boxstyle="round", fc="lightyellow", ec="gray"), arrowprops=dict(arrowstyle="->"))
+    """A boxed note with an arrow to (x, y), on the side with room (call once the x axis is set up)."""
+    lo, hi = ax.get_xlim()
+    f = math.log if ax.get_xscale() == "log" else float
+    flip = hi > lo and (f(x) - f(lo)) / (f(hi) - f(lo)) > 0.6
+    ax.annotate(text, (x, y), xytext=(-14 if flip else 14, 14), textcoords="offset points", fontsize=9,
+                ha="right" if flip else "left", bbox=dict(boxstyle="round", fc="lightyellow", ec="gray"),
+                arrowprops=dict(arrowstyle="->"))
+
+
+def _limit(ax, limit_gib: float, data_max_gib: float, *, vertical: bool = False) -> bool:
+    """Draw the memory limit; one far beyond the data (a CPU host's RAM) goes in the legend only. True if drawn."""
+    label = f"memory limit per GPU: {limit_gib:.0f} GiB"
+    if limit_gib > OFF_SCALE * max(data_max_gib, 1e-9):
+        ax.plot([], [], color=OOM_COLOR, ls="--", label=f"{label} (off scale: {limit_gib / data_max_gib:.0f}x the peak)")
+        return False
+    (ax.axvline if vertical else ax.axhline)(limit_gib, color=OOM_COLOR, ls="--", lw=1.5, label=label)
+    return True
 
 
 def draw_bubble(chart: BubbleChart, *, title: str) -> Figure:
@@ -85,9 +101,7 @@ def draw_bubble(chart: BubbleChart, *, title: str) -> Figure:
     p = chart.chosen_pp
     m0 = chart.chosen_microbatches
     ax_b.scatter([m0], [100 * chart.chosen_bubble_fraction], **CHOSEN)
-    _annotate(ax_b, m0, 100 * chart.chosen_bubble_fraction, f"chosen: pp {p}, m {m0}\nbubble {chart.chosen_bubble_fraction:.1%}")
     ax_t.scatter([m0], [chart.chosen_tokens_per_s], **CHOSEN)
-    _annotate(ax_t, m0, chart.chosen_tokens_per_s, f"chosen: {_count(chart.chosen_tokens_per_s)} tokens/s")
     for ax in (ax_b, ax_t):
         _log2_axis(ax, ms)
         ax.set_xlabel("micro-batches per step m (= gradient accumulation steps)")
@@ -96,6 +110,9 @@ def draw_bubble(chart: BubbleChart, *, title: str) -> Figure:
     ax_b.set_ylim(bottom=0)
     ax_t.set_ylabel("predicted throughput (tokens/s)")
     ax_t.yaxis.set_major_formatter(FuncFormatter(_count))
+    ax_t.set_ylim(bottom=0)
+    _annotate(ax_b, m0, 100 * chart.chosen_bubble_fraction, f"chosen: pp {p}, m {m0}\nbubble {chart.chosen_bubble_fraction:.1%}")
+    _annotate(ax_t, m0, chart.chosen_tokens_per_s, f"chosen: {_count(chart.chosen_tokens_per_s)} tokens/s")
     for ax in (ax_b, ax_t):
         handles, _ = ax.get_legend_handles_labels()
         ax.legend(handles=handles + extra, fontsize=8, title="pipeline depth")
@@ -128,7 +145,8 @@ def draw_mbs(chart: MbsChart, *, title: str) -> Figure:
         named = pp <= 8 or s in (0, pp - 1)
         ax_m.plot(sizes, [row[s] / GIB for row in chart.memory_per_stage_bytes], "o-", ms=3, color=colors[s],
                   lw=1.2, label=f"stage {s}" if named else None)
-    ax_m.axhline(limit, color=OOM_COLOR, ls="--", lw=1.5, label=f"GPU memory {limit:.0f} GiB")
+    peak_gib = max(chart.peak_memory_bytes, default=0) / GIB
+    drawn = _limit(ax_m, limit, peak_gib)
     right = sizes[-1] * 1.3 if sizes else 1
     for k, (lo, hi) in enumerate(chart.oom_spans):
         hi = right if sizes and hi >= sizes[-1] else hi
@@ -137,18 +155,19 @@ def draw_mbs(chart: MbsChart, *, title: str) -> Figure:
     c = sizes.index(chart.chosen_micro_batch_size) if chart.chosen_micro_batch_size in sizes else None
     if c is not None:
         ax_t.scatter([sizes[c]], [chart.tokens_per_s[c]], **CHOSEN, label="chosen")
-        _annotate(ax_t, sizes[c], chart.tokens_per_s[c], f"chosen: micro-batch {sizes[c]}, m {chart.num_microbatches[c]}\n"
-                  f"{_count(chart.tokens_per_s[c])} tokens/s")
-        peak = chart.peak_memory_bytes[c] / GIB
-        ax_m.scatter([sizes[c]], [peak], **CHOSEN)
-        _annotate(ax_m, sizes[c], peak, f"chosen: peak {peak:.1f} GiB")
+        ax_m.scatter([sizes[c]], [chart.peak_memory_bytes[c] / GIB], **CHOSEN)
     if sizes:
         _log2_axis(ax_m, sizes, [f"{s}\nm={m}" for s, m in zip(sizes, chart.num_microbatches, strict=True)])
         ax_m.set_xlim(sizes[0] / 1.3, right)
     ax_t.set_ylabel("predicted throughput (tokens/s)")
     ax_t.yaxis.set_major_formatter(FuncFormatter(_count))
+    ax_t.set_ylim(0, max(chart.tokens_per_s, default=1) * 1.2)  # zero-based: differences drawn to scale
     ax_m.set_ylabel("predicted peak memory per GPU (GiB)")
-    ax_m.set_ylim(0, max([limit * 1.15] + [p / GIB * 1.05 for p in chart.peak_memory_bytes]))
+    ax_m.set_ylim(0, max(limit * 1.15 if drawn else 0, peak_gib * 1.25))
+    if c is not None:
+        _annotate(ax_t, sizes[c], chart.tokens_per_s[c], f"chosen: micro-batch {sizes[c]}, m {chart.num_microbatches[c]}\n"
+                  f"{_count(chart.tokens_per_s[c])} tokens/s")
+        _annotate(ax_m, sizes[c], chart.peak_memory_bytes[c] / GIB, f"chosen: peak {chart.peak_memory_bytes[c] / GIB:.2f} GiB")
     ax_m.set_xlabel("micro-batch size (samples), m = micro-batches per step at the plan's global batch")
     for ax in (ax_t, ax_m):
         ax.grid(alpha=0.3)
@@ -227,8 +246,9 @@ def draw_balance(chart: BalanceChart, *, title: str) -> Figure:
     if chart.measured is not None:
         ax_t.scatter(range(pp), [f + b for f, b in zip(chart.measured.fwd_ms, chart.measured.bwd_ms, strict=True)],
                      marker="D", color="black", zorder=5, label="measured (chosen split's run)")
-    ax_m.axhline(chart.memory_limit_bytes / GIB, color=OOM_COLOR, ls="--",
-                 label=f"GPU memory {chart.memory_limit_bytes / GIB:.0f} GiB")
+    top = max((s.memory_bytes / GIB for x in chart.splits for s in x.stages), default=0)
+    if not _limit(ax_m, chart.memory_limit_bytes / GIB, top):
+        ax_m.set_ylim(0, top * 1.35)  # room for the legend above the bars
     ax_t.set_ylabel("forward (solid) + backward (light)\nper micro-batch (ms)")
     ax_m.set_ylabel("predicted peak memory per GPU (GiB)")
     first = chart.splits[0].stages if chart.splits else ()
@@ -240,8 +260,10 @@ def draw_balance(chart: BalanceChart, *, title: str) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     ax_t.margins(y=0.25)
-    fig.suptitle(f"{title}\nIs the layer split even? The slowest stage sets the pace; DeepSpeed's default is 'parameters'",
-                 fontsize=10)
+    what_if = (f"\nThe plan has one stage, nothing to split: shown at pp 2, {chart.config.label()} (same global batch)"
+               if chart.what_if else "")
+    fig.suptitle(f"{title}\nIs the layer split even? The slowest stage sets the pace; DeepSpeed's default is "
+                 f"'parameters'{what_if}", fontsize=10)
     return fig
 
 
@@ -262,17 +284,21 @@ def draw_pareto(chart: ParetoChart, *, title: str) -> Figure:
     if chart.front:
         ax.plot([p.peak_memory_gib for p in chart.front], [p.tokens_per_s for p in chart.front], "-", color="black",
                 lw=1.5, drawstyle="steps-post", label=f"Pareto front ({len(chart.front)} configurations)")
-    ax.axvline(chart.memory_limit_gib, color=OOM_COLOR, ls="--", label=f"GPU memory {chart.memory_limit_gib:g} GiB")
+    mems = [p.peak_memory_gib for p in chart.points]
+    _limit(ax, chart.memory_limit_gib, max(mems, default=0), vertical=True)
     chosen = next((p for p in chart.points if p.chosen), None)
     if chosen is not None:
         ax.scatter([chosen.peak_memory_gib], [chosen.tokens_per_s], **CHOSEN, label="chosen")
+    log = bool(mems) and min(mems) > 0 and max(mems) / min(mems) > 10  # orders of magnitude: the front sits left
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if chosen is not None:
         _annotate(ax, chosen.peak_memory_gib, chosen.tokens_per_s,
-                  f"chosen: {chosen.label}\n{_count(chosen.tokens_per_s)} tokens/s, {chosen.peak_memory_gib:.1f} GiB")
-    ax.set_xscale("log")  # memory spans orders of magnitude; the front sits near the left
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("predicted peak memory per GPU (GiB, log scale)")
+                  f"chosen: {chosen.label}\n{_count(chosen.tokens_per_s)} tokens/s, {chosen.peak_memory_gib:.2f} GiB")
+    ax.set_xlabel(f"predicted peak memory per GPU (GiB{', log scale' if log else ''})")
     ax.set_ylabel("predicted throughput (tokens/s)")
     ax.yaxis.set_major_formatter(FuncFormatter(_count))
     ax.grid(alpha=0.3, which="both")

@@ -4,7 +4,8 @@ The question: is the split even, and what does it cost against DeepSpeed's defau
 ``PipelineModule`` splits by ``partition_method="parameters"`` unless told otherwise (deepspeed/runtime/pipe/
 module.py); it balances parameter counts, so the embedding and the head (few FLOPs per parameter, or many)
 can leave stages uneven in time. ``balanced`` is pptune's min-max split by time. The slowest stage sets the
-1F1B steady state, so ``max_stage_ms`` is what a split is judged by.
+1F1B steady state, so ``max_stage_ms`` is what a split is judged by. A plan with a single stage has nothing
+to split; its chart shows the same configuration at pp 2 (same global batch), marked ``what_if``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pptune.charts.variants import try_estimate
+from pptune.charts.variants import try_estimate, with_depth
 from pptune.cost.types import StageCost
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
@@ -64,6 +65,8 @@ class MeasuredStages:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BalanceChart:
     splits: tuple[Split, ...]  # the chosen split first
+    config: ParallelConfig  # the configuration drawn: the plan's, or its pp 2 variant (``what_if``)
+    what_if: bool  # the plan has a single stage (nothing to split), so its two-stage variant is drawn
     memory_limit_bytes: int
     measured: MeasuredStages | None
 
@@ -89,9 +92,14 @@ def balance_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *
 
     Args:
         profile, cluster, config: the plan.
-        methods: partition methods to compare (default: chosen, ``parameters``, ``balanced``).
+        methods: partition methods to compare (default: chosen, ``parameters``, ``balanced``, ``uniform``).
         measured: a real run of the plan, drawn beside the chosen split when its stages match.
     """
+    what_if = False
+    if config.pp == 1 and profile.num_layers >= 2:
+        deeper = with_depth(config, pp=2, gpus=cluster.num_gpus)
+        if deeper is not None:
+            config, what_if = deeper, True
     splits: list[Split] = []
     for method in methods or split_methods(config.partition):
         est = try_estimate(profile, cluster, config.replace(partition=method))
@@ -104,5 +112,5 @@ def balance_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *
         splits.append(Split(method=method, chosen=method == config.partition, boundaries=est.boundaries,
                             stages=est.stages, step_ms=est.step_time_ms, tokens_per_s=est.tokens_per_s,
                             feasible=est.feasible))
-    return BalanceChart(splits=tuple(splits), memory_limit_bytes=cluster.gpu.memory_bytes,
-                        measured=measured_stages(measured, config))
+    return BalanceChart(splits=tuple(splits), config=config, what_if=what_if, memory_limit_bytes=cluster.gpu.memory_bytes,
+                        measured=None if what_if else measured_stages(measured, config))

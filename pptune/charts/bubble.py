@@ -82,9 +82,8 @@ def bubble_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     lines = []
     for pp in depths:
         bubble, tokens, fits = [], [], []
-        base = with_depth(config, pp=pp, gpus=gpus)
         for m in microbatches:
-            est = try_estimate(profile, cluster, None if base is None else base.replace(num_microbatches=m))
+            est = try_estimate(profile, cluster, with_depth(config, pp=pp, gpus=gpus, num_microbatches=m))
             bubble.append(NAN if est is None else est.bubble_fraction)
             tokens.append(NAN if est is None else est.tokens_per_s)
             fits.append(est is not None and est.feasible)

@@ -10,16 +10,23 @@ from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 
 
-def with_depth(config: ParallelConfig, *, pp: int, gpus: int) -> ParallelConfig | None:
+def with_depth(config: ParallelConfig, *, pp: int, gpus: int, num_microbatches: int | None = None) -> ParallelConfig | None:
     """``config`` at pipeline depth ``pp`` on the same GPUs (dp = gpus / (tp * pp)), or None when impossible.
 
+    ``num_microbatches`` defaults to the count that keeps the global batch (None when dp does not divide it).
     Schedule and ZeRO follow the engine's rules: one stage runs no interleaving (1F1B), and DeepSpeed's
     pipeline engine allows ZeRO 0 or 1 only (deepspeed/runtime/pipe/engine.py asserts it), so a ZeRO-2/3 plan
     with pp == 1 is shown at ZeRO 1 deeper.
     """
     if pp < 1 or gpus % (config.tp * pp):
         return None
-    changes: dict[str, object] = {"pp": pp, "dp": gpus // (config.tp * pp)}
+    dp = gpus // (config.tp * pp)
+    if num_microbatches is None:
+        samples = config.num_microbatches * config.dp  # micro-batches per step over all replicas
+        if samples % dp:
+            return None
+        num_microbatches = samples // dp
+    changes: dict[str, object] = {"pp": pp, "dp": dp, "num_microbatches": num_microbatches}
     if pp == 1:
         changes.update(schedule="1f1b", vpp=1)
     if config.target == "deepspeed" and pp > 1:

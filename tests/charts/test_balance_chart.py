@@ -53,3 +53,11 @@ def test_measured_stages_per_microbatch(make_profile, make_cluster, make_measure
     assert chart.measured.boundaries == (0, 8, 16)
     other = balance_series(make_profile(blocks=16), make_cluster(4), config.replace(pp=4), measured=run)
     assert other.measured is None  # a run of another depth is not drawn
+
+
+def test_single_stage_plan_shows_its_two_stage_variant(make_profile, make_cluster):
+    config = ParallelConfig(pp=1, dp=4, num_microbatches=2, zero_stage=2)
+    chart = balance_series(make_profile(blocks=8, edges=True), make_cluster(4), config)
+    assert chart.what_if and (chart.config.pp, chart.config.dp, chart.config.num_microbatches) == (2, 2, 4)
+    assert chart.config.zero_stage == 1 and all(len(s.stages) == 2 for s in chart.splits)
+    assert chart.splits[0].chosen

@@ -55,7 +55,7 @@ def test_memory_feasibility_is_the_estimates(make_profile, make_cluster):
     chart = bubble_series(profile, cluster, ParallelConfig(pp=2, dp=2, num_microbatches=2), depths=(1, 2, 4))
     for line in chart.lines:
         for m, fits in zip(line.num_microbatches, line.feasible, strict=True):
-            config = with_depth(ParallelConfig(pp=2, dp=2, num_microbatches=m), pp=line.pp, gpus=4)
+            config = with_depth(ParallelConfig(pp=2, dp=2), pp=line.pp, gpus=4, num_microbatches=m)
             assert fits == estimate(profile, cluster, config).feasible
     assert any(not f for line in chart.lines for f in line.feasible) and any(f for line in chart.lines for f in line.feasible)
 
@@ -81,7 +81,10 @@ def test_with_depth_keeps_deepspeed_valid():
     base = ParallelConfig(pp=1, dp=8, zero_stage=3, num_microbatches=2)
     deeper = with_depth(base, pp=4, gpus=8)
     assert deeper is not None and (deeper.pp, deeper.dp, deeper.zero_stage) == (4, 2, 1)
+    assert deeper.global_batch_size == base.global_batch_size and deeper.num_microbatches == 8
+    assert with_depth(base, pp=4, gpus=8, num_microbatches=3).num_microbatches == 3
+    assert with_depth(ParallelConfig(pp=2, dp=2, num_microbatches=1), pp=1, gpus=4) is None  # 2 samples, dp 4
     assert with_depth(base, pp=3, gpus=8) is None
     inter = ParallelConfig(pp=4, dp=2, schedule="interleaved_1f1b", vpp=2, target="megatron", num_microbatches=8)
     flat = with_depth(inter, pp=1, gpus=8)
-    assert flat is not None and (flat.schedule, flat.vpp, flat.dp) == ("1f1b", 1, 8)
+    assert flat is not None and (flat.schedule, flat.vpp, flat.dp, flat.num_microbatches) == ("1f1b", 1, 8, 2)

@@ -53,7 +53,7 @@ def test_alternatives():
     zb = ParallelConfig(pp=4, num_microbatches=8, schedule="zb_h1", target="megatron")
     assert alternative_config(zb, gpus=4, num_layers=18).schedule == "1f1b"
     flat = alternative_config(ParallelConfig(pp=1, dp=8, zero_stage=2, num_microbatches=2), gpus=8, num_layers=18)
-    assert (flat.pp, flat.dp, flat.zero_stage) == (2, 4, 1)
+    assert (flat.pp, flat.dp, flat.zero_stage, flat.num_microbatches) == (2, 4, 1, 4)  # same global batch
     assert alternative_config(ParallelConfig(pp=1), gpus=1, num_layers=18) is None  # one GPU: no pipeline to show
 
 
