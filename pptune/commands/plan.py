@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from pptune.emit.deepspeed import check_overrides, parse_override
     from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
     from pptune.errors import PptuneError
+    from pptune.plot import draw_plan_figures
     from pptune.search import plan
 
     _check_numbers(args)
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     write_plan_dir(result, out, command=args.command_line, ds_overrides=overrides)
+    draw_plan_figures(out)  # OUT/figures/*.png: bubble, micro-batch size, timeline, balance, Pareto
     if args.json:
         print(json.dumps(json_summary(result, out), indent=1))
     else:
