@@ -1,7 +1,8 @@
 """Partition: which profile layers each pipeline chunk holds (``pp * vpp + 1`` boundary indices).
 
-``uniform``, ``parameters`` and ``type:<regex>`` call DeepSpeed's own pure functions exactly as
-``deepspeed/runtime/pipe/module.py::PipelineModule._partition_layers`` does, so a plan splits the model
+``uniform``, ``parameters`` and ``type:<regex>`` run DeepSpeed's own split functions (re-implemented
+exactly in ``pptune.cost.ds_partition``, without importing deepspeed) on the weights
+``deepspeed/runtime/pipe/module.py::PipelineModule._partition_layers`` gives them, so a plan splits the model
 the way the engine will. ``balanced`` is pptune's own: the contiguous split that minimises the largest
 chunk time (forward + backward + recompute at the config's micro-batch size). With ``vpp > 1``
 (Megatron interleaving) the layers split into ``pp * vpp`` chunks and chunk ``c`` runs on stage ``c % pp``.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import bisect
 import functools
-import os
 import re
 from itertools import accumulate
 
+from pptune.cost import ds_partition
 from pptune.cost.layers import layer_table
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
@@ -91,23 +92,15 @@ def layer_work_ms(table, recompute: str) -> list[float]:
     return [2 * f + b for f, b in zip(table.fwd_ms, table.bwd_ms, strict=True)]
 
 
-def _import_ds_utils():
-    # deepspeed is a hard dependency but slow to import and chatty: import on first use only.
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from deepspeed.runtime import utils as ds_utils
-
-    return ds_utils
-
-
 @functools.lru_cache(maxsize=4096)
 def _ds_uniform(num_items: int, num_parts: int) -> tuple[int, ...]:
-    return tuple(int(x) for x in _import_ds_utils().partition_uniform(num_items=num_items, num_parts=num_parts))
+    return ds_partition.partition_uniform(num_items, num_parts)
 
 
 @functools.lru_cache(maxsize=4096)
 def _ds_balanced(weights: tuple[int, ...], num_parts: int) -> tuple[int, ...]:
-    # partition_balanced returns numpy ints; the planner writes these into JSON.
-    return tuple(int(x) for x in _import_ds_utils().partition_balanced(weights=list(weights), num_parts=num_parts))
+    # Parameter weights do not depend on the micro-batch size: one split per (tp, parts) serves them all.
+    return ds_partition.partition_balanced(weights, num_parts)
 
 
 @functools.lru_cache(maxsize=4096)
