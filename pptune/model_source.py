@@ -7,11 +7,11 @@ one profile per tp degree; ``profile()`` defers that to ``pptune.profile.source.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pptune.errors import SchemaError
 from pptune.hardware import Cluster
 from pptune.model.spec import TransformerSpec, resolve_spec
+from pptune.profile.analytic import KIND_BLOCK
 from pptune.profile.schema import Profile, load_profile
 
 
@@ -25,6 +25,7 @@ class ModelSource:
     num_blocks: int
     seq_len: int
     profile_path: str | None  # a measured (or saved) profile file, else None (analytic)
+    block_kind: str  # class name of the blocks (DeepSpeed's ``type:`` partition matches it)
 
     @property
     def num_heads(self) -> int | None:
@@ -46,7 +47,7 @@ class ModelSource:
 
 
 def _is_profile_path(text: str) -> bool:
-    return text.endswith(".json") or Path(text).is_file()
+    return text.endswith(".json")  # as profile_for decides
 
 
 def resolve_model(model_or_profile: str) -> ModelSource:
@@ -57,8 +58,9 @@ def resolve_model(model_or_profile: str) -> ModelSource:
         if blocks == 0:
             raise SchemaError(f"{model_or_profile}: the profile lists no layer with role 'block'")
         spec = TransformerSpec.from_dict(profile.spec) if profile.spec else None
+        kinds = sorted({layer.kind for layer in profile.layers if layer.role == "block"})
         return ModelSource(text=model_or_profile, name=profile.model, spec=spec, num_blocks=blocks,
-                           seq_len=profile.seq_len, profile_path=model_or_profile)
+                           seq_len=profile.seq_len, profile_path=model_or_profile, block_kind="|".join(kinds))
     spec = resolve_spec(model_or_profile)
     return ModelSource(text=model_or_profile, name=spec.name, spec=spec, num_blocks=spec.num_layers,
-                       seq_len=spec.seq_len, profile_path=None)
+                       seq_len=spec.seq_len, profile_path=None, block_kind=KIND_BLOCK)

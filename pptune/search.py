@@ -98,6 +98,7 @@ def plan(
     max_micro_batch_size: int = 16,
     zero_bubble: bool = False,
     progress: bool = False,
+    warm_start: bool = True,
     estimate_fn: EstimateFn | None = None,
 ) -> PlanResult:
     """Search configurations and return the best feasible one with the full ranking.
@@ -122,6 +123,8 @@ def plan(
         max_micro_batch_size: the largest micro-batch size tried (powers of two).
         zero_bubble: also try zb_h1 (Megatron target).
         progress: show a tqdm bar on stderr.
+        warm_start: begin a new study with one lean probe per layout (``anchor_params``); the benchmark turns it
+            off to show what it adds.
         estimate_fn: replaces pptune.cost.estimate.estimate (tests).
 
     Raises:
@@ -140,7 +143,7 @@ def plan(
     space = build_space(
         num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
         num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=target, dtype=dtype, fixed=fixed,
-        max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble,
+        max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble, block_kind=source.block_kind,
     )
     evaluator = Evaluator(
         profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=dtype, micro_batch_sizes=space.micro_batch_sizes),
@@ -163,7 +166,7 @@ def plan(
         try:
             study = open_study(storage=rdb, study_name=name, objective=objective, seed=seed, resume=resume,
                                replace=replace_study)
-            if not study.trials:  # a new study: warm-start it (a resumed one already holds these)
+            if warm_start and not study.trials:  # a new study only: a resumed one already holds its probes
                 for params in anchor_params(space, limit=max(1, trials // 4)):
                     study.enqueue_trial(params, skip_if_exists=True)
             fn = make_objective(space, evaluator, objective=objective, memory_limit_bytes=hw.gpu.memory_bytes)

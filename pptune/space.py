@@ -26,8 +26,13 @@ from dataclasses import dataclass
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
 
-DS_PARTITIONS = ("parameters", "uniform", "balanced")
-MEGATRON_PARTITIONS = ("uniform", "balanced")
+DEFAULT_BLOCK_KIND = "TransformerBlockPipe"  # pptune's block class (pptune.model.blocks, profile kind)
+
+
+def even_partition(block_kind: str) -> str:
+    """DeepSpeed's ``type:`` method over the block class: blocks split evenly, embedding on the first stage and
+    head on the last (embedding and head weigh 0), which is also Megatron-LM's own default split."""
+    return f"type:{block_kind}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -90,7 +95,8 @@ class SearchSpace:
         if layout.pp == 1:
             return self.partitions[:1]  # one stage: every method gives the same split
         if self.target == "megatron" and self.num_blocks % layout.pp:
-            return tuple(p for p in self.partitions if p != "uniform")
+            # Megatron's even split needs blocks divisible by pp; other splits take first/last sizes or a layout
+            return tuple(p for p in self.partitions if not p.startswith("type:"))
         return self.partitions
 
     def schedules_for(self, layout: Layout, num_microbatches: int) -> tuple[tuple[str, int], ...]:
@@ -186,6 +192,7 @@ def build_space(
     fixed: Fixed | None = None,
     max_micro_batch_size: int = 16,
     zero_bubble: bool = False,
+    block_kind: str = DEFAULT_BLOCK_KIND,
 ) -> SearchSpace:
     """Build the space of one planning problem, or raise ConfigError saying why it is empty.
 
@@ -201,6 +208,8 @@ def build_space(
         fixed: user-pinned dimensions.
         max_micro_batch_size: micro-batch sizes tried are the powers of two up to this.
         zero_bubble: also try ``zb_h1`` (Megatron target only; a what-if, mainline Megatron lacks it).
+        block_kind: the profile's block class name; ``type:<it>`` is the even split (DeepSpeed's ``type:``
+            method, Megatron's default). For the Megatron target ``--partition uniform`` means this split.
     """
     fixed = fixed or Fixed()
     if target not in ("deepspeed", "megatron"):
@@ -218,9 +227,16 @@ def build_space(
         raise ConfigError("selective recompute is a Megatron feature; DeepSpeed's pipeline checkpoints whole layers (none, full, every:K)")
     schedules = _schedules(fixed, ds, zero_bubble)
     vpps = (fixed.vpp,) if fixed.vpp and fixed.vpp > 1 else (2, 3, 4, 6, 8)
-    partitions = (fixed.partition,) if fixed.partition else (DS_PARTITIONS if ds else MEGATRON_PARTITIONS)
-    if not ds and partitions[0] not in MEGATRON_PARTITIONS:
-        raise ConfigError(f"the Megatron target splits layers uniform or balanced (first/last stage sizes), got {partitions[0]!r}")
+    even = even_partition(block_kind)
+    if fixed.partition:
+        partitions: tuple[str, ...] = (fixed.partition,)
+        if not ds:
+            partitions = (even,) if fixed.partition == "uniform" else partitions
+            if not (partitions[0] == "balanced" or partitions[0].startswith("type:")):
+                raise ConfigError("the Megatron target splits layers uniform (even blocks) or balanced "
+                                  f"(by time, as first/last stage sizes or a layout), got {fixed.partition!r}")
+    else:
+        partitions = ("parameters", "uniform", even, "balanced") if ds else (even, "balanced")
     if fixed.sequence_parallel is not None:
         sps: tuple[bool, ...] = (fixed.sequence_parallel,)
         if ds and fixed.sequence_parallel:

@@ -56,6 +56,7 @@ def add_parser(subparsers: Any, name: str) -> None:
     o.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
     o.add_argument("--top", type=int, default=10, help="ranking rows to print (default 10)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    o.add_argument("--no-figures", action="store_true", help="do not draw the charts into OUT/figures")
     p.set_defaults(run=run)
 
 
@@ -86,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     from pptune.emit.deepspeed import check_overrides, parse_override
     from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
     from pptune.errors import PptuneError
-    from pptune.plot import draw_plan_figures
     from pptune.search import plan
 
     _check_numbers(args)
@@ -110,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     write_plan_dir(result, out, command=args.command_line, ds_overrides=overrides)
-    draw_plan_figures(out)  # OUT/figures/*.png: bubble, micro-batch size, timeline, balance, Pareto
+    if not args.no_figures:
+        from pptune.plot import draw_plan_figures  # matplotlib: imported only when drawing
+
+        draw_plan_figures(out)  # OUT/figures/*.png: bubble, micro-batch size, timeline, balance, Pareto
     if args.json:
         print(json.dumps(json_summary(result, out), indent=1))
     else:
