@@ -19,6 +19,7 @@ from pptune.errors import PptuneError
 COMMANDS: dict[str, str] = {
     "probe-cluster": "probe_cluster",
     "profile": "profile",
+    "plan": "plan",
     "estimate": "estimate",
     "measure": "measure",
     "plot": "plot",
