@@ -216,6 +216,8 @@ def draw_timeline(chart: TimelineChart, *, title: str) -> Figure:
     axes[-1].set_xlabel("time within one training step (ms)")
     ops = sorted({op.op for p in chart.panels for op in p.ops}, key="FBW".index)
     handles = [Patch(color=OP_COLORS[o], label=OP_NAMES[o]) for o in ops] + [Patch(color=IDLE_COLOR, label="idle (bubble)")]
+    if any(op.chunk >= p.config.pp for p in chart.panels for op in p.ops):
+        handles.append(Patch(color=OP_COLORS["F"], alpha=0.6, label="lighter: a stage's later model chunks (interleaved)"))
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles))
     fig.suptitle(f"{title}\nWhere does the pipeline idle? Numbers in boxes are micro-batches", fontsize=10)
     return fig
