@@ -17,6 +17,7 @@ from pptune.errors import PptuneError
 
 # command name -> module under pptune.commands
 COMMANDS: dict[str, str] = {
+    "demo": "demo",
     "probe-cluster": "probe_cluster",
     "profile": "profile",
     "plan": "plan",
