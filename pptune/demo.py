@@ -25,13 +25,14 @@ class DemoResult:
     summary: str
 
 
-def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_MODEL, repeat: int = 5,
+def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_MODEL, seq_len: int = 256, repeat: int = 5,
              measure: bool = False, progress: bool = True, command: str | None = None) -> DemoResult:
     """Profile ``model`` on the local CPU (1 thread), plan it for 2 local ranks, write everything to ``out_dir``.
 
     Args:
         out_dir: where ``profile.json`` and the plan directory ``plan/`` (with ``figures/``) go; replaced whole.
         model: any MODEL that ``pptune profile`` accepts.
+        seq_len: sequence length to profile and plan at.
         repeat: timed repeats per layer and micro-batch size (after 5 warm-ups).
         measure: also run the recommended plan with real DeepSpeed and compare (about a minute more).
         progress: progress bars on stderr.
@@ -48,7 +49,7 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        profile = profile_model(model, seq_len=256, micro_batch_sizes=(1, 2, 4, 8), device="cpu", dtype="fp32",
+        profile = profile_model(model, seq_len=seq_len, micro_batch_sizes=(1, 2, 4, 8), device="cpu", dtype="fp32",
                                 threads=1, repeat=repeat, command=command, progress=progress)
         profile_path = save_profile(profile, tmp / "profile.json")
         result = plan(str(profile_path), cluster="local-cpu", gpus=DEMO_GPUS, global_batch_size=DEMO_GLOBAL_BATCH,
