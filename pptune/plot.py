@@ -207,7 +207,8 @@ def draw_timeline(chart: TimelineChart, *, title: str) -> Figure:
                 boxes = [(o.start_ms, o.end_ms - o.start_ms) for o in chart.measured.ops if o.stage == stage]
                 ax.broken_barh(boxes, (stage - 0.4, 0.8), facecolors="none", edgecolor="black", lw=0.8)
             ax.axvline(chart.measured.step_ms, color="purple", ls="-.", lw=1.5)
-            ax.text(chart.measured.step_ms, pp - 0.4, " measured step (median)", fontsize=7, color="purple")
+            ax.text(chart.measured.step_ms, pp - 0.55, "measured step (median, pptune measure) ", fontsize=7,
+                    color="purple", ha="right", va="bottom")
         ax.set_yticks(range(pp), [f"stage {s}" for s in range(pp)], fontsize=8 if pp <= 16 else 6)
         ax.set_ylim(pp - 0.5, -0.9)
         ax.set_xlim(0, end * 1.02)
@@ -247,7 +248,8 @@ def draw_balance(chart: BalanceChart, *, title: str) -> Figure:
                           fontsize=7, rotation=90 if n > 1 else 0)
     if chart.measured is not None:
         ax_t.scatter(range(pp), [f + b for f, b in zip(chart.measured.fwd_ms, chart.measured.bwd_ms, strict=True)],
-                     marker="D", color="black", zorder=5, label="measured (chosen split's run)")
+                     marker="D", color="black", zorder=5,
+                     label=f"measured fwd+bwd (pptune measure; stages built: {list(chart.measured.boundaries)})")
     top = max((s.memory_bytes / GIB for x in chart.splits for s in x.stages), default=0)
     if not _limit(ax_m, chart.memory_limit_bytes / GIB, top):
         ax_m.set_ylim(0, top * 1.35)  # room for the legend above the bars

@@ -69,7 +69,7 @@ def read_plan_json(plan_dir: str | os.PathLike) -> dict[str, Any]:
         raise SchemaError(f"{path}: cannot read plan ({exc.strerror}); make one with 'pptune plan ... --out DIR'") from None
     except json.JSONDecodeError as exc:
         raise SchemaError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    for key in ("model", "cluster", "config", "global_batch_size"):
+    for key in ("cluster", "config"):
         if key not in data:
             raise SchemaError(f"{path}: field '{key}': missing")
     return data
@@ -90,6 +90,9 @@ def _profile_source(source: str, plan_dir: Path) -> str:
 def load_plan_context(plan_dir: str | os.PathLike) -> PlanContext:
     """Rebuild a plan's profile, cluster and configuration from ``plan_dir/plan.json`` and re-estimate it.
 
+    Reads the planner's plan.json and the slimmer one of a validation run directory (``pptune validate``:
+    no ``model`` or ``global_batch_size``, the profile file under ``profile``).
+
     Raises:
         SchemaError: plan.json or the profile it names is missing or malformed.
         ConfigError: the recorded configuration no longer fits the profile or cluster.
@@ -102,8 +105,11 @@ def load_plan_context(plan_dir: str | os.PathLike) -> PlanContext:
     except TypeError as exc:
         raise SchemaError(f"{origin}: field 'config': {exc}") from None
     cluster = load_cluster(data["cluster"])
-    model = data["model"]
-    source = _profile_source(str(model.get("source") or model.get("name")), plan_dir)
+    model = data.get("model") or {}
+    recorded = model.get("source") or model.get("name") or data.get("profile")
+    if not isinstance(recorded, str) or recorded.startswith("analytic:"):
+        raise SchemaError(f"{origin}: field 'model': missing (no model source or profile file recorded)")
+    source = _profile_source(recorded, plan_dir)
     sizes = tuple(data.get("search", {}).get("space", {}).get("micro_batch_sizes") or (config.micro_batch_size,))
     if config.micro_batch_size not in sizes:
         sizes = tuple(sorted({*sizes, config.micro_batch_size}))
@@ -114,7 +120,7 @@ def load_plan_context(plan_dir: str | os.PathLike) -> PlanContext:
         raise ConfigError(f"{origin}: the planned configuration no longer estimates: {exc}") from None
     planned = data.get("estimate", {}).get("step_time_ms")
     return PlanContext(
-        plan_dir=plan_dir, model=str(model.get("name") or source), profile=profile, cluster=cluster, config=config,
+        plan_dir=plan_dir, model=str(model.get("name") or profile.model), profile=profile, cluster=cluster, config=config,
         estimate=est, planned_step_ms=float(planned) if isinstance(planned, (int, float)) else None,
-        global_batch_size=int(data["global_batch_size"]), command=data.get("command"),
+        global_batch_size=int(data.get("global_batch_size") or config.global_batch_size), command=data.get("command"),
     )

@@ -49,8 +49,8 @@ def test_missing_or_broken_plan_is_one_schema_error(tmp_path):
     (tmp_path / "plan.json").write_text("{")
     with pytest.raises(SchemaError, match="not valid JSON"):
         load_plan_context(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps({"model": {}, "cluster": {}, "config": {}}))
-    with pytest.raises(SchemaError, match="global_batch_size"):
+    (tmp_path / "plan.json").write_text(json.dumps({"model": {}, "config": {}}))
+    with pytest.raises(SchemaError, match="cluster"):
         load_plan_context(tmp_path)
 
 
@@ -66,3 +66,19 @@ def test_plan_charts_reads_ranking_and_measured(tmp_path, make_profile, make_clu
     assert charts.timeline.measured.step_ms == 110.0 and charts.balance.measured is not None
     (plan / "ranking.csv").unlink()
     assert plan_charts(plan).pareto is None
+
+
+def test_validation_run_directory(tmp_path, make_profile, make_cluster, make_plan_dir):
+    # pptune validate writes a slimmer plan.json: the profile path under 'profile', no model or global batch.
+    config = ParallelConfig(pp=2, num_microbatches=4, micro_batch_size=2)
+    plan = make_plan_dir(tmp_path / "run", profile=make_profile(blocks=8), cluster=make_cluster(2), config=config)
+    data = json.loads((plan / "plan.json").read_text())
+    for key in ("model", "global_batch_size", "search"):
+        del data[key]
+    (plan / "plan.json").write_text(json.dumps(data))
+    ctx = load_plan_context(plan)
+    assert ctx.model == "synthetic" and ctx.global_batch_size == 8 and ctx.config == config
+    data["profile"] = "analytic:TestGPU"
+    (plan / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(SchemaError, match="model"):
+        load_plan_context(plan)
