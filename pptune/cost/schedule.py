@@ -5,18 +5,18 @@ starts when its stage is free and its input is there: F of chunk c needs F of ch
 micro-batch plus the p2p transfer, B of chunk c needs B of chunk c+1 plus the transfer (the last chunk's
 B needs its own F), W needs its own B. P2P transfers are lags (asynchronous send/recv), not stage work.
 
-The op orders are compiled once per shape into a topological sequence (cached), so a simulation is a
-single O(pp * vpp * m) pass of plain Python; uniform stages without communication under GPipe or 1F1B
-use the closed form, which ``tests/cost`` checks against the event loop.
+The op orders are compiled once per shape into level order (``pptune.cost.compiled``, cached), so a
+simulation is a single O(pp * vpp * m) pass of plain Python; uniform stages without communication under
+GPipe or 1F1B use the closed form, which ``tests/cost`` checks against the event loop. Many simulations
+of one shape at once: ``pptune.cost.sim_batch``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pptune.cost.orders import B, F, peak_inflight, stage_orders
+from pptune.cost.compiled import CompiledSchedule, compile_schedule, event_rows
 from pptune.cost.types import TimelineOp
 from pptune.errors import ConfigError
 from pptune.parallel import SCHEDULES
@@ -39,20 +39,6 @@ class ScheduleResult:
     end_ms: tuple[float, ...]  # per stage: end of its last op (where its gradient reduction can start)
     peak_inflight: tuple[int, ...]  # per stage: most forward units whose B has not run (chunk-micro-batches)
     timeline: tuple[TimelineOp, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A schedule shape compiled into a dependency-respecting sequence of ops.
-
-    Each row is (stage, duration index = op * chunks + chunk, index of the op whose end this op waits for
-    (the trailing zero slot when none), lag index = chunk boundary (the zero slot when none)).
-    """
-
-    rows: tuple[tuple[int, int, int, int], ...]
-    ops: tuple[tuple[int, int, int], ...]  # (op, chunk, microbatch)
-    last: tuple[int, ...]  # per stage: index of its last op
-    peak: tuple[int, ...]
 
 
 def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str, num_microbatches: int,
@@ -95,7 +81,7 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
     else:
         w = [0.0] * chunks
         bwd = [float(x) for x in bwd_ms]
-    plan = _compile(schedule, pp, m, vpp)
+    plan = compile_schedule(schedule, pp, m, vpp)
     stage_work = [0.0] * pp
     for c in range(chunks):
         stage_work[c % pp] += m * (fwd[c] + bwd[c] + w[c])
@@ -111,9 +97,9 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
     tl: tuple[TimelineOp, ...] = ()
     if timeline:
         tl = tuple(
-            TimelineOp(stage=row[0], chunk=c, microbatch=j, op=_OP_NAMES[op], start_ms=ends[k] - dur[row[1]],
-                       end_ms=ends[k])
-            for k, (row, (op, c, j)) in enumerate(zip(plan.rows, plan.ops, strict=True))
+            TimelineOp(stage=stage, chunk=c, microbatch=j, op=_OP_NAMES[op], start_ms=ends[k] - dur[d], end_ms=ends[k])
+            for k, (stage, d, op, c, j) in enumerate(zip(plan.stage.tolist(), plan.dur.tolist(), plan.op.tolist(),
+                                                         plan.chunk.tolist(), plan.microbatch.tolist(), strict=True))
         )
     return _result(step, stage_work, stage_end, plan.peak, tl)
 
@@ -130,12 +116,13 @@ def _result(step: float, work: list[float], ends: tuple[float, ...], peak: tuple
                           idle_ms=tuple(step - x for x in work), end_ms=ends, peak_inflight=peak, timeline=tl)
 
 
-def _run(plan: _Plan, dur: list[float], lag: list[float]) -> list[float]:
-    """End time of every op (plus a trailing 0.0 that ops without a dependency read)."""
-    end = [0.0] * (len(plan.rows) + 1)
-    free = [0.0] * len(plan.last)
+def _run(plan: CompiledSchedule, dur: list[float], lag: list[float]) -> list[float]:
+    """End time of every op in level order (plus a trailing 0.0 that ops without an input read)."""
+    stages, durs, deps, lags = event_rows(plan)
+    end = [0.0] * (len(stages) + 1)
+    free = [0.0] * plan.pp
     k = 0
-    for s, d, dep, lg in plan.rows:  # the hot loop: kept to plain list indexing
+    for s, d, dep, lg in zip(stages, durs, deps, lags, strict=True):  # the hot loop: plain list indexing
         t = free[s]
         ready = end[dep] + lag[lg]
         if ready > t:
@@ -143,54 +130,3 @@ def _run(plan: _Plan, dur: list[float], lag: list[float]) -> list[float]:
         free[s] = end[k] = t + dur[d]
         k += 1
     return end
-
-
-@functools.lru_cache(maxsize=1024)
-def _compile(schedule: str, pp: int, m: int, vpp: int) -> _Plan:
-    """Order all stages' ops so that each op comes after its stage predecessor and its dependency.
-
-    Ops are keyed by the integer ``(op * chunks + chunk) * m + microbatch``; stages are visited round-robin,
-    each advancing until its next op's dependency has not been placed yet.
-    """
-    orders = stage_orders(schedule, pp, m, vpp)
-    chunks = pp * vpp
-    zero_slot = chunks - 1
-    total = sum(len(o) for o in orders)
-    prepared = []
-    for order in orders:
-        rows = []
-        for op, c, j in order:
-            if op == F:
-                need, slot = ((c - 1) * m + j, c - 1) if c > 0 else (-1, zero_slot)
-            elif op == B:
-                need, slot = (((chunks + c + 1) * m + j), c) if c < chunks - 1 else (c * m + j, zero_slot)
-            else:
-                need, slot = (chunks + c) * m + j, zero_slot
-            rows.append(((op * chunks + c) * m + j, need, slot, op * chunks + c))
-        prepared.append(rows)
-    placed = [-1] * (3 * chunks * m)
-    out: list[tuple[int, int, int, int]] = []
-    keys: list[int] = []
-    ptr = [0] * pp
-    while len(out) < total:
-        progress = False
-        for s in range(pp):
-            rows, p = prepared[s], ptr[s]
-            while p < len(rows):
-                key, need, slot, d = rows[p]
-                dep = total if need < 0 else placed[need]
-                if dep < 0:
-                    break
-                placed[key] = len(out)
-                out.append((s, d, dep, slot))
-                keys.append(key)
-                p += 1
-            if p != ptr[s]:
-                ptr[s], progress = p, True
-        assert progress, f"{schedule} order deadlocks for pp={pp} m={m} vpp={vpp}"
-    last_of = [-1] * pp
-    for k, row in enumerate(out):
-        last_of[row[0]] = k
-    ops = tuple((key // (chunks * m), (key // m) % chunks, key % m) for key in keys)
-    peak = tuple(peak_inflight(o) for o in orders)
-    return _Plan(tuple(out), ops, tuple(last_of), peak)

@@ -1,0 +1,120 @@
+"""A schedule shape compiled for simulation: every op with its stage, duration, input and lag, grouped into levels.
+
+An op's *level* is one more than the larger level of the op before it on its stage and of the op it waits
+for (its input): the op count of the longest dependency chain ending in it. Ops of one level never depend
+on each other, so the simulator may run a whole level at once (``pptune.cost.sim_batch`` does, for many
+duration sets in numpy); in level order the ops are also a valid sequence for the one-at-a-time event loop
+(``pptune.cost.schedule``). Both compute every op's end as ``max(end of the stage's previous op, end of its
+input + lag) + duration``, so they agree exactly.
+
+Levels are found without a Python loop per op: along one stage ``L[p] = p + 1 + max(0, max_{q<=p}(L_in[q] - q))``
+(a running maximum), and sweeping the stages forward then backward until nothing changes reaches the
+longest-path levels from below (integers, so the fixed-point test is exact). 1F1B-style orders settle in
+2-3 sweeps. The compile is cached per shape ``(schedule, pp, m, vpp)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from pptune.cost.orders import B, F, order_arrays
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledSchedule:
+    """One schedule shape, ops sorted by level (positions 0..N-1; position N is a zero sentinel).
+
+    Per position: ``stage``; ``dur`` = duration index ``op * chunks + chunk`` into ``fwd + bwd + w``;
+    ``dep`` = position of the input op; ``prev`` = position of the stage's previous op; ``lag`` = the chunk
+    boundary whose p2p time the input pays (``chunks - 1``: none).
+    """
+
+    pp: int
+    chunks: int
+    m: int
+    op: np.ndarray  # 0 F, 1 B, 2 W
+    chunk: np.ndarray
+    microbatch: np.ndarray
+    stage: np.ndarray
+    prev: np.ndarray
+    dep: np.ndarray
+    dur: np.ndarray
+    lag: np.ndarray
+    level_starts: tuple[int, ...]  # first position of each level, then N
+    last: tuple[int, ...]  # per stage: position of its last op
+    peak: tuple[int, ...]  # per stage: most forward units whose B has not run
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.op)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_starts) - 1
+
+
+@functools.lru_cache(maxsize=64)
+def event_rows(compiled: CompiledSchedule) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(stage, duration index, input position, lag index) per position as lists, for the one-at-a-time loop."""
+    return compiled.stage.tolist(), compiled.dur.tolist(), compiled.dep.tolist(), compiled.lag.tolist()
+
+
+@functools.lru_cache(maxsize=256)
+def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSchedule:
+    """Compile the op orders of ``schedule`` for ``pp`` stages, ``m`` micro-batches and ``vpp`` chunks per stage."""
+    stages = order_arrays(schedule, pp, m, vpp)
+    chunks = pp * vpp
+    none_slot = chunks - 1
+    op = np.concatenate([a for a, _, _ in stages])
+    c = np.concatenate([b for _, b, _ in stages])
+    j = np.concatenate([x for _, _, x in stages])
+    sizes = [len(a) for a, _, _ in stages]
+    n = len(op)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    stage = np.repeat(np.arange(pp, dtype=np.int64), sizes)
+    # Flat position of every op key (op * chunks + chunk) * m + microbatch; key -1 (no input) reads the sentinel.
+    pos_of_key = np.full(3 * chunks * m + 1, n, dtype=np.int64)
+    pos_of_key[(op * chunks + c) * m + j] = np.arange(n)
+    is_f, is_b = op == F, op == B
+    # F needs F of the chunk before; B needs B of the chunk after (the last chunk: its own F); W its own B.
+    need = np.where(is_f, np.where(c > 0, (c - 1) * m + j, -1),
+                    np.where(is_b, np.where(c < chunks - 1, (chunks + c + 1) * m + j, c * m + j), (chunks + c) * m + j))
+    dep_flat = pos_of_key[need]
+    lag = np.where(is_f, np.where(c > 0, c - 1, none_slot), np.where(is_b & (c < chunks - 1), c, none_slot))
+    level = _levels(dep_flat, starts.tolist(), ends.tolist(), n)
+    order = np.argsort(level, kind="stable")
+    inv = np.empty(n + 1, dtype=np.int64)
+    inv[order] = np.arange(n)
+    inv[n] = n
+    prev_flat = np.arange(-1, n - 1, dtype=np.int64)
+    prev_flat[starts] = n  # a stage's first op has no predecessor
+    lv = level[order]
+    held = np.cumsum(is_f.astype(np.int64) - is_b)  # +1 per F, -1 per B, per stage below
+    peak = tuple(max(0, int((held[a:b] - (held[a - 1] if a else 0)).max())) if b > a else 0
+                 for a, b in zip(starts.tolist(), ends.tolist(), strict=True))
+    return CompiledSchedule(
+        pp=pp, chunks=chunks, m=m, op=op[order], chunk=c[order], microbatch=j[order], stage=stage[order],
+        prev=inv[prev_flat[order]], dep=inv[dep_flat[order]], dur=(op * chunks + c)[order], lag=lag[order],
+        level_starts=(0, *(np.flatnonzero(np.diff(lv)) + 1).tolist(), n),
+        last=tuple(int(inv[e - 1]) for e in ends.tolist()), peak=peak,
+    )
+
+
+def _levels(dep: np.ndarray, starts: list[int], ends: list[int], n: int) -> np.ndarray:
+    """Longest-path level of every op (flat positions, stage-major); ``dep[i] == n`` means no input."""
+    level = np.zeros(n + 1, dtype=np.int64)  # level[n] = 0: the sentinel
+    spans = [(a, b, np.arange(b - a, dtype=np.int64)) for a, b in zip(starts, ends, strict=True) if b > a]
+    for _ in range(n + 1):  # each sweep fixes at least one more op, so n + 1 sweeps always suffice
+        changed = False
+        for a, b, q in spans + spans[::-1]:
+            new = q + 1 + np.maximum(np.maximum.accumulate(level[dep[a:b]] - q), 0)
+            if not np.array_equal(new, level[a:b]):
+                level[a:b] = new
+                changed = True
+        if not changed:
+            return level[:n]
+    raise AssertionError("the op orders deadlock")
