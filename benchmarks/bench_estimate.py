@@ -18,9 +18,9 @@ import time
 from pptune.cost import estimate
 from pptune.cost import layers as layers_mod
 from pptune.cost import partition as partition_mod
-from pptune.cost import schedule as schedule_mod
+from pptune.cost.compiled import compile_schedule
 from pptune.cost.estimate import _simulate
-from pptune.cost.orders import stage_orders
+from pptune.cost.orders import order_arrays, stage_orders
 from pptune.errors import PptuneError
 from pptune.hardware import load_cluster
 from pptune.model.spec import PRESETS
@@ -30,7 +30,7 @@ from pptune.profile.analytic import analytic_profile
 
 def clear_caches(*, keep_deepspeed_partition: bool = False) -> None:
     layers_mod._CACHE.clear()
-    fns = [partition_mod.min_max_split, schedule_mod._compile, stage_orders, _simulate]
+    fns = [partition_mod.min_max_split, compile_schedule, order_arrays, stage_orders, _simulate]
     if not keep_deepspeed_partition:
         fns += [partition_mod._ds_balanced, partition_mod._ds_uniform]
     for fn in fns:
