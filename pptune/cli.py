@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "plan": "plan",
     "estimate": "estimate",
     "measure": "measure",
+    "calibrate": "calibrate",
+    "tune": "tune",
     "plot": "plot",
 }
 

@@ -1,0 +1,78 @@
+"""The ``--local`` half of ``pptune validate``: options and run (the command itself lives in validate.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEFAULT_OUT = "results/validation/local"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_local_options(p: Any) -> None:
+    """Register the options of ``--local`` on parser ``p``."""
+    from pptune.validation.grid import DEFAULT_GLOBAL_BATCH
+    from pptune.validation.local import DEFAULT_MODEL
+
+    g = p.add_argument_group("--local: real runs on this machine (2 ranks)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"model to profile and train (default {DEFAULT_MODEL})")
+    g.add_argument("--global-batch-size", type=int, default=DEFAULT_GLOBAL_BATCH,
+                   help=f"samples per step, the same for every configuration (default {DEFAULT_GLOBAL_BATCH})")
+    g.add_argument("--micro-batch-sizes", type=_ints, default=None, metavar="1,2,4",
+                   help="micro-batch sizes to try (default: powers of two up to the global batch)")
+    g.add_argument("--partitions", default="uniform,balanced",
+                   help="layer splits for pp=2, comma-separated (default uniform,balanced)")
+    g.add_argument("--no-data-parallel", action="store_true", help="leave out the pp=1 x dp=2 configurations")
+    g.add_argument("--steps", type=int, default=10, help="timed steps per run (default 10)")
+    g.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped (default 600)")
+    g.add_argument("--profile", default=None, help="use this profile JSON instead of profiling the model")
+    g.add_argument("--cluster", default=None, help="use this cluster JSON instead of probing the links")
+    g.add_argument("--no-calibrate", action="store_true", help="skip the leave-one-out calibration")
+    g.add_argument("--profile-repeat", type=int, default=10, help="timed iterations per layer (default 10)")
+
+
+def settings_from(args: argparse.Namespace):
+    from pptune.errors import ConfigError
+    from pptune.validation.local import LocalSettings
+
+    for flag in ("global_batch_size", "steps", "timeout", "profile_repeat"):
+        if getattr(args, flag) <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    partitions = tuple(p.strip() for p in args.partitions.split(",") if p.strip())
+    if not partitions:
+        raise ConfigError("--partitions needs at least one of uniform, parameters, balanced, type:<regex>")
+    return LocalSettings(
+        model=args.model, global_batch_size=args.global_batch_size, partitions=partitions,
+        micro_batch_sizes=args.micro_batch_sizes, data_parallel=not args.no_data_parallel, steps=args.steps,
+        warmup=args.warmup, timeout_s=args.timeout, profile_repeat=args.profile_repeat, profile_path=args.profile,
+        cluster_path=args.cluster, calibrate=not args.no_calibrate,
+    )
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Run the local validation and write its report into ``--out``."""
+    from pptune.validation.local import validate_local
+    from pptune.validation.report import print_lines, write_report
+    from pptune.validation.summary import summary_markdown
+
+    settings = settings_from(args)
+    out = args.out or DEFAULT_OUT
+    command = getattr(args, "command_line", None)
+    result = validate_local(settings, out, command=command, log=lambda line: print(line, flush=True))
+    paths = write_report(result, out, command=command, summary_text=summary_markdown(result, command=command))
+    for line in print_lines(result):
+        print(line)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0 if result.measured else 1

@@ -1,0 +1,180 @@
+"""``validate_local``: profile, probe, predict and really run a grid of configurations on this machine.
+
+The steps, each leaving a file in the output directory so the report can be checked and re-made:
+1. profile the model with one thread per process (``profile.json``), as each rank will train with one;
+2. probe the links between two local ranks (``cluster.json``, alpha-beta fits of gloo p2p and all-reduce);
+3. predict every grid configuration with ``estimate`` and write its plan directory (``runs/<slug>/``);
+4. run each with real DeepSpeed (``run_plan``: ``measured.json`` beside the plan);
+5. score the predictions (``pptune.validation.metrics``) and, with at least 3 runs, calibrate by
+   leave-one-out (every calibrated prediction comes from a fit that did not see that run) and fit once on
+   all runs (``calibrated_cluster.json``, for later plans on this machine).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pptune.calibrate.local import LocalFit, Sample, fit_local, leave_one_out
+from pptune.hardware import Cluster, load_cluster, save_cluster
+from pptune.model.spec import TransformerSpec
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile, load_profile, save_profile
+from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_PARTITIONS, local_grid
+from pptune.validation.metrics import Accuracy, accuracy
+from pptune.validation.record import RunRecord
+from pptune.validation.run import load_average, measure_records, predict_records
+
+# A few seconds per run at one thread, yet each layer call takes milliseconds: embedding, 6 blocks and a tied LM
+# head over a 4k vocabulary (with the loss) that costs about 2.5 blocks, so a uniform 2-stage split is clearly
+# unbalanced (embedding + 3 blocks | 3 blocks + head) and the balanced split matters.
+DEFAULT_MODEL = "gpt:layers=6,hidden=192,heads=4,seq=64,vocab=4096"
+RANKS = 2
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalSettings:
+    """What ``pptune validate --local`` runs."""
+
+    model: str = DEFAULT_MODEL
+    global_batch_size: int = DEFAULT_GLOBAL_BATCH
+    partitions: tuple[str, ...] = DEFAULT_PARTITIONS
+    micro_batch_sizes: tuple[int, ...] | None = None  # default: powers of two up to the global batch
+    data_parallel: bool = True
+    steps: int = 10
+    warmup: int = 3
+    timeout_s: float = 600.0
+    profile_warmup: int = 5
+    profile_repeat: int = 10
+    profile_path: str | None = None  # use this profile instead of measuring one
+    cluster_path: str | None = None  # use this cluster instead of probing the links
+    calibrate: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalValidation:
+    """Everything the report shows."""
+
+    settings: LocalSettings
+    profile: Profile
+    profile_label: str
+    cluster: Cluster
+    records: tuple[RunRecord, ...]
+    before: Accuracy | None  # uncalibrated predictions vs measurements (None when no run succeeded)
+    calibrated_ms: tuple[float | None, ...] | None  # leave-one-out predictions, aligned with records
+    after: Accuracy | None  # leave-one-out calibrated predictions vs measurements
+    fit_all: LocalFit | None  # one fit on every measured run
+    load_start: float | None
+    load_end: float | None
+    seconds: float
+
+    @property
+    def measured(self) -> tuple[RunRecord, ...]:
+        return tuple(r for r in self.records if r.ok)
+
+
+def _spec(model: str) -> TransformerSpec | None:
+    from pptune.errors import ConfigError
+    from pptune.model.spec import resolve_spec
+
+    try:
+        return resolve_spec(model)
+    except ConfigError:
+        return None  # an HF config or a user factory: the runtime rebuilds it from the model string
+
+
+def _profile(settings: LocalSettings, sizes: tuple[int, ...], out: Path, spec: TransformerSpec | None,
+             command: str | None) -> tuple[Profile, str]:
+    if settings.profile_path is not None:
+        return load_profile(settings.profile_path), settings.profile_path
+    from pptune.errors import ConfigError
+    from pptune.profile.measure import profile_model
+
+    if spec is None:
+        raise ConfigError(f"model {settings.model!r}: give --profile (validation profiles only preset and spec models)")
+    profile = profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu", dtype="fp32",
+                            threads=1, warmup=settings.profile_warmup, repeat=settings.profile_repeat, command=command,
+                            progress=False)
+    path = save_profile(profile, out / "profile.json")
+    return profile, str(path)
+
+
+def _cluster(settings: LocalSettings, out: Path) -> Cluster:
+    if settings.cluster_path is not None:
+        return load_cluster(settings.cluster_path, num_gpus=RANKS)
+    from pptune.probe import probe_links
+
+    cluster = load_cluster(probe_links(nproc=RANKS), num_gpus=RANKS)
+    save_cluster(cluster, out / "cluster.json")
+    return cluster
+
+
+def grid_configs(settings: LocalSettings) -> tuple[ParallelConfig, ...]:
+    return local_grid(ranks=RANKS, global_batch_size=settings.global_batch_size, partitions=settings.partitions,
+                      micro_batch_sizes=settings.micro_batch_sizes, data_parallel=settings.data_parallel)
+
+
+def score(records: tuple[RunRecord, ...], predicted: list[float] | None = None) -> Accuracy | None:
+    """Accuracy over the measured records (``predicted`` replaces their own predictions when given)."""
+    ok = [(r, p) for r, p in zip(records, predicted or [r.predicted_ms for r in records], strict=True) if r.ok]
+    if not ok:
+        return None
+    return accuracy([r.label for r, _ in ok], [p for _, p in ok], [r.measured_ms for r, _ in ok],  # type: ignore[misc]
+                    [r.config.global_batch_size for r, _ in ok])
+
+
+def samples_of(records: tuple[RunRecord, ...], profile: Profile) -> list[Sample]:
+    return [Sample(label=r.label, profile=profile, config=r.config, measured_ms=r.measured_ms)  # type: ignore[arg-type]
+            for r in records if r.ok]
+
+
+def calibrate_records(records: tuple[RunRecord, ...], profile: Profile, cluster: Cluster, *, command: str | None
+                      ) -> tuple[tuple[float | None, ...] | None, LocalFit | None]:
+    """Leave-one-out calibrated predictions (aligned with ``records``) and one fit on every measured run."""
+    samples = samples_of(records, profile)
+    if len(samples) < 3:
+        return None, None
+    held_out = iter(leave_one_out(samples, cluster))
+    calibrated = tuple(next(held_out) if r.ok else None for r in records)
+    fit = fit_local(samples, cluster, provenance={"command": command, "method": "fit on every measured run"})
+    return calibrated, fit
+
+
+def validate_local(settings: LocalSettings, out_dir: str | Path, *, command: str | None = None,
+                   log: Callable[[str], None] = print) -> LocalValidation:
+    """Run the whole validation (module docstring) and return its results; the caller writes the report.
+
+    Raises:
+        ConfigError, SchemaError: bad settings, profile or cluster. A failing *run* is not raised: its record
+        carries the reason.
+    """
+    start = time.monotonic()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    load_start = load_average()
+    configs = grid_configs(settings)
+    sizes = tuple(sorted({c.micro_batch_size for c in configs}))
+    spec = _spec(settings.model)
+    log(f"profiling {settings.model} at micro-batch sizes {list(sizes)} with 1 thread (load {load_start or 0:.2f})")
+    profile, profile_label = _profile(settings, sizes, out, spec, command)
+    log("probing the links between 2 local ranks" if settings.cluster_path is None else f"cluster {settings.cluster_path}")
+    cluster = _cluster(settings, out)
+    records = predict_records(configs, profile=profile, cluster=cluster, model=settings.model, spec=spec,
+                              profile_label=profile_label, runs_dir=out / "runs", command=command)
+    log(f"running {len(records)} configurations ({settings.warmup} warm-up + {settings.steps} timed steps each)")
+    records = tuple(measure_records(records, steps=settings.steps, warmup=settings.warmup,
+                                    timeout_s=settings.timeout_s, log=log))
+    calibrated, fit = (None, None)
+    if settings.calibrate:
+        calibrated, fit = calibrate_records(records, profile, cluster, command=command)
+        if fit is not None:
+            save_cluster(fit.cluster, out / "calibrated_cluster.json")
+    after = score(records, [p if p is not None else r.predicted_ms for p, r in zip(calibrated, records, strict=True)]
+                  ) if calibrated is not None else None
+    return LocalValidation(
+        settings=settings, profile=profile, profile_label=profile_label, cluster=cluster, records=records,
+        before=score(records), calibrated_ms=calibrated, after=after, fit_all=fit, load_start=load_start,
+        load_end=load_average(), seconds=time.monotonic() - start,
+    )

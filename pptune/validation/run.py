@@ -1,0 +1,80 @@
+"""Predict every grid configuration, write its plan directory, and run it for real (one after the other).
+
+Runs are sequential: on this 2-core machine one 2-rank run already uses every core, and a second one at the
+same time would slow both (REFERENCE.md §2). A run that fails (crash, timeout, out of memory) is kept as a
+record with its reason, so the report says what did not run instead of silently dropping it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pptune.cost.estimate import estimate
+from pptune.errors import RunError
+from pptune.hardware import Cluster
+from pptune.model.spec import TransformerSpec
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile
+from pptune.validation.record import RunRecord, predicted_idle, with_measurement
+from pptune.validation.run_dir import write_run_dir
+
+Log = Callable[[str], None]
+
+
+def run_slug(config: ParallelConfig) -> str:
+    """A directory name for a configuration, e.g. ``pp2-dp1-mbs4-m4-uniform``."""
+    part = config.partition.replace(":", "_") if config.pp > 1 else "nopipe"
+    return f"pp{config.pp}-dp{config.dp}-mbs{config.micro_batch_size}-m{config.num_microbatches}-{part}"
+
+
+def predict_records(configs: Sequence[ParallelConfig], *, profile: Profile, cluster: Cluster, model: str,
+                    spec: TransformerSpec | None, profile_label: str, runs_dir: str | os.PathLike,
+                    command: str | None = None) -> list[RunRecord]:
+    """Estimate each configuration and write its plan directory under ``runs_dir``; nothing runs yet.
+
+    Raises:
+        ConfigError: a configuration the cost model or DeepSpeed's config rejects.
+    """
+    records = []
+    for config in configs:
+        est = estimate(profile, cluster, config)
+        path = write_run_dir(Path(runs_dir) / run_slug(config), config=config, estimate=est, profile=profile,
+                             cluster=cluster, model=model, spec=spec, profile_label=profile_label, command=command)
+        records.append(RunRecord(config=config, plan_dir=str(path), predicted_ms=est.step_time_ms,
+                                 predicted_idle=predicted_idle(est, config), breakdown_ms=est.breakdown.to_dict(),
+                                 boundaries=est.boundaries))
+    return records
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, timeout_s: float,
+                    log: Log | None = None) -> list[RunRecord]:
+    """Run each record's plan directory with real DeepSpeed (``run_plan``) and attach the measurement."""
+    from pptune.runtime.launch import run_plan
+
+    out = []
+    for i, record in enumerate(records, 1):
+        load = load_average()
+        try:
+            measured = run_plan(record.plan_dir, steps=steps, warmup=warmup, timeout_s=timeout_s)
+        except RunError as exc:
+            done = dataclasses.replace(record, failure=str(exc), load_average=load)
+        else:
+            done = dataclasses.replace(with_measurement(record, measured), load_average=load)
+        if log is not None:
+            if done.ok:
+                log(f"[{i}/{len(records)}] {done.label}: predicted {done.predicted_ms:.1f} ms, measured "
+                    f"{done.measured_ms:.1f} ms ({done.error:+.1%}), load {load if load is not None else float('nan'):.2f}")
+            else:
+                log(f"[{i}/{len(records)}] {done.label}: FAILED: {done.failure}")
+        out.append(done)
+    return out

@@ -1,0 +1,92 @@
+"""summary.md of a local validation: how it was made, on what, and how well the model predicted the runs."""
+
+from __future__ import annotations
+
+import datetime
+
+from pptune.validation.local import LocalValidation
+from pptune.validation.report import (
+    BUBBLE_FILE,
+    CALIBRATED_SCATTER_FILE,
+    CSV_FILE,
+    SCATTER_FILE,
+    accuracy_lines,
+    cpu_model,
+)
+
+# Published end-to-end step-time errors of other planners/simulators (REFERENCE.md §6), for scale.
+PUBLISHED = "Calculon 3.65% mean / 8.87% max (Megatron A100 runs), vTrain 8.37% (one 8xA100 node), Proteus 3.0% mean"
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
+    s, p, c = result.settings, result.profile, result.cluster
+    probe = c.calibration.get("probe", {})
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    loads = [r.load_average for r in result.records if r.load_average is not None]
+    lines = [
+        "# Local validation: predicted vs measured step time",
+        "",
+        f"- command: `{command}`" if command else "- command: (library call)",
+        f"- machine: {cpu_model()}; each rank runs with 1 torch thread",
+        f"- date: {date}; wall time {result.seconds / 60:.1f} min",
+        f"- host load (1-min average): {_f(result.load_start, '.2f')} at start, {_f(result.load_end, '.2f')} at end; "
+        + (f"before each run {min(loads):.2f} to {max(loads):.2f}" if loads else "no run"),
+        f"- model: `{s.model}`, fp32, global batch {s.global_batch_size} samples per step for every configuration",
+        f"- profile: `{result.profile_label}` ({p.threads} thread(s), micro-batch sizes {list(p.micro_batch_sizes)}, "
+        f"{s.profile_warmup} warm-up + {s.profile_repeat} timed iterations per layer)",
+        f"- links: {c.intra_node_gbps:.2f} GB/s, {c.intra_node_latency_us:.0f} us p2p"
+        + (f" (probed: all-reduce {probe.get('allreduce_bus_gbps', 0):.2f} GB/s bus bandwidth)" if probe else ""),
+        f"- runs: {s.warmup} warm-up + {s.steps} timed steps each, median step time, DeepSpeed pipeline engine on "
+        "2 gloo ranks (torchrun)",
+        "",
+    ]
+    for title, acc in (("Uncalibrated (profile + probed links; no fitted constant)", result.before),
+                       ("Calibrated, leave-one-out (each run predicted by a fit to the other runs)", result.after)):
+        if acc is None:
+            continue
+        lines += [f"## {title}", "", "| figure | value | target | |", "|---|---|---|---|", *accuracy_lines(acc), ""]
+    if result.fit_all is not None:
+        k = result.fit_all.constants
+        lines += [
+            "## Constants fitted on all runs (`calibrated_cluster.json`)", "",
+            f"compute scale {k.compute_scale:.3f}, per-micro-batch overhead {k.per_microbatch_overhead_ms:.2f} ms, "
+            f"per-step overhead {k.per_step_overhead_ms:.1f} ms, link latency x{k.latency_multiple:g}, "
+            f"bandwidth x{k.bandwidth_multiple:g} of the probed figures.", "",
+        ]
+    lines += ["## Runs", "",
+              "| configuration | boundaries | predicted ms | measured ms (min-max) | error | calibrated ms | error | "
+              "idle pred / meas | load |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    calibrated = result.calibrated_ms or (None,) * len(result.records)
+    for r, cal in zip(result.records, calibrated, strict=True):
+        if not r.ok:
+            lines.append(f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | failed: {r.failure} | | | | | |")
+            continue
+        cal_err = None if cal is None else (cal - r.measured_ms) / r.measured_ms  # type: ignore[operator]
+        lines.append(
+            f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | {r.measured_ms:.0f} "
+            f"({r.measured_min_ms:.0f}-{r.measured_max_ms:.0f}) | {r.error:+.1%} | {_f(cal, '.0f')} | "
+            f"{_f(cal_err, '+.1%')} | {r.predicted_idle:.2f} / {_f(r.measured_idle, '.2f')} | {_f(r.load_average, '.2f')} |")
+    lines += [
+        "",
+        "## Files", "",
+        f"- `{CSV_FILE}`: one row per configuration (predicted, measured, errors, breakdown, measured instruction timers)",
+        f"- `{SCATTER_FILE}`: predicted vs measured, uncalibrated",
+        *( [f"- `{CALIBRATED_SCATTER_FILE}`: predicted vs measured, calibrated leave-one-out"]
+           if result.calibrated_ms is not None else []),
+        f"- `{BUBBLE_FILE}`: idle share of the step vs micro-batches per step, predicted and measured",
+        "- `runs/<configuration>/`: each plan directory with its `measured.json`",
+        "",
+        f"![predicted vs measured]({SCATTER_FILE})",
+        "",
+        *( [f"![calibrated]({CALIBRATED_SCATTER_FILE})", ""] if result.calibrated_ms is not None else []),
+        f"![idle share]({BUBBLE_FILE})",
+        "",
+        f"For scale, published planners report: {PUBLISHED}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Measured plan directories read back as calibration samples, and the one-line errors for bad ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pptune.calibrate.measured_runs import load_sample
+from pptune.cost.estimate import estimate
+from pptune.errors import SchemaError
+from pptune.hardware import load_cluster
+from pptune.model.spec import resolve_spec
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import save_profile
+from pptune.runtime.measured import save_measured
+from pptune.validation.run_dir import write_run_dir
+from tests.validation.conftest import TINY, fake_measured, small_profile
+
+CONFIG = ParallelConfig(pp=2, micro_batch_size=2, num_microbatches=4, dtype="fp32", partition="balanced")
+
+
+def measured_dir(tmp_path: Path, config: ParallelConfig = CONFIG, step_ms: float = 123.0, *, name: str = "run",
+                 measured_config: ParallelConfig | None = None) -> Path:
+    """A plan directory with a profile file beside it and a measured.json."""
+    profile = small_profile()
+    profile_path = save_profile(profile, tmp_path / "profile.json")
+    cluster = load_cluster("local-cpu")
+    path = write_run_dir(tmp_path / name, config=config, estimate=estimate(profile, cluster, config), profile=profile,
+                         cluster=cluster, model=TINY, spec=resolve_spec(TINY), profile_label=str(profile_path))
+    save_measured(fake_measured(measured_config or config, step_ms), path / "measured.json")
+    return path
+
+
+def test_sample_from_plan_dir_or_measured_json(tmp_path: Path) -> None:
+    path = measured_dir(tmp_path)
+    cache: dict = {}
+    a = load_sample(path, profiles=cache)
+    b = load_sample(path / "measured.json", profiles=cache)
+    assert a.config == CONFIG and a.measured_ms == 123.0 and a.label == CONFIG.label()
+    assert a.profile is b.profile and len(cache) == 1  # one profile file, read once
+    override = small_profile(block_ms=9.0)
+    assert load_sample(path, profile=override).profile is override
+
+
+def test_mismatched_measurement_is_refused(tmp_path: Path) -> None:
+    other = CONFIG.replace(micro_batch_size=1, num_microbatches=8)
+    path = measured_dir(tmp_path, measured_config=other)
+    with pytest.raises(SchemaError, match="measured.json ran"):
+        load_sample(path)
+
+
+def test_missing_files_and_profiles_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="plan.json: missing"):
+        load_sample(tmp_path)
+    path = measured_dir(tmp_path)
+    (path / "measured.json").unlink()
+    with pytest.raises(SchemaError, match="measured.json"):
+        load_sample(path)
+    path = measured_dir(tmp_path, name="analytic")
+    plan = json.loads((path / "plan.json").read_text())
+    plan["profile"] = "analytic:local-cpu"
+    (path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SchemaError, match="pass --profile"):
+        load_sample(path)

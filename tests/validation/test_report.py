@@ -1,0 +1,67 @@
+"""The validation report from synthetic records: scoring, leave-one-out calibration, CSV columns, summary.md, printed lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from pptune.calibrate.local import LocalConstants, Sample, calibrated_cluster, predict_ms
+from pptune.validation.grid import local_grid
+from pptune.validation.local import LocalSettings, LocalValidation, calibrate_records, score
+from pptune.validation.report import FIRST_COLUMNS, csv_text, print_lines, write_report
+from pptune.validation.summary import summary_markdown
+from tests.validation.conftest import TINY, record
+
+
+def _records(profile, cluster):
+    truth = calibrated_cluster(cluster, LocalConstants(compute_scale=1.2, per_microbatch_overhead_ms=1.0,
+                                                       per_step_overhead_ms=5.0))
+    out = []
+    for config in local_grid(global_batch_size=4):
+        ms = predict_ms(Sample(label="", profile=profile, config=config, measured_ms=1.0), truth)
+        out.append(record(profile, cluster, config, measured_ms=ms))
+    out.append(record(profile, cluster, local_grid(global_batch_size=2, data_parallel=False)[0], measured_ms=None))
+    return tuple(out)
+
+
+def _validation(profile, cluster) -> LocalValidation:
+    records = _records(profile, cluster)
+    calibrated, fit = calibrate_records(records, profile, cluster, command="pptune validate --local")
+    preds = [p if p is not None else r.predicted_ms for p, r in zip(calibrated, records, strict=True)]
+    return LocalValidation(settings=LocalSettings(model=TINY, global_batch_size=4), profile=profile,
+                           profile_label="profile.json", cluster=cluster, records=records, before=score(records),
+                           calibrated_ms=calibrated, after=score(records, preds), fit_all=fit, load_start=0.5,
+                           load_end=0.7, seconds=60.0)
+
+
+def test_scores_before_and_after_leave_one_out_calibration(profile, cluster) -> None:
+    v = _validation(profile, cluster)
+    assert v.before.count == v.after.count == len(v.records) - 1  # the failed run is not scored
+    assert v.before.median_abs_error > 0.1  # the overheads and the slower compute were not in the model
+    assert v.after.max_abs_error < 0.01 and v.after.spearman == pytest.approx(1.0)
+    assert v.calibrated_ms[-1] is None
+    assert v.fit_all.constants.compute_scale == pytest.approx(1.2, rel=1e-3)
+
+
+def test_csv_summary_and_lines(tmp_path: Path, profile, cluster) -> None:
+    v = _validation(profile, cluster)
+    rows = list(csv.DictReader(io.StringIO(csv_text(v))))
+    assert tuple(list(rows[0])[:len(FIRST_COLUMNS)]) == FIRST_COLUMNS
+    assert len(rows) == len(v.records)
+    ok = rows[0]
+    assert float(ok["error"]) == pytest.approx((float(ok["predicted_ms"]) - float(ok["measured_ms"])) / float(ok["measured_ms"]),
+                                               rel=1e-4)
+    assert "pred_compute_ms" in ok and ok["failure"] == ""
+    assert rows[-1]["measured_ms"] == "" and rows[-1]["failure"] == "training failed"
+    text = summary_markdown(v, command="pptune validate --local")
+    assert "`pptune validate --local`" in text and "lscpu" in text and "leave-one-out" in text
+    assert "Calculon" in text and "failed: training failed" in text
+    lines = print_lines(v)
+    assert lines[0].startswith("uncalibrated: median |error|") and "Spearman" in lines[0]
+    assert lines[1].startswith("calibrated (leave-one-out)") and "1 of" in lines[2]
+    paths = write_report(v, tmp_path, command="pptune validate --local", summary_text=text)
+    assert {p.name for p in paths} == {"validation.csv", "predicted_vs_measured.png", "bubble_vs_microbatches.png",
+                                       "predicted_vs_measured_calibrated.png", "summary.md"}
