@@ -11,8 +11,11 @@ Validity rules and where they come from:
 - DeepSpeed's pipeline engine: ZeRO < 2 (runtime/pipe/engine.py asserts it) and 1F1B only (TrainSchedule).
   With pp == 1 ZeRO 2/3 are allowed (a plain DeepSpeed engine, not the pipeline engine).
 - Megatron: ZeRO 0/1 (1 = ``--use-distributed-optimizer``); interleaved 1F1B needs pp > 2, the blocks per
-  stage divisible by vpp and the micro-batches a multiple of pp (REFERENCE.md §3); ``uniform`` needs
-  blocks divisible by pp; sequence parallelism only with tp > 1.
+  stage divisible by vpp and the micro-batches a multiple of pp (REFERENCE.md §3); its even split
+  (``type:<block class>``, which is Megatron's default) needs blocks divisible by pp, other splits are
+  ``balanced`` (emitted as first/last stage sizes or a layout); sequence parallelism only with tp > 1.
+
+Layouts and the user's pins live in pptune/layouts.py.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pptune.errors import ConfigError
+from pptune.layouts import Fixed, Layout, layouts_for
 from pptune.parallel import ParallelConfig
+
+__all__ = ["Fixed", "Layout", "SearchSpace", "build_space", "even_partition"]
 
 DEFAULT_BLOCK_KIND = "TransformerBlockPipe"  # pptune's block class (pptune.model.blocks, profile kind)
 
@@ -33,35 +39,6 @@ def even_partition(block_kind: str) -> str:
     """DeepSpeed's ``type:`` method over the block class: blocks split evenly, embedding on the first stage and
     head on the last (embedding and head weigh 0), which is also Megatron-LM's own default split."""
     return f"type:{block_kind}"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Fixed:
-    """Dimensions the user pinned (``--tp``, ``--zero`` ...); ``None`` means: search it."""
-
-    tp: int | None = None
-    pp: int | None = None
-    dp: int | None = None
-    micro_batch_size: int | None = None
-    zero_stage: int | None = None
-    recompute: str | None = None
-    schedule: str | None = None
-    vpp: int | None = None
-    partition: str | None = None
-    sequence_parallel: bool | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Layout:
-    """One factorisation of the GPUs."""
-
-    tp: int
-    pp: int
-    dp: int
-
-    @property
-    def key(self) -> str:
-        return f"tp{self.tp}-pp{self.pp}-dp{self.dp}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -166,10 +143,6 @@ class SearchSpace:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _powers_of_two(cap: int) -> tuple[int, ...]:
     out, m = [], 1
     while m <= cap:
@@ -243,7 +216,7 @@ def build_space(
             raise ConfigError("sequence parallelism is a Megatron feature; use --target megatron")
     else:
         sps = (False,) if ds else (False, True)
-    layouts = _layouts(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
+    layouts = layouts_for(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
                        num_blocks=num_blocks, num_heads=num_heads, num_kv_heads=num_kv_heads,
                        allowed_tp=allowed_tp, fixed=fixed)
     space = SearchSpace(
@@ -279,51 +252,3 @@ def _schedules(fixed: Fixed, ds: bool, zero_bubble: bool) -> tuple[str, ...]:
     if fixed.vpp and fixed.vpp > 1:
         return ("interleaved_1f1b",)
     return ("1f1b", "interleaved_1f1b") + (("zb_h1",) if zero_bubble else ())
-
-
-def _layouts(*, gpus: int, gpus_per_node: int, global_batch_size: int, num_blocks: int, num_heads: int | None,
-             num_kv_heads: int | None, allowed_tp: tuple[int, ...] | None, fixed: Fixed) -> tuple[Layout, ...]:
-    """Every tp x pp x dp of the GPUs the model accepts, or ConfigError naming the rule that emptied it."""
-    reasons: list[str] = []
-    tps = [t for t in _divisors(gpus) if fixed.tp in (None, t)]
-    if fixed.tp is not None and gpus % fixed.tp:
-        raise ConfigError(f"--tp {fixed.tp} does not divide {gpus} GPUs")
-    tps_ok = [t for t in tps if t <= gpus_per_node]
-    if not tps_ok:
-        reasons.append(f"tp must be <= {gpus_per_node} GPUs per node")
-    if num_heads is not None:
-        kv = num_kv_heads or num_heads
-        tps_ok = [t for t in tps_ok if num_heads % t == 0 and kv % t == 0]
-        if not tps_ok:
-            reasons.append(f"tp must divide {num_heads} heads and {kv} KV heads")
-    if allowed_tp is not None:
-        tps_ok = [t for t in tps_ok if t in allowed_tp]
-        if not tps_ok:
-            reasons.append(f"the profile allows tp in {list(allowed_tp)}")
-    out: list[Layout] = []
-    min_dp: int | None = None
-    for tp in tps_ok:
-        for pp in _divisors(gpus // tp):
-            if fixed.pp not in (None, pp):
-                continue
-            if pp > num_blocks:
-                reasons.append(f"pp must be <= {num_blocks} blocks")
-                continue
-            dp = gpus // (tp * pp)
-            if fixed.dp not in (None, dp):
-                continue
-            min_dp = dp if min_dp is None else min(min_dp, dp)
-            if global_batch_size % dp:
-                reasons.append(f"dp must divide the global batch {global_batch_size}")
-                continue
-            out.append(Layout(tp=tp, pp=pp, dp=dp))
-    if out:
-        return tuple(out)
-    if min_dp is not None and global_batch_size < min_dp:
-        raise ConfigError(
-            f"global batch {global_batch_size} is smaller than the smallest data-parallel size {min_dp} "
-            f"({gpus} GPUs): every replica needs at least one sample"
-        )
-    pins = ", ".join(f"--{k} {v}" for k, v in (("tp", fixed.tp), ("pp", fixed.pp), ("dp", fixed.dp)) if v is not None)
-    why = "; ".join(dict.fromkeys(reasons)) or "the fixed tp/pp/dp do not multiply to the GPU count"
-    raise ConfigError(f"{gpus} GPUs factor into no tp*pp*dp layout the model accepts{' with ' + pins if pins else ''}: {why}")

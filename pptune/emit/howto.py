@@ -96,6 +96,7 @@ def how_to_run(result: PlanResult, *, pipeline: dict[str, Any], summary: str, co
                   "- `launch.sh`, `hostfile.example`: the launch command."]
     else:
         lines += ["- `launch.sh`: torchrun + Megatron-LM's `pretrain_gpt.py` with these flags (set `MEGATRON_LM`)."]
+    lines.append("- `figures/`: the planning charts (`pptune plan` draws them unless `--no-figures`; `pptune plot` redraws).")
     if s.storage and "study.db" in s.storage:
         lines += ["- `study.db`: the Optuna study (SQLite); rerun the same command with `--resume` to add trials."]
     lines.append("")

@@ -116,3 +116,20 @@ def test_overrides():
             check_overrides({bad: 1})
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("lr")
+
+
+@pytest.mark.parametrize(("model", "cluster", "gpus", "gbs"), [
+    ("gpt2-medium", "a100-40g", 8, 64), ("llama2-7b", "a100-80g", 16, 128), ("gpt3-13b", "h100-80g", 32, 256),
+])
+def test_recommendations_are_runnable_by_deepspeed(ds_dist, model, cluster, gpus, gbs):
+    """The DeepSpeed target never recommends what DeepSpeed refuses: ZeRO >= 2 with pipelining, a broken batch
+    rule, or more memory than the GPU has."""
+    from pptune.search import plan
+
+    r = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, trials=40, seed=0)
+    c = r.best
+    parsed = _validate(ds_config(c), c.dp)
+    assert parsed.train_batch_size == gbs == c.micro_batch_size * c.num_microbatches * c.dp
+    assert c.pp == 1 or parsed.zero_optimization_stage < 2
+    assert c.schedule == "1f1b" and r.estimate.feasible
+    assert max(r.estimate.memory_per_stage_bytes) <= r.cluster.gpu.memory_bytes
