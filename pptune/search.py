@@ -133,7 +133,7 @@ def plan(
         InfeasibleError: no configuration fits in GPU memory (the message names the closest candidate).
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     start = time.perf_counter()
     source = resolve_model(model_or_profile)
     hw = load_cluster(cluster, num_gpus=gpus)
