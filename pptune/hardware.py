@@ -32,6 +32,7 @@ class GPU:
     matmul_efficiency: float = 0.75  # achieved / peak for large, well-shaped GEMMs
     matmul_half_flops: float = 2.0e9  # GEMM FLOPs at which efficiency reaches half of matmul_efficiency
     memory_efficiency: float = 0.7  # achieved / peak HBM bandwidth for elementwise work
+    launch_overhead_us: float = 0.0  # host (CPU) time per kernel launch of an eager framework; 0: not modelled
 
     def peak_tflops(self, dtype: str) -> float:
         """The dense peak for ``bf16``, ``fp16`` or ``fp32`` (TFLOP/s)."""
@@ -93,6 +94,8 @@ LOCAL_CPU_LINK_GBPS = 1.4
 LOCAL_CPU_LINK_LATENCY_US = 250.0
 
 _DATA = Path(__file__).with_name("data") / "gpus.json"
+# Fitted analytic-model constants a gpus.json row may carry (see its "calibration" provenance).
+_CALIBRATED_GPU_KEYS = ("matmul_efficiency", "matmul_half_flops", "memory_efficiency", "launch_overhead_us")
 
 
 def _host_memory_gib() -> float:
@@ -108,16 +111,21 @@ def _build_presets() -> tuple[dict[str, GPU], dict[str, Cluster]]:
     gpus: dict[str, GPU] = {}
     clusters: dict[str, Cluster] = {}
     for row in json.loads(_DATA.read_text())["gpus"]:
+        calibrated = {k: float(row[k]) for k in _CALIBRATED_GPU_KEYS if k in row}
         gpu = GPU(
             name=row["name"], peak_bf16_tflops=float(row["peak_bf16_tflops"]),
             peak_fp16_tflops=float(row["peak_fp16_tflops"]), peak_fp32_tflops=float(row["peak_fp32_tflops"]),
-            memory_gib=float(row["memory_gib"]), hbm_gbps=float(row["hbm_gbps"]),
+            memory_gib=float(row["memory_gib"]), hbm_gbps=float(row["hbm_gbps"]), **calibrated,
         )
         gpus[gpu.name] = gpu
         clusters[row["key"]] = Cluster(
             name=row["key"], gpu=gpu, gpus_per_node=int(row["gpus_per_node"]), num_nodes=1,
             intra_node_gbps=float(row["nvlink_gbps"]), inter_node_gbps=float(row["ib_gbps"]),
-            intra_node_latency_us=NVLINK_LATENCY_US, inter_node_latency_us=IB_LATENCY_US,
+            intra_node_latency_us=float(row.get("nvlink_latency_us", NVLINK_LATENCY_US)),
+            inter_node_latency_us=float(row.get("ib_latency_us", IB_LATENCY_US)),
+            per_microbatch_overhead_ms=float(row.get("per_microbatch_overhead_ms", 0.0)),
+            per_step_overhead_ms=float(row.get("per_step_overhead_ms", 0.0)),
+            calibration=dict(row.get("calibration") or {}),
         )
     cpu = GPU(
         name="local-cpu", peak_bf16_tflops=LOCAL_CPU_PEAK_TFLOPS, peak_fp16_tflops=LOCAL_CPU_PEAK_TFLOPS,

@@ -31,9 +31,12 @@ from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 
-# Adam step traffic per parameter: read+write fp32 master, m, v (24) + read the fp32 gradient (4)
-# + write the 16-bit weight (2); fp32 training has no separate master copy: 24 + 4.
-OPTIMIZER_BYTES_PER_PARAM = {"mixed": 30.0, "fp32": 28.0}
+# Optimizer-step traffic per parameter (Megatron's mixed-precision optimizer, apex FusedAdam): unscale and
+# check the fp32 gradients for inf/nan (read+write, 8), their global norm for clipping (read, 4), Adam
+# (read the gradient, read+write the fp32 master weight, m and v: 28), copy the master into the 16-bit weight
+# (read 4, write 2), zero the gradient buffer for the next step (write, 4). fp32 training has no loss
+# scaling and no master copy: 4 + 28 + 4.
+OPTIMIZER_BYTES_PER_PARAM = {"mixed": 50.0, "fp32": 36.0}
 
 
 def estimate(profile: Profile, cluster: Cluster, config: ParallelConfig, *, timeline: bool = False) -> Estimate:

@@ -2,21 +2,27 @@
 
 It has the schema of a measured profile (``source="analytic"``), so the cost model cannot tell them apart.
 
-Time model, per layer and micro-batch size (``pptune.profile.flops`` gives the work):
+Time model, per layer, direction and micro-batch size (``pptune.profile.flops`` gives the work):
 
-- A GEMM of ``F`` FLOPs runs at ``peak * eff(F)`` with the saturating efficiency
+- A GEMM of ``F`` FLOPs computes at ``peak * eff(F)`` with the saturating efficiency
   ``eff(F) = E * F / (F + F_half)``: ``E`` = ``GPU.matmul_efficiency`` (the plateau large GEMMs reach) and
-  ``F_half`` = ``GPU.matmul_half_flops`` (the size at which a GEMM reaches half of it). Its time is then
-  ``(F + F_half) / (peak * E)``: the GEMM at plateau speed plus a fixed ``F_half / (peak * E)`` per kernel
-  (launch, tile quantisation, tail), which is what makes small GEMMs inefficient.
-- Backward: input- and weight-gradient GEMMs of the forward's size each (2x forward).
+  ``F_half`` = ``GPU.matmul_half_flops`` (the size at which a kernel reaches half of it), i.e. the GEMM at
+  plateau speed plus a fixed ``F_half / (peak * E)`` per kernel (tile quantisation, tail). Roofline: a GEMM
+  whose operands take longer to move than to multiply (the unfused attention's ``[s, d] x [d, s]``) takes
+  ``bytes / (hbm_gbps * memory_efficiency)`` instead.
+- Backward: input- and weight-gradient GEMMs of the transposed shapes (2x forward FLOPs).
 - Attention core: one fused flash-attention-style kernel by default (Dao 2023): FLOPs counted in full
   (``fwd_flops``), but a causal kernel skips the masked half of the work; its backward costs
   ``FLASH_BWD_FACTOR`` (2.5) x forward. With ``flash_attention=False`` two batched GEMMs plus memory-bound
-  softmax traffic over the ``s x s`` scores.
+  softmax and dropout traffic over the ``s x s`` scores.
 - Memory-bound work (norms, residual adds, activation functions, RoPE, embedding gather, cross-entropy):
   ``bytes / (hbm_gbps * memory_efficiency)``.
-- No communication: tensor-parallel all-reduces and pipeline p2p are the cost model's (``pptune.cost``).
+- Host time: an eager framework spends ``GPU.launch_overhead_us`` of CPU time per kernel it launches
+  (Python, dispatcher, autograd). The GPU runs ahead of the host only when its own work is longer, so a
+  pass takes about ``max(host, gpu)``; we use the smooth maximum ``(host^4 + gpu^4)^(1/4)`` because both
+  vary op by op and neither hides the other completely near the crossover (calibrated on the A100 Megatron
+  data, ``pptune validate --published``). Small layers are host-bound: this is their floor.
+- No communication time: tensor-parallel all-reduces and pipeline p2p are the cost model's (``pptune.cost``).
 
 Everything is per GPU of a ``tp``-way tensor-parallel group: shapes, ``fwd_flops``, ``param_count`` and bytes are
 one rank's share. Blocks are identical, so one block is computed per micro-batch size and its frozen timings
@@ -30,7 +36,16 @@ from collections.abc import Iterable
 from pptune.errors import ConfigError
 from pptune.hardware import GPU
 from pptune.model.spec import TransformerSpec
-from pptune.profile.flops import DTYPE_BYTES, FLASH_BWD_FACTOR, Work, block_work, check_tp, embedding_work, head_work
+from pptune.profile.flops import (
+    DTYPE_BYTES,
+    FLASH_BWD_FACTOR,
+    Gemm,
+    Work,
+    block_work,
+    check_tp,
+    embedding_work,
+    head_work,
+)
 from pptune.profile.schema import LayerProfile, LayerTiming, Profile
 from pptune.profile.sizes import (
     block_params,
@@ -58,18 +73,32 @@ def memory_ms(nbytes: float, gpu: GPU) -> float:
     return nbytes / (gpu.hbm_gbps * 1e9 * gpu.memory_efficiency) * 1e3
 
 
+def gemm_shape_ms(gemm: Gemm, gpu: GPU, dtype: str) -> float:
+    """Roofline time of one (batched) GEMM kernel: the slower of its compute and its operand traffic."""
+    return max(gemm_ms(gemm.flops, gpu, dtype), memory_ms(gemm.bytes(DTYPE_BYTES[dtype]), gpu))
+
+
+HOST_OVERLAP_NORM = 4.0  # the smooth maximum's exponent (see the module docstring)
+
+
+def overlap_ms(host_ms: float, gpu_ms: float) -> float:
+    """Time of a pass whose host launches take ``host_ms`` and whose kernels take ``gpu_ms``."""
+    p = HOST_OVERLAP_NORM
+    return (host_ms**p + gpu_ms**p) ** (1 / p)
+
+
 def work_ms(work: Work, gpu: GPU, dtype: str) -> tuple[float, float]:
     """(forward, backward) milliseconds of one layer's work on ``gpu``."""
-    fwd_gemm = sum(gemm_ms(f, gpu, dtype) for f in work.gemm_flops)
+    fwd_gemm = sum(gemm_shape_ms(g, gpu, dtype) for g in work.gemms)
+    bwd_gemm = sum(gemm_shape_ms(d, gpu, dtype) for g in work.gemms for d in g.grads())
+    attn_fwd = attn_bwd = 0.0
     if work.attn_fused:
         attn_fwd = gemm_ms(work.attn_flops * (1 - work.attn_causal_skip), gpu, dtype)
         attn_bwd = FLASH_BWD_FACTOR * attn_fwd
-    else:  # Q K^T and A V as two batched GEMMs of half the attention FLOPs each
-        attn_fwd = 2 * gemm_ms(work.attn_flops / 2, gpu, dtype)
-        attn_bwd = 2 * attn_fwd
     fwd = fwd_gemm + attn_fwd + memory_ms(work.fwd_bytes, gpu)
-    bwd = 2 * fwd_gemm + attn_bwd + memory_ms(work.bwd_bytes, gpu)
-    return fwd, bwd
+    bwd = bwd_gemm + attn_bwd + memory_ms(work.bwd_bytes, gpu)
+    launch_ms = gpu.launch_overhead_us / 1e3
+    return overlap_ms(work.fwd_ops * launch_ms, fwd), overlap_ms(work.bwd_ops * launch_ms, bwd)
 
 
 def analytic_profile(
@@ -131,7 +160,8 @@ def analytic_profile(
         seq_len=s, micro_batch_sizes=sizes, layers=tuple(layers), tp=tp, spec=spec.to_dict(),
         notes=(f"analytic: GEMM eff = {gpu.matmul_efficiency} * F / (F + {gpu.matmul_half_flops:.3g}) of "
                f"{gpu.peak_tflops(dtype)} TFLOP/s; memory-bound at {gpu.memory_efficiency} x {gpu.hbm_gbps} GB/s; "
-               f"{'flash' if flash_attention else 'unfused'} attention; sequence_parallel={sp}; "
+               f"{'flash' if flash_attention else 'unfused'} attention; host {gpu.launch_overhead_us} us per kernel; "
+               f"sequence_parallel={sp}; "
                "no communication (added by the cost model)"),
     )
 
