@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "plan": "plan",
     "estimate": "estimate",
     "measure": "measure",
+    "validate": "validate",
     "calibrate": "calibrate",
     "tune": "tune",
     "plot": "plot",
