@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import platform
 import sys
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,7 @@ def profile_model(
     if spec is not None and spec.position == "learned" and seq_len > spec.seq_len:
         raise ConfigError(f"model {layers.name!r}: seq_len {seq_len} is longer than its {spec.seq_len} learned positions")
     dev = torch.device(device)
+    load_before = _load_average()
     with _threads(threads):
         stack = nn.ModuleList(layers.layers).to(device=dev, dtype=DTYPES[dtype])  # one call keeps tied weights shared
         stack.train()
@@ -87,8 +89,24 @@ def profile_model(
         seq_len=seq_len, micro_batch_sizes=sizes, layers=tuple(profiles), tp=1, threads=num_threads,
         torch_version=torch.__version__, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=command, spec=spec.to_dict() if spec is not None else None,
-        notes=HEAD_LOSS_NOTE if layers.loss_fn is not None else None,
+        notes=_notes(layers, dev, load_before),
     )
+
+
+def _notes(model: ModelLayers, dev: torch.device, load_before: float | None) -> str | None:
+    notes = [HEAD_LOSS_NOTE] if model.loss_fn is not None else []
+    load_after = _load_average()
+    if dev.type == "cpu" and load_before is not None and load_after is not None:
+        # Other processes on the host slow CPU timings down; the load average tells a reader how quiet it was.
+        notes.append(f"host 1-minute load average {load_before:.2f} at start, {load_after:.2f} at end")
+    return "; ".join(notes) or None
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 def _check_arguments(
