@@ -85,6 +85,16 @@ class Estimate:
     boundaries: tuple[int, ...]  # pp*vpp+1 layer indices: chunk c holds layers [boundaries[c], boundaries[c+1])
     timeline: tuple[TimelineOp, ...] = ()
 
+    def summary(self) -> EstimateSummary:
+        """The figures without per-stage detail and timeline (what bulk evaluation returns)."""
+        return EstimateSummary(
+            step_time_ms=self.step_time_ms, breakdown=self.breakdown, samples_per_s=self.samples_per_s,
+            tokens_per_s=self.tokens_per_s, tflops_per_gpu=self.tflops_per_gpu, mfu=self.mfu,
+            bubble_fraction=self.bubble_fraction, peak_memory_bytes=self.peak_memory_bytes,
+            memory_per_stage_bytes=self.memory_per_stage_bytes, feasible=self.feasible,
+            infeasible_reason=self.infeasible_reason, boundaries=self.boundaries,
+        )
+
     def to_json_dict(self, *, timeline: bool = False) -> dict:
         """The stable keys other tools read (see README 'estimate --json')."""
         out = {
@@ -105,3 +115,24 @@ class Estimate:
         if timeline:
             out["timeline"] = [dataclasses.asdict(t) for t in self.timeline]
         return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EstimateSummary:
+    """An Estimate without ``stages`` and ``timeline``: what ``pptune.cost.bulk.estimate_many`` returns.
+
+    The fields mean what the same fields of Estimate mean (and equal them within 1e-9 relative).
+    """
+
+    step_time_ms: float
+    breakdown: Breakdown
+    samples_per_s: float
+    tokens_per_s: float
+    tflops_per_gpu: float
+    mfu: float
+    bubble_fraction: float
+    peak_memory_bytes: int
+    memory_per_stage_bytes: tuple[int, ...]
+    feasible: bool
+    infeasible_reason: str | None
+    boundaries: tuple[int, ...]

@@ -1,0 +1,279 @@
+"""estimate_many(): what estimate() predicts, for thousands of configurations at once (the exhaustive planner's path).
+
+Configurations are grouped by layout (tp, pp, dp, vpp); a group's chunk and stage costs are numpy arrays
+(``pptune.cost.bulk_chunks``); the pipelines of all groups are pooled by schedule shape, duplicates removed
+(ZeRO stage and target do not change the schedule) and simulated together (``pptune.cost.sim_batch``); the
+per-stage terms that depend only on (layer table, boundaries, ZeRO, target, dtype) -- parameters, DP
+synchronisation, optimizer step, model-state memory -- are computed once with estimate()'s own helpers.
+The arithmetic follows estimate() operation by operation, so the figures agree within 1e-9 relative
+(``tests/cost/test_bulk.py`` checks it on random configurations: a change to estimate() must be made here too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import SimpleNamespace
+
+import numpy as np
+
+from pptune.cost import comm
+from pptune.cost.bulk_chunks import GroupChunks, group_chunks, table_arrays
+from pptune.cost.checks import check_config
+from pptune.cost.estimate import _model_flops, _optimizer_ms, _stage_params
+from pptune.cost.layers import LayerTable, layer_table
+from pptune.cost.memory import (
+    RESERVE_FIXED_BYTES,
+    RESERVE_FRACTION,
+    bytes_per_param,
+    inflight_units,
+    optimizer_partitioned,
+)
+from pptune.cost.partition import stage_boundaries
+from pptune.cost.schedule import W_SHARE_OF_BACKWARD
+from pptune.cost.sim_batch import BatchSchedule, simulate_batch
+from pptune.cost.types import Breakdown, EstimateSummary
+from pptune.errors import PptuneError
+from pptune.hardware import Cluster
+from pptune.parallel import ParallelConfig
+from pptune.profile.schema import Profile
+
+_OK = object()
+
+
+def estimate_many(profile: Profile, cluster: Cluster,
+                  configs: Iterable[ParallelConfig]) -> list[EstimateSummary | PptuneError]:
+    """Predict every configuration of ``configs``; each entry is a summary or the error estimate() would raise.
+
+    Args:
+        profile: per-layer costs (one tp's profile: every configuration is estimated with it, as estimate() would).
+        cluster: GPUs and links.
+        configs: the configurations (any mix of layouts, schedules, ZeRO stages, targets).
+    """
+    configs = list(configs)
+    out: list = [None] * len(configs)
+    checked: dict[tuple, object] = {}
+    splits: dict[tuple, object] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        key = (c.tp, c.pp, c.dp, c.vpp, c.schedule, c.num_microbatches)
+        verdict = checked.get(key)
+        if verdict is None:
+            verdict = checked[key] = _try(lambda c=c: check_config(profile, cluster, c))
+        if verdict is not _OK:
+            out[i] = verdict
+            continue
+        key = (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
+        bounds = splits.get(key)
+        if bounds is None:
+            bounds = splits[key] = _try(lambda c=c: stage_boundaries(profile, c), value=True)
+        if isinstance(bounds, PptuneError):
+            out[i] = bounds
+            continue
+        groups.setdefault((c.tp, c.pp, c.dp, c.vpp), []).append(i)
+    pool = _SimPool()
+    prepared = [_Group(profile, cluster, [configs[i] for i in idx], [splits[_split_key(configs[i])] for i in idx],
+                       idx, pool) for idx in groups.values()]
+    pool.run()
+    for group in prepared:
+        for i, summary in zip(group.indices, group.finish(pool), strict=True):
+            out[i] = summary
+    return out
+
+
+def _split_key(c: ParallelConfig) -> tuple:
+    return (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
+
+
+def _try(fn, *, value: bool = False):
+    try:
+        result = fn()
+    except PptuneError as exc:
+        return exc
+    return result if value else _OK
+
+
+class _SimPool:
+    """Pipelines to simulate, by shape (schedule, pp, m, vpp), each distinct duration set once."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple, list[tuple]] = {}
+        self.index: dict[tuple, dict[bytes, int]] = {}
+        self.results: dict[tuple, BatchSchedule] = {}
+
+    def add(self, shape: tuple, fwd: np.ndarray, bwd: np.ndarray, w: np.ndarray | None, p2p: np.ndarray) -> int:
+        key = fwd.tobytes() + bwd.tobytes() + (b"" if w is None else w.tobytes()) + p2p.tobytes()
+        seen = self.index.setdefault(shape, {})
+        i = seen.get(key)
+        if i is None:
+            rows = self.rows.setdefault(shape, [])
+            i = seen[key] = len(rows)
+            rows.append((fwd, bwd, w, p2p))
+        return i
+
+    def run(self) -> None:
+        for shape, rows in self.rows.items():
+            w = np.stack([r[2] for r in rows]) if rows[0][2] is not None else None
+            self.results[shape] = simulate_batch(*shape, np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                                                 np.stack([r[3] for r in rows]), w)
+
+
+class _Group:
+    """K configurations of one layout: arrays built before the pooled simulation, summaries after it."""
+
+    def __init__(self, profile: Profile, cluster: Cluster, configs: list[ParallelConfig],
+                 bounds: list[tuple[int, ...]], indices: list[int], pool: _SimPool) -> None:
+        self.profile, self.cluster, self.configs, self.bounds, self.indices = profile, cluster, configs, bounds, indices
+        tables: dict[tuple, LayerTable] = {}
+        for c in configs:
+            key = (c.micro_batch_size, c.dtype, c.sequence_parallel)
+            if key not in tables:
+                tables[key] = layer_table(profile, micro_batch_size=c.micro_batch_size, tp=c.tp, dtype=c.dtype,
+                                          sequence_parallel=c.sequence_parallel)
+        self.tables = [tables[(c.micro_batch_size, c.dtype, c.sequence_parallel)] for c in configs]
+        self.chunks: GroupChunks = group_chunks(configs, [table_arrays(t) for t in self.tables], np.array(bounds),
+                                                cluster, seq_len=profile.seq_len, w_share=W_SHARE_OF_BACKWARD)
+        ch = self.chunks
+        self.sim, self.bare = [], []
+        for i, c in enumerate(configs):
+            shape = (c.schedule, c.pp, c.num_microbatches, c.vpp)
+            w = ch.weight_grad_ms[i] if c.schedule == "zb_h1" else None
+            p2p = ch.p2p_ms[i]
+            self.sim.append((shape, pool.add(shape, ch.fwd_ms[i], ch.bwd_ms[i], w, p2p)))
+            bare = self.sim[-1] if not p2p.any() else (shape, pool.add(shape, ch.fwd_ms[i], ch.bwd_ms[i], w,
+                                                                        np.zeros_like(p2p)))
+            self.bare.append(bare)
+
+    def finish(self, pool: _SimPool) -> list[EstimateSummary]:
+        configs, ch, cluster = self.configs, self.chunks, self.cluster
+        k, pp = len(configs), configs[0].pp
+        step, end, bubble = _gather(pool, self.sim, pp, ("step_ms", "end_ms", "bubble_fraction"))
+        bare_step, busy = _gather(pool, self.bare, pp, ("step_ms", "busy_ms"))
+        rows = np.arange(k)
+        crit = busy.argmax(axis=1)  # the first busiest stage, as max(range(pp), key=...) picks
+        states = [_stage_terms(t, b, c, cluster) for t, b, c in zip(self.tables, self.bounds, configs, strict=True)]
+        extra = np.array([s.extra for s in states])
+        sync = np.array([s.sync for s in states])
+        tail = np.maximum(((end + extra) + sync).max(axis=1), step)
+        m = np.array([c.num_microbatches for c in configs])
+        vpp = configs[0].vpp
+        parts = {
+            "compute_ms": ch.compute_ms[rows, crit], "bubble_ms": bare_step - busy[rows, crit],
+            "pp_comm_ms": step - bare_step, "tp_comm_ms": ch.tp_comm_ms[rows, crit], "dp_comm_ms": tail - step,
+            "optimizer_ms": np.array([s.optimizer_ms for s in states]),
+            "overhead_ms": cluster.per_microbatch_overhead_ms * m * vpp + cluster.per_step_overhead_ms,
+        }
+        total = parts["compute_ms"]
+        for name in list(parts)[1:]:  # Breakdown.step_ms adds the parts left to right
+            total = total + parts[name]
+        memory, activations = self._memory(states)
+        peak = memory.max(axis=1)
+        gbs = np.array([c.global_batch_size for c in configs])
+        samples = gbs / (total / 1e3)
+        flops = np.array([_unit_flops(t, c, self.profile.seq_len) for t, c in zip(self.tables, configs, strict=True)])
+        flops = flops * m * configs[0].dp
+        tflops = flops / configs[0].world_size / (total / 1e3) / 1e12
+        peaks = np.array([cluster.gpu.peak_tflops(c.dtype) for c in configs])
+        limit, gpu = cluster.gpu.memory_bytes, cluster.gpu
+        out = []
+        columns = {name: v.tolist() for name, v in parts.items()}
+        for i, (step_i, smp, tfl, mfu, bub, pk, mem, bounds) in enumerate(zip(
+                total.tolist(), samples.tolist(), tflops.tolist(), (tflops / peaks).tolist(), bubble.tolist(),
+                peak.tolist(), memory.tolist(), self.bounds, strict=True)):
+            reason = None
+            if pk > limit:
+                worst = mem.index(pk)
+                reason = (f"stage {worst} needs {pk / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB of a {gpu.name} "
+                          f"(activations {int(activations[i, worst]) / 2**30:.1f} GiB)")
+            out.append(EstimateSummary(
+                step_time_ms=step_i, breakdown=Breakdown(**{name: v[i] for name, v in columns.items()}),
+                samples_per_s=smp, tokens_per_s=smp * self.profile.seq_len, tflops_per_gpu=tfl, mfu=mfu,
+                bubble_fraction=bub, peak_memory_bytes=pk, memory_per_stage_bytes=tuple(mem), feasible=reason is None,
+                infeasible_reason=reason, boundaries=bounds,
+            ))
+        return out
+
+    def _memory(self, states: list) -> tuple[np.ndarray, np.ndarray]:
+        """(K, pp) totals as memory.stage_memory adds its parts, and the activations part."""
+        configs, ch = self.configs, self.chunks
+        units = np.array([_units(c) for c in configs])
+        activations = units * ch.kept_bytes
+        logits = np.zeros_like(activations)
+        for i, table in enumerate(self.tables):
+            if ch.head_stage[i] >= 0:
+                copies = 1 if table.profile_source == "analytic" else 2
+                logits[i, ch.head_stage[i]] = round(copies * table.output_bytes[table.head_index] * 4 / table.act_bytes)
+        states_sum = np.array([s.states for s in states])
+        parts = states_sum + activations + ch.work_bytes + logits
+        reserve = RESERVE_FIXED_BYTES + np.rint(RESERVE_FRACTION * parts).astype(np.int64)
+        return parts + reserve, activations
+
+
+def _gather(pool: _SimPool, refs: list[tuple[tuple, int]], pp: int, names: tuple[str, ...]) -> list[np.ndarray]:
+    k = len(refs)
+    out = [np.empty((k, pp)) if name in ("end_ms", "busy_ms") else np.empty(k) for name in names]
+    by_shape: dict[tuple, tuple[list[int], list[int]]] = {}
+    for i, (shape, j) in enumerate(refs):
+        rows, idx = by_shape.setdefault(shape, ([], []))
+        rows.append(i)
+        idx.append(j)
+    for shape, (rows, idx) in by_shape.items():
+        res = pool.results[shape]
+        for arr, name in zip(out, names, strict=True):
+            arr[rows] = getattr(res, name)[idx]
+    return out
+
+
+class _StageTerms(SimpleNamespace):
+    extra: list[float]
+    sync: list[float]
+    optimizer_ms: float
+    states: list[int]
+
+
+_TERMS: dict[tuple, _StageTerms] = {}
+
+
+def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster) -> _StageTerms:
+    """Per stage: tied all-reduce and DP sync after the last op (estimate._dp_tail), optimizer step, model states."""
+    key = (id(table), bounds, config.zero_stage, config.target, config.dtype, config.dp, config.tp, id(cluster))
+    hit = _TERMS.get(key)
+    if hit is not None and hit.table is table and hit.cluster is cluster:
+        return hit
+    pp, dp = config.pp, config.dp
+    params = [_stage_params(table, bounds, pp, s) for s in range(pp)]
+    grad_bytes = 4 if config.dtype == "fp32" else 2
+    w_b, g_b, o_b = bytes_per_param(config)
+    tied = table.tied_copy_on(bounds[-2], bounds[-1]) if pp > 1 else 0
+    tied_ms = 0.0
+    if tied:
+        tied_ms = comm.all_reduce_ms(tied * grad_bytes, 2, comm.first_last_link(cluster, tp=config.tp, dp=dp, pp=pp))
+    sync = []
+    for s in range(pp):
+        n = table.param_count[bounds[s]] if config.target == "megatron" else params[s]
+        link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
+        sync.append(comm.dp_grad_sync_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link))
+    states = [round(p * w_b / (dp if config.zero_stage >= 3 else 1)) + round(p * g_b / (dp if config.zero_stage >= 2 else 1))
+              + round(p * o_b / (dp if optimizer_partitioned(config) else 1)) for p in params]
+    terms = _StageTerms(extra=[tied_ms if s in (0, pp - 1) else 0.0 for s in range(pp)], sync=sync,
+                        optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), states=states,
+                        table=table, cluster=cluster)
+    if len(_TERMS) > 65536:
+        _TERMS.clear()
+    _TERMS[key] = terms
+    return terms
+
+
+_UNITS: dict[tuple, list[int]] = {}
+
+
+def _units(config: ParallelConfig) -> list[int]:
+    key = (config.schedule, config.pp, config.num_microbatches, config.vpp)
+    if key not in _UNITS:
+        _UNITS[key] = [inflight_units(config, s) for s in range(config.pp)]
+    return _UNITS[key]
+
+
+def _unit_flops(table: LayerTable, config: ParallelConfig, seq_len: int) -> float:
+    """estimate._model_flops for one micro-batch and one replica: 3 * forward (the caller multiplies by m, dp)."""
+    one = SimpleNamespace(tp=config.tp, micro_batch_size=config.micro_batch_size, num_microbatches=1, dp=1)
+    return _model_flops(table, one, seq_len)  # type: ignore[arg-type]

@@ -1,0 +1,211 @@
+"""Per-chunk and per-stage costs of many configurations of one layout (tp, pp, dp, vpp) at once, as numpy arrays.
+
+The vectorised counterpart of ``pptune.cost.chunks.chunk_costs`` and of the activation part of
+``pptune.cost.memory``: every value is computed with the same operations in the same order as the scalar
+code (prefix-sum differences, ``m * (f + b)`` added chunk by chunk per stage), so ``estimate_many`` agrees
+with ``estimate`` (``tests/cost/test_bulk.py``). Rows are configurations, columns chunks or stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pptune.cost import comm
+from pptune.cost.layers import LayerTable
+from pptune.cost.memory import chunk_activation_bytes
+from pptune.hardware import Cluster
+from pptune.parallel import ParallelConfig
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TableArrays:
+    """A LayerTable's prefix sums and per-layer values as numpy arrays (length n + 1 for prefix sums)."""
+
+    table: LayerTable
+    fwd: np.ndarray
+    bwd: np.ndarray
+    attn: np.ndarray
+    saved: np.ndarray
+    attn_saved: np.ndarray
+    blocks: np.ndarray
+    group_input: np.ndarray  # prefix sums of what a one-layer checkpoint keeps: the previous layer's output
+    out: np.ndarray  # per layer output bytes
+    saved_max_padded: np.ndarray  # sparse table (levels, n): [k, i] = max(saved_bytes[i : i + 2**k]), 0-padded
+
+
+_ARRAYS: dict[int, TableArrays] = {}
+
+
+def table_arrays(table: LayerTable) -> TableArrays:
+    """The arrays of ``table`` (cached per table object; layer tables are themselves cached per shape)."""
+    hit = _ARRAYS.get(id(table))
+    if hit is not None and hit.table is table:
+        return hit
+    if len(_ARRAYS) >= 512:
+        _ARRAYS.clear()
+    arrays = _ARRAYS[id(table)] = _build(table)
+    return arrays
+
+
+def _build(table: LayerTable) -> TableArrays:
+    cum = table.cum
+    saved = np.array(table.saved_bytes, dtype=np.int64)
+    n = len(saved)
+    levels = [saved]
+    while 2 ** len(levels) <= n:
+        half = 2 ** (len(levels) - 1)
+        levels.append(np.maximum(levels[-1][:-half], levels[-1][half:]))
+    # Every table of a model has the same layer count, so the padded tables stack (8 levels for 255 layers).
+    padded = np.zeros((max(8, len(levels)), n), dtype=np.int64)
+    for k, row in enumerate(levels):
+        padded[k, :len(row)] = row
+    group_input = [table.input_bytes] + list(table.output_bytes[:-1])
+    return TableArrays(
+        table=table, fwd=np.array(cum["fwd_ms"], dtype=np.float64), bwd=np.array(cum["bwd_ms"], dtype=np.float64),
+        attn=np.array(cum["attn_fwd_ms"], dtype=np.float64), saved=np.array(cum["saved_bytes"], dtype=np.int64),
+        attn_saved=np.array(cum["attn_saved_bytes"], dtype=np.int64),
+        blocks=np.array(cum["blocks"], dtype=np.int64),
+        group_input=np.concatenate(([0], np.cumsum(np.array(group_input, dtype=np.int64)))),
+        out=np.array(table.output_bytes, dtype=np.int64), saved_max_padded=padded,
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GroupChunks:
+    """Arrays of K configurations of one layout: (K, chunks), (K, chunks - 1) or (K, pp)."""
+
+    fwd_ms: np.ndarray  # what a forward op takes: compute + exposed TP communication
+    bwd_ms: np.ndarray
+    weight_grad_ms: np.ndarray
+    p2p_ms: np.ndarray
+    compute_ms: np.ndarray  # (K, pp): m * (forward + backward compute), summed over the stage's chunks
+    tp_comm_ms: np.ndarray  # (K, pp)
+    kept_bytes: np.ndarray  # (K, pp) largest per-micro-batch activations of a chunk of the stage
+    work_bytes: np.ndarray  # (K, pp) largest recompute working set of a chunk of the stage
+    head_stage: np.ndarray  # (K,) stage holding the head, -1 if none
+
+
+def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], bounds: np.ndarray, cluster: Cluster,
+                 *, seq_len: int, w_share: float) -> GroupChunks:
+    """Costs of K configurations sharing tp, pp, dp and vpp.
+
+    Args:
+        configs: the K configurations.
+        row_tables: the layer table of each configuration (its micro-batch size, dtype, sequence parallelism).
+        bounds: (K, pp * vpp + 1) chunk boundaries.
+        cluster: the hardware (links by rank placement).
+        seq_len: the profile's sequence length.
+        w_share: the weight-gradient share of the backward (zb_h1).
+    """
+    c0 = configs[0]
+    tp, pp, dp = c0.tp, c0.pp, c0.dp
+    k, chunks = bounds.shape[0], bounds.shape[1] - 1
+    distinct = list({id(a): a for a in row_tables}.values())
+    where = {id(a): i for i, a in enumerate(distinct)}
+    t = np.array([where[id(a)] for a in row_tables])[:, None]
+    first, last = bounds[:, :-1], bounds[:, 1:]
+
+    def stack(name: str) -> np.ndarray:
+        return np.stack([getattr(a, name) for a in distinct])
+
+    def diff(name: str) -> np.ndarray:
+        stacked = stack(name)
+        return stacked[t, last] - stacked[t, first]
+
+    def per_row(values: list) -> np.ndarray:
+        return np.array(values)[t]
+
+    interval = np.array([c.recompute_interval for c in configs])[:, None]
+    selective = np.array([c.recompute == "selective" for c in configs])[:, None]
+    m = np.array([c.num_microbatches for c in configs])[:, None]
+    fwd, bwd = diff("fwd"), diff("bwd")
+    cf = fwd
+    cb = bwd + np.where(interval > 0, fwd, np.where(selective, diff("attn"), 0.0))
+    emb = per_row([-1 if a.table.embedding_index is None else a.table.embedding_index for a in distinct])
+    head = per_row([-1 if a.table.head_index is None else a.table.head_index for a in distinct])
+    emb_in = (emb >= 0) & (first <= emb) & (emb < last)
+    head_in = (head >= 0) & (first <= head) & (head < last)
+    if tp > 1:
+        tf, tb = _tp_comm(configs, row_tables, diff("blocks"), emb_in, head_in, cluster, seq_len)
+        tb = np.where(interval > 0, tb + tf, tb)
+    else:
+        tf = tb = np.zeros((k, chunks))
+    # Activations per chunk, as memory.chunk_activation_bytes: saved tensors (less the attention scores with
+    # selective recompute), or with one-layer checkpoints each layer's input plus the largest layer's saved set.
+    kept = np.where(interval == 0, diff("saved") - np.where(selective, diff("attn_saved"), 0), diff("group_input"))
+    work = np.where(interval == 0, 0, _range_max(stack, t, first, last))
+    is_ds = np.array([c.target == "deepspeed" for c in configs])[:, None]
+    n = per_row([a.table.num_layers for a in distinct])
+    kept = kept + np.where(is_ds & (last < n), stack("out")[t, last - 1], 0)
+    for i in np.flatnonzero(interval[:, 0] > 1):  # every:K with K > 1: the scalar function per chunk
+        for c in range(chunks):
+            kept[i, c], work[i, c] = chunk_activation_bytes(row_tables[i].table, int(first[i, c]), int(last[i, c]),
+                                                            configs[i])
+    nbytes = stack("out")[t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
+    return GroupChunks(
+        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, tp=tp, dp=dp, pp=pp),
+        compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
+        kept_bytes=_per_stage(kept, pp, np.maximum),
+        work_bytes=_per_stage(work, pp, np.maximum),
+        head_stage=np.where(head_in.any(axis=1), head_in.argmax(axis=1) % pp, -1),
+    )
+
+
+def _per_stage(x: np.ndarray, pp: int, combine=np.add) -> np.ndarray:
+    """Combine chunk columns c, c + pp, ... into stage c's column, in chunk order (as the scalar loops add)."""
+    out = x[:, :pp].copy()
+    for v in range(pp, x.shape[1], pp):
+        combine(out, x[:, v:v + pp], out=out)
+    return out
+
+
+def _range_max(stack, t: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """max(saved_bytes[first:last]) per chunk from the sparse tables (0 for an empty chunk)."""
+    length = last - first
+    level = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
+    tables = stack("saved_max_padded")  # (T, levels, n)
+    a = tables[t, level, first]
+    b = tables[t, level, np.maximum(last - (1 << level), 0)]
+    return np.where(length > 0, np.maximum(a, b), 0)
+
+
+def _tp_comm(configs, row_tables, blocks, emb_in, head_in, cluster, seq_len):
+    """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head."""
+    c0 = configs[0]
+    pp, chunks = c0.pp, blocks.shape[1]
+    links = [comm.tp_link(cluster, tp=c0.tp, dp=c0.dp, stage=s) for s in range(pp)]
+    roles = ("block", "embedding", "head")
+    cache: dict[int, np.ndarray] = {}
+
+    def by_stage(message: int) -> np.ndarray:  # (direction, role, stage)
+        if message not in cache:
+            per_link = {link: [comm.tp_layer_ms(r, message, c0.tp, link) for r in roles] for link in set(links)}
+            cache[message] = np.array([[[per_link[links[s]][r][d] for s in range(pp)] for r in range(3)]
+                                       for d in (0, 1)])
+        return cache[message]
+
+    values = np.stack([by_stage(c.micro_batch_size * seq_len * a.table.hidden_size * a.table.act_bytes)
+                       for c, a in zip(configs, row_tables, strict=True)])[..., np.arange(chunks) % pp]
+    out = []
+    for d in (0, 1):
+        x = blocks * values[:, d, 0]
+        x = x + np.where(emb_in, values[:, d, 1], 0.0)
+        x = x + np.where(head_in, values[:, d, 2], 0.0)
+        out.append(x)
+    return out[0], out[1]
+
+
+def _p2p(nbytes: np.ndarray, cluster: Cluster, *, tp: int, dp: int, pp: int) -> np.ndarray:
+    """p2p time per chunk boundary (chunks._p2p): latency + bytes / bandwidth, 0 for an empty message."""
+    lat, per_ms = [], []
+    for c in range(nbytes.shape[1]):
+        stage = c % pp
+        if stage == pp - 1:  # interleaving wraps from the last stage back to the first
+            link = comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp)
+        else:
+            link = comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=stage)
+        lat.append(link.latency_ms)
+        per_ms.append(link.gbps * 1e6)
+    return np.where(nbytes > 0, np.array(lat) + nbytes / np.array(per_ms), 0.0)
