@@ -1,4 +1,4 @@
-"""Smoke test of the drawing layer and `pptune plot`: every figure of a plan directory is written, PNG and SVG."""
+"""Smoke test of the drawing layer, `pptune plot` and `pptune plan`'s figures: every chart is written, PNG and SVG."""
 
 from __future__ import annotations
 
@@ -84,3 +84,14 @@ def test_bad_format_is_a_config_error(plan_dir):
 
     with pytest.raises(ConfigError, match="png, svg"):
         draw_plan_figures(plan_dir, fmt="jpg")
+
+
+def test_plan_command_draws_the_figures(tmp_path, capsys):
+    profile = save_profile(_profile(), tmp_path / "tiny.json")
+    out = tmp_path / "plan"
+    argv = ["plan", str(profile), "--cluster", "local-cpu", "--gpus", "2", "--global-batch-size", "4", "--dtype", "fp32",
+            "--exhaustive", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert {p.name for p in (out / "figures").iterdir()} == {f"{n}.png" for n in FIGURES}
+    assert main([*argv, "--no-figures"]) == 0 and not (out / "figures").exists()  # a fresh plan directory
