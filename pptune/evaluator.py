@@ -2,14 +2,17 @@
 
 The cost model is pure and deterministic, so a configuration the sampler proposes twice costs a dict
 lookup the second time, and a resumed study can rebuild its ranking by re-evaluating stored configs.
+``evaluate_many`` (the exhaustive search) evaluates a whole space at once with ``pptune.cost.bulk``: those
+evaluations hold an EstimateSummary (no per-stage detail); calling the evaluator on such a configuration
+replaces it with the full Estimate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from pptune.cost.types import Estimate
+from pptune.cost.types import Estimate, EstimateSummary
 from pptune.errors import PptuneError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
@@ -24,7 +27,7 @@ class Evaluation:
     """The outcome for one configuration: an estimate, or the cost model's reason for rejecting it."""
 
     config: ParallelConfig
-    estimate: Estimate | None
+    estimate: Estimate | EstimateSummary | None  # a summary when it came from evaluate_many
     error: str | None = None
 
     @property
@@ -57,7 +60,7 @@ class Evaluator:
     def __call__(self, config: ParallelConfig) -> Evaluation:
         self.calls += 1
         hit = self._cache.get(config)
-        if hit is not None:
+        if hit is not None and not isinstance(hit.estimate, EstimateSummary):
             return hit
         fn = self.estimate_fn
         if fn is None:
@@ -68,6 +71,34 @@ class Evaluator:
             result = Evaluation(config=config, estimate=None, error=str(exc))
         self._cache[config] = result
         return result
+
+    def evaluate_many(self, configs: Iterable[ParallelConfig]) -> list[Evaluation]:
+        """Evaluate many configurations at once (bulk cost model; with ``estimate_fn`` one by one).
+
+        New evaluations hold an EstimateSummary: the same figures as the Estimate without per-stage detail.
+        """
+        configs = list(configs)
+        if self.estimate_fn is not None:
+            return [self(c) for c in configs]
+        from pptune.cost.bulk import estimate_many
+
+        todo = [c for c in dict.fromkeys(configs) if c not in self._cache]
+        by_tp: dict[int, list[ParallelConfig]] = {}
+        for c in todo:
+            by_tp.setdefault(c.tp, []).append(c)
+        done: dict[ParallelConfig, Evaluation] = {}
+        for tp, group in by_tp.items():
+            try:
+                results = estimate_many(self.profile(tp), self.cluster, group)
+            except PptuneError as exc:  # no profile at this tp
+                results = [exc] * len(group)
+            for c, got in zip(group, results, strict=True):
+                done[c] = (Evaluation(config=c, estimate=None, error=str(got)) if isinstance(got, PptuneError)
+                           else Evaluation(config=c, estimate=got))
+        for c in todo:  # first-evaluation order
+            self._cache[c] = done[c]
+        self.calls += len(configs)
+        return [self._cache[c] for c in configs]
 
     @property
     def evaluated(self) -> list[Evaluation]:

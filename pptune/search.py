@@ -186,8 +186,8 @@ def plan(
     if objective == "pareto":
         ranking = mark_pareto(ranking)
     by_label = {config_label(e.config): e for e in feasible}
-    best = by_label[ranking.iloc[0]["label"]]
-    assert best.estimate is not None
+    best = evaluator(by_label[ranking.iloc[0]["label"]].config)  # the full Estimate (exhaustive holds summaries)
+    assert isinstance(best.estimate, Estimate)
     return PlanResult(
         model=source, cluster=hw, global_batch_size=global_batch_size, space=space, settings=settings,
         best=best.config, estimate=best.estimate, profile=evaluator.profile(best.config.tp), ranking=ranking,
@@ -200,10 +200,14 @@ def _run_exhaustive(space: SearchSpace, evaluator: Evaluator, *, progress: bool)
 
     from tqdm import tqdm
 
-    total = space.size()
-    for config in tqdm(space.configs(), total=total, desc="pptune plan (exhaustive)", unit="config",
-                       file=sys.stderr, disable=not progress, leave=False):
-        evaluator(config)
+    by_tp: dict[int, list[ParallelConfig]] = {}
+    for config in space.configs():
+        by_tp.setdefault(config.tp, []).append(config)
+    with tqdm(total=sum(len(g) for g in by_tp.values()), desc="pptune plan (exhaustive)", unit="config",
+              file=sys.stderr, disable=not progress, leave=False) as bar:
+        for group in by_tp.values():  # the bulk cost model, one profile (tp) at a time
+            evaluator.evaluate_many(group)
+            bar.update(len(group))
 
 
 def _unique(evals: list[Evaluation]) -> list[Evaluation]:
