@@ -1,0 +1,97 @@
+"""Steady state of a compiled schedule: where the pipeline repeats itself, so a simulation may skip ahead.
+
+In 1F1B's steady state, level ``l + 2`` holds the same ops as level ``l`` one micro-batch later (the same
+stage, chunk, op type, hence durations and lags), and their inputs are the same ops shifted the same way;
+interleaved 1F1B repeats every ``2 * pp * vpp`` levels (one micro-batch group), ZB-H1 every 3, GPipe's
+phases every level. ``steady_state`` finds, at compile time, the longest run of levels ``[l1, l2)`` that the
+levels ``[l1 + P, l2 + P)`` copy with a constant position shift ``D``.
+
+Why skipping is exact (max-plus homogeneity): every op ends at ``max(end of its stage predecessor, end of
+its input + lag) + duration``. If, in a window reaching back at least as far as any op of the copied region
+reads, every end equals the end ``D`` positions earlier plus one ``lambda`` per row, then by induction over
+the copied region every later op does too: ``E[q] = E[q - k D] + k lambda``. The simulator checks the
+window (to 64 float ulps of the values, the rounding the event loop itself makes), fills only the ends
+that later ops read, and resumes after the region; rows that are not periodic yet are simply run on.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from pptune.cost.compiled import CompiledSchedule
+
+# Do not look for a steady state in shapes with fewer levels (nothing worth skipping).
+MIN_LEVELS = 96
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SteadyState:
+    """Levels ``[copy_first, copy_end)`` repeat the levels ``period`` earlier, every position ``shift`` later."""
+
+    period: int  # P, levels
+    shift: int  # D, positions
+    copy_first: int  # first level that is a copy (l1 + P)
+    copy_end: int  # level after the last copy (l2 + P)
+    reach: int  # the farthest any op of the copied region reads back (positions)
+    needed_from: int  # the first position that ops after the region read (or the region's end)
+    lasts: tuple[int, ...]  # stage-last positions inside the region (their ends are results)
+
+
+@functools.lru_cache(maxsize=256)
+def steady_state(compiled: CompiledSchedule) -> SteadyState | None:
+    """The longest repeating run of levels of ``compiled``, or None (too short, or none)."""
+    levels = compiled.num_levels
+    if levels < MIN_LEVELS:
+        return None
+    starts = np.asarray(compiled.level_starts)
+    counts = np.diff(starts)
+    n = compiled.num_ops
+    level_of = np.repeat(np.arange(levels), counts)
+    best: tuple[int, int, int, int] | None = None  # (saved levels, l1, l2, P)
+    for period in sorted({1, 2, 3, 2 * compiled.pp * (compiled.chunks // compiled.pp)}):
+        if levels < 4 * period:
+            continue
+        pairs = levels - period  # levels l that have a partner l + P
+        shift = starts[period:period + pairs] - starts[:pairs]
+        pos = np.arange(starts[pairs])
+        d = shift[level_of[pos]]
+        q = np.minimum(pos + d, n - 1)  # levels whose partner has fewer ops fail the count test anyway
+        ok = ((compiled.dur[q] == compiled.dur[pos]) & (compiled.lag[q] == compiled.lag[pos])
+              & (compiled.prev[q] == np.where(compiled.prev[pos] == n, n, compiled.prev[pos] + d))
+              & (compiled.dep[q] == np.where(compiled.dep[pos] == n, n, compiled.dep[pos] + d)))
+        good = (counts[period:] == counts[:pairs]) & np.logical_and.reduceat(ok, starts[:pairs])
+        run = _longest_run(good, shift)
+        if run is not None and (best is None or run[1] - run[0] - period > best[0]):
+            best = (run[1] - run[0] - period, run[0], run[1], period)
+    if best is None or best[0] < MIN_LEVELS // 2:
+        return None
+    _, l1, l2, period = best
+    shift = int(starts[l1 + period] - starts[l1])
+    a, b = int(starts[l1 + period]), int(starts[l2 + period])
+    reads = np.minimum(np.where(compiled.prev == n, np.arange(n), compiled.prev),
+                       np.where(compiled.dep == n, np.arange(n), compiled.dep))
+    reach = int((np.arange(a, b) - reads[a:b]).max())
+    later = reads[b:]
+    needed_from = int(min(b, later.min())) if len(later) else b
+    return SteadyState(period=period, shift=shift, copy_first=l1 + period, copy_end=l2 + period,
+                       reach=max(reach, shift), needed_from=needed_from,
+                       lasts=tuple(p for p in compiled.last if needed_from > p >= a))
+
+
+def _longest_run(good: np.ndarray, shift: np.ndarray) -> tuple[int, int] | None:
+    """The longest run [l1, l2) of good levels with one shift value."""
+    breaks = ~good
+    breaks[1:] |= shift[1:] != shift[:-1]
+    best = None
+    start = None
+    for i, bad in enumerate(np.append(breaks, True).tolist()):
+        if bad:
+            if start is not None and (best is None or i - start > best[1] - best[0]):
+                best = (start, i)
+            start = None if i >= len(good) or not good[i] else i
+        elif start is None:
+            start = i
+    return best
