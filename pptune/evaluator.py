@@ -87,14 +87,16 @@ class Evaluator:
         for c in todo:
             by_tp.setdefault(c.tp, []).append(c)
         done: dict[ParallelConfig, Evaluation] = {}
+        profiles = {}
         for tp, group in by_tp.items():
             try:
-                results = estimate_many(self.profile(tp), self.cluster, group)
+                profiles[tp] = self.profile(tp)
             except PptuneError as exc:  # no profile at this tp
-                results = [exc] * len(group)
-            for c, got in zip(group, results, strict=True):
-                done[c] = (Evaluation(config=c, estimate=None, error=str(got)) if isinstance(got, PptuneError)
-                           else Evaluation(config=c, estimate=got))
+                done.update((c, Evaluation(config=c, estimate=None, error=str(exc))) for c in group)
+        ready = [c for c in todo if c.tp in profiles]
+        for c, got in zip(ready, estimate_many(profiles, self.cluster, ready), strict=True):  # one pooled call
+            done[c] = (Evaluation(config=c, estimate=None, error=str(got)) if isinstance(got, PptuneError)
+                       else Evaluation(config=c, estimate=got))
         for c in todo:  # first-evaluation order
             self._cache[c] = done[c]
         self.calls += len(configs)

@@ -200,14 +200,11 @@ def _run_exhaustive(space: SearchSpace, evaluator: Evaluator, *, progress: bool)
 
     from tqdm import tqdm
 
-    by_tp: dict[int, list[ParallelConfig]] = {}
-    for config in space.configs():
-        by_tp.setdefault(config.tp, []).append(config)
-    with tqdm(total=sum(len(g) for g in by_tp.values()), desc="pptune plan (exhaustive)", unit="config",
-              file=sys.stderr, disable=not progress, leave=False) as bar:
-        for group in by_tp.values():  # the bulk cost model, one profile (tp) at a time
-            evaluator.evaluate_many(group)
-            bar.update(len(group))
+    configs = list(space.configs())
+    with tqdm(total=len(configs), desc="pptune plan (exhaustive)", unit="config", file=sys.stderr,
+              disable=not progress, leave=False) as bar:
+        evaluator.evaluate_many(configs)  # the bulk cost model: every configuration in one pooled call
+        bar.update(len(configs))
 
 
 def _unique(evals: list[Evaluation]) -> list[Evaluation]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from pptune.cost import estimate
 from pptune.cost.types import Estimate, EstimateSummary
 from pptune.evaluator import Evaluator
@@ -10,6 +13,16 @@ from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig
 from pptune.profile.analytic import analytic_profile
 from pptune.space import build_space
+
+
+def _same(a: EstimateSummary, b: EstimateSummary) -> None:
+    """Equal up to 1e-9 relative (the bulk path may skip a periodic steady state: ~1e-12 off)."""
+    for name in ("step_time_ms", "samples_per_s", "tokens_per_s", "tflops_per_gpu", "mfu", "bubble_fraction"):
+        assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-9), name
+    for name, value in dataclasses.asdict(b.breakdown).items():
+        assert math.isclose(getattr(a.breakdown, name), value, rel_tol=1e-9, abs_tol=1e-9), name
+    assert (a.memory_per_stage_bytes, a.feasible, a.infeasible_reason, a.boundaries) == \
+        (b.memory_per_stage_bytes, b.feasible, b.infeasible_reason, b.boundaries)
 
 
 def _setup():
@@ -35,9 +48,10 @@ def test_evaluate_many_equals_estimate_and_upgrades_on_demand():
     assert got[-2].estimate is None and "pipeline layers" in got[-2].error
     for ev in got[:-2]:
         assert isinstance(ev.estimate, EstimateSummary)
-        assert ev.estimate == estimate(profiles[ev.config.tp], cluster, ev.config).summary()
+        _same(ev.estimate, estimate(profiles[ev.config.tp], cluster, ev.config).summary())
     assert [e.config for e in evaluator.evaluated] == configs + [bad]  # first-evaluation order
     full = evaluator(configs[3])
-    assert isinstance(full.estimate, Estimate) and full.estimate.summary() == got[3].estimate
+    assert isinstance(full.estimate, Estimate)
+    _same(got[3].estimate, full.estimate.summary())
     assert evaluator(configs[3]) is full  # cached now
     assert len(evaluator.evaluated) == len(configs) + 1

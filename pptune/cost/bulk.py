@@ -11,7 +11,7 @@ The arithmetic follows estimate() operation by operation, so the figures agree w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,39 +40,42 @@ from pptune.profile.schema import Profile
 _OK = object()
 
 
-def estimate_many(profile: Profile, cluster: Cluster,
+def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
                   configs: Iterable[ParallelConfig]) -> list[EstimateSummary | PptuneError]:
     """Predict every configuration of ``configs``; each entry is a summary or the error estimate() would raise.
 
     Args:
-        profile: per-layer costs (one tp's profile: every configuration is estimated with it, as estimate() would).
+        profile: per-layer costs: one profile for every configuration (as ``estimate(profile, ...)``), or one
+            per tp degree (``{tp: profile}``; configurations of all degrees then share the pooled simulations).
         cluster: GPUs and links.
         configs: the configurations (any mix of layouts, schedules, ZeRO stages, targets).
     """
     configs = list(configs)
+    profiles = profile if isinstance(profile, Mapping) else None
     out: list = [None] * len(configs)
     checked: dict[tuple, object] = {}
     splits: dict[tuple, object] = {}
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
+        prof = profile if profiles is None else profiles[c.tp]
         key = (c.tp, c.pp, c.dp, c.vpp, c.schedule, c.num_microbatches)
         verdict = checked.get(key)
         if verdict is None:
-            verdict = checked[key] = _try(lambda c=c: check_config(profile, cluster, c))
+            verdict = checked[key] = _try(lambda c=c, prof=prof: check_config(prof, cluster, c))
         if verdict is not _OK:
             out[i] = verdict
             continue
         key = (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
         bounds = splits.get(key)
         if bounds is None:
-            bounds = splits[key] = _try(lambda c=c: stage_boundaries(profile, c), value=True)
+            bounds = splits[key] = _try(lambda c=c, prof=prof: stage_boundaries(prof, c), value=True)
         if isinstance(bounds, PptuneError):
             out[i] = bounds
             continue
         groups.setdefault((c.tp, c.pp, c.dp, c.vpp), []).append(i)
     pool = _SimPool()
-    prepared = [_Group(profile, cluster, [configs[i] for i in idx], [splits[_split_key(configs[i])] for i in idx],
-                       idx, pool) for idx in groups.values()]
+    prepared = [_Group(profile if profiles is None else profiles[tp], cluster, [configs[i] for i in idx],
+                       [splits[_split_key(configs[i])] for i in idx], idx, pool) for (tp, *_), idx in groups.items()]
     pool.run()
     for group in prepared:
         for i, summary in zip(group.indices, group.finish(pool), strict=True):

@@ -70,6 +70,7 @@ def deepspeed_param_weights(param_count: tuple[int, ...], head_index: int | None
     return tuple(weights)
 
 
+@functools.lru_cache(maxsize=256)
 def type_weights(kinds: tuple[str, ...], method: str) -> tuple[int, ...]:
     """1 for layers whose class name matches, else 0 (``PipelineModule._find_layer_type``).
 
