@@ -44,6 +44,7 @@ class CompiledSchedule:
     dur: np.ndarray
     lag: np.ndarray
     level_starts: tuple[int, ...]  # first position of each level, then N
+    prev_runs: tuple[int, ...]  # per level: where its ops' stage predecessors start when consecutive, else -1
     last: tuple[int, ...]  # per stage: position of its last op
     peak: tuple[int, ...]  # per stage: most forward units whose B has not run
 
@@ -96,12 +97,26 @@ def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSc
     held = np.cumsum(is_f.astype(np.int64) - is_b)  # +1 per F, -1 per B, per stage below
     peak = tuple(max(0, int((held[a:b] - (held[a - 1] if a else 0)).max())) if b > a else 0
                  for a, b in zip(starts.tolist(), ends.tolist(), strict=True))
+    level_starts = (0, *(np.flatnonzero(np.diff(lv)) + 1).tolist(), n)
+    prev = inv[prev_flat[order]]
     return CompiledSchedule(
         pp=pp, chunks=chunks, m=m, op=op[order], chunk=c[order], microbatch=j[order], stage=stage[order],
-        prev=inv[prev_flat[order]], dep=inv[dep_flat[order]], dur=(op * chunks + c)[order], lag=lag[order],
-        level_starts=(0, *(np.flatnonzero(np.diff(lv)) + 1).tolist(), n),
+        prev=prev, dep=inv[dep_flat[order]], dur=(op * chunks + c)[order], lag=lag[order],
+        level_starts=level_starts, prev_runs=_runs(prev, level_starts, n),
         last=tuple(int(inv[e - 1]) for e in ends.tolist()), peak=peak,
     )
+
+
+def _runs(prev: np.ndarray, level_starts: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """Per level, the first predecessor position when the level's predecessors are consecutive (a slice, not a
+    gather, for the batched simulator), else -1. In a steady state each stage's previous op is one level up."""
+    starts = np.asarray(level_starts[:-1])
+    step_ok = np.ones(len(prev), dtype=bool)
+    step_ok[1:] = prev[1:] == prev[:-1] + 1
+    step_ok[starts] = True  # a level's first op starts its own run
+    consecutive = np.logical_and.reduceat(step_ok, starts)
+    first = prev[starts]
+    return tuple(np.where(consecutive & (first < n), first, -1).tolist())
 
 
 def _levels(dep: np.ndarray, starts: list[int], ends: list[int], n: int) -> np.ndarray:

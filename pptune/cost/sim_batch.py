@@ -79,7 +79,9 @@ def simulate_batch(schedule: str, pp: int, m: int, vpp: int, fwd: np.ndarray, bw
     if len(rest):
         durations = np.concatenate([fwd[rest], bwd[rest], w[rest]], axis=1)
         lags = np.concatenate([p2p[rest], np.zeros((len(rest), 1))], axis=1)
-        if len(rest) * compiled.num_ops < _LOOP_OPS_PER_LEVEL * compiled.num_levels:
+        steady = steady_state(compiled)
+        levels = compiled.num_levels - (0 if steady is None else steady.copy_end - steady.copy_first)
+        if len(rest) * compiled.num_ops < _LOOP_OPS_PER_LEVEL * max(levels, 1):
             ends = np.array([_loop_ends(compiled, d, g) for d, g in zip(durations.tolist(), lags.tolist(), strict=True)])
         else:
             ends = _level_ends(compiled, durations, lags)
@@ -107,7 +109,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     starts = compiled.level_starts
     levels = len(starts) - 1
     last = list(compiled.last)
-    prev, dep, dur_idx, lag_idx = compiled.prev, compiled.dep, compiled.dur, compiled.lag
+    prev, dep, dur_idx, lag_idx, runs = compiled.prev, compiled.dep, compiled.dur, compiled.lag, compiled.prev_runs
     result = np.empty((durations.shape[0], len(last)))
     rows = np.arange(durations.shape[0])  # the rows still running
     end = np.zeros((n + 1, len(rows)))  # row n: the zero every op without an input reads
@@ -138,7 +140,9 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
             dur = durs_t[dur_idx[block_start:block_end]][:, rows]
             lag = lags_t[lag_idx[block_start:block_end]][:, rows]
         out = end[a:b]
-        np.maximum(end[prev[a:b]], end[dep[a:b]] + lag[a - block_start:b - block_start], out=out)
+        run = runs[level]
+        before = end[run:run + b - a] if run >= 0 else end[prev[a:b]]
+        np.maximum(before, end[dep[a:b]] + lag[a - block_start:b - block_start], out=out)
         out += dur[a - block_start:b - block_start]
         level += 1
     result[rows] = end[last].T

@@ -51,7 +51,7 @@ def steady_state(compiled: CompiledSchedule) -> SteadyState | None:
     n = compiled.num_ops
     level_of = np.repeat(np.arange(levels), counts)
     best: tuple[int, int, int, int] | None = None  # (saved levels, l1, l2, P)
-    for period in sorted({1, 2, 3, 2 * compiled.pp * (compiled.chunks // compiled.pp)}):
+    for period in _periods(compiled):
         if levels < 4 * period:
             continue
         pairs = levels - period  # levels l that have a partner l + P
@@ -79,6 +79,16 @@ def steady_state(compiled: CompiledSchedule) -> SteadyState | None:
     return SteadyState(period=period, shift=shift, copy_first=l1 + period, copy_end=l2 + period,
                        reach=max(reach, shift), needed_from=needed_from,
                        lasts=tuple(p for p in compiled.last if needed_from > p >= a))
+
+
+def _periods(compiled: CompiledSchedule) -> tuple[int, ...]:
+    """Candidate periods in levels: the ops one unit of work adds to every stage (F+B, F+B+W, a group)."""
+    ops = compiled.op
+    if (ops == 2).any():
+        return (3,)  # ZB-H1: F, B and W per micro-batch
+    if compiled.chunks > compiled.pp:
+        return (2 * compiled.chunks,)  # interleaved: F and B of every chunk of a group of pp micro-batches
+    return (1, 2)  # GPipe's phases (1), 1F1B (2)
 
 
 def _longest_run(good: np.ndarray, shift: np.ndarray) -> tuple[int, int] | None:
