@@ -238,9 +238,11 @@ _TERMS: dict[tuple, _StageTerms] = {}
 
 def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster) -> _StageTerms:
     """Per stage: tied all-reduce and DP sync after the last op (estimate._dp_tail), optimizer step, model states."""
-    key = (id(table), bounds, config.zero_stage, config.target, config.dtype, config.dp, config.tp, id(cluster))
+    # Parameters do not depend on the micro-batch size or recompute: tables of one tp share these terms.
+    key = (table.param_count, table.tied_param_count, table.head_index, table.embedding_index, bounds,
+           config.zero_stage, config.target, config.dtype, config.dp, config.tp, id(cluster))
     hit = _TERMS.get(key)
-    if hit is not None and hit.table is table and hit.cluster is cluster:
+    if hit is not None and hit.cluster is cluster:
         return hit
     pp, dp = config.pp, config.dp
     params = [_stage_params(table, bounds, pp, s) for s in range(pp)]
@@ -259,7 +261,7 @@ def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelCon
               + round(p * o_b / (dp if optimizer_partitioned(config) else 1)) for p in params]
     terms = _StageTerms(extra=[tied_ms if s in (0, pp - 1) else 0.0 for s in range(pp)], sync=sync,
                         optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), states=states,
-                        table=table, cluster=cluster)
+                        cluster=cluster)
     if len(_TERMS) > 65536:
         _TERMS.clear()
     _TERMS[key] = terms

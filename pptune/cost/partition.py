@@ -118,11 +118,16 @@ def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]
     if num_parts > n:
         raise ConfigError(f"cannot split {n} layers into {num_parts} non-empty chunks")
     prefix = [0.0, *accumulate(weights)]
+    # The optimum lies in [max(largest layer, mean part), mean part + largest layer]: packing every part up to
+    # that upper cap overfills none and leaves less than a mean part for the last one.
+    low = max(max(weights), prefix[-1] / num_parts)
+    high = prefix[-1] / num_parts + max(weights)
     p = np.array(prefix)
     first, last = np.triu_indices(n + 1, 1)
     runs = p[last] - p[first]  # the same subtraction _greedy makes
-    candidates = np.unique(runs[runs >= max(weights)]).tolist()
-    lo, hi = 0, len(candidates) - 1  # the whole model (the largest run) always fits in one part
+    inside = runs[(runs >= low) & (runs <= high * (1 + 1e-12))]
+    candidates = np.unique(inside).tolist() + [prefix[-1]]  # the whole model always fits in one part
+    lo, hi = 0, len(candidates) - 1
     while lo < hi:
         mid = (lo + hi) // 2
         if _greedy(prefix, num_parts, candidates[mid]) is None:
