@@ -32,6 +32,8 @@ from pptune.cost.estimate import estimate
 from pptune.errors import ConfigError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
+from pptune.profile.scale import compute_scale_of as _scale_of
+from pptune.profile.scale import scaled_profile
 from pptune.profile.schema import Profile
 
 SCALE_BOUNDS = (0.5, 2.0)
@@ -76,20 +78,6 @@ class LocalFit:
     errors_after: tuple[float, ...]  # and of the calibrated one (in-sample)
 
 
-def scaled_profile(profile: Profile, scale: float) -> Profile:
-    """``profile`` with every layer's forward and backward times (and their spreads) multiplied by ``scale``."""
-    if scale == 1.0:
-        return profile
-    layers = tuple(
-        dataclasses.replace(layer, timings=tuple(
-            dataclasses.replace(t, fwd_ms=t.fwd_ms * scale, bwd_ms=t.bwd_ms * scale,
-                                fwd_spread_ms=t.fwd_spread_ms * scale, bwd_spread_ms=t.bwd_spread_ms * scale)
-            for t in layer.timings))
-        for layer in profile.layers
-    )
-    return dataclasses.replace(profile, layers=layers)
-
-
 def calibrated_cluster(base: Cluster, constants: LocalConstants, *, provenance: dict[str, Any] | None = None) -> Cluster:
     """``base`` with the fitted overheads, links and (in ``calibration``) the compute scale."""
     calibration = {**base.calibration, "compute_scale": constants.compute_scale,
@@ -107,10 +95,7 @@ def calibrated_cluster(base: Cluster, constants: LocalConstants, *, provenance: 
 
 def compute_scale_of(cluster: Cluster) -> float:
     """The compute scale a calibrated cluster carries (1.0 when uncalibrated)."""
-    value = cluster.calibration.get("compute_scale", 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"cluster {cluster.name}: calibration.compute_scale must be a positive number, got {value!r}")
-    return float(value)
+    return _scale_of(cluster.calibration, origin=f"cluster {cluster.name}")
 
 
 class _Predictor:

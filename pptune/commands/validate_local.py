@@ -39,13 +39,15 @@ def add_local_options(p: Any) -> None:
     g.add_argument("--cluster", default=None, help="use this cluster JSON instead of probing the links")
     g.add_argument("--no-calibrate", action="store_true", help="skip the leave-one-out calibration")
     g.add_argument("--profile-repeat", type=int, default=10, help="timed iterations per layer (default 10)")
+    g.add_argument("--profile-copies", type=int, default=2,
+                   help="profile as this many concurrent 1-thread processes, the ranks' contention (default 2)")
 
 
 def settings_from(args: argparse.Namespace):
     from pptune.errors import ConfigError
     from pptune.validation.local import LocalSettings
 
-    for flag in ("global_batch_size", "steps", "timeout", "profile_repeat"):
+    for flag in ("global_batch_size", "steps", "timeout", "profile_repeat", "profile_copies"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.warmup < 0:
@@ -56,7 +58,8 @@ def settings_from(args: argparse.Namespace):
     return LocalSettings(
         model=args.model, global_batch_size=args.global_batch_size, partitions=partitions,
         micro_batch_sizes=args.micro_batch_sizes, data_parallel=not args.no_data_parallel, steps=args.steps,
-        warmup=args.warmup, timeout_s=args.timeout, profile_repeat=args.profile_repeat, profile_path=args.profile,
+        warmup=args.warmup, timeout_s=args.timeout, profile_repeat=args.profile_repeat,
+        profile_copies=args.profile_copies, profile_path=args.profile,
         cluster_path=args.cluster, calibrate=not args.no_calibrate,
     )
 

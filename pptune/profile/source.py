@@ -16,6 +16,7 @@ from pptune.errors import ConfigError
 from pptune.hardware import GPU, Cluster, load_cluster
 from pptune.model.spec import TransformerSpec, resolve_spec
 from pptune.profile.analytic import analytic_profile
+from pptune.profile.scale import compute_scale_of, scaled_profile
 from pptune.profile.schema import Profile, load_profile
 
 
@@ -32,8 +33,9 @@ def profile_for(
 
     Args:
         model_or_profile: a profile file (``*.json``, measured or analytic: loaded as is, whatever ``tp``,
-            ``dtype`` and sizes it was made with; the cost model re-shards it), or a model preset / spec string
-            (an analytic profile for the cluster's GPU at this ``tp``).
+            ``dtype`` and sizes it was made with; the cost model re-shards it; a measured one takes a calibrated
+            cluster's ``compute_scale``), or a model preset / spec string (an analytic profile for the cluster's
+            GPU at this ``tp``).
         cluster: a Cluster, a GPU, or a cluster preset name or file.
         tp, dtype, micro_batch_sizes, sequence_parallel: the analytic profile's shape (see ``analytic_profile``).
 
@@ -49,13 +51,34 @@ def profile_for(
             stat = None  # load_profile reports the missing file with its one-line SchemaError
         if stat is None:
             return load_profile(path)
-        return _load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+        return _calibrated(_load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size), cluster)
     try:
         spec = resolve_spec(model_or_profile)
     except ConfigError as exc:
         raise ConfigError(f"{exc}; or a profile file (*.json) made by 'pptune profile'") from None
     gpu = cluster if isinstance(cluster, GPU) else load_cluster(cluster).gpu
     return _analytic_cached(spec, gpu, tp, dtype, tuple(sorted(set(micro_batch_sizes))), sequence_parallel)
+
+
+_SCALED: dict[tuple[int, float], tuple[Profile, Profile]] = {}
+
+
+def _calibrated(profile: Profile, cluster: Cluster | GPU | str) -> Profile:
+    """A measured profile under a calibrated cluster's ``compute_scale`` (``pptune calibrate``; profile/scale.py).
+
+    The scaled copy is cached per (profile, scale), so the cost model's caches keyed on the profile keep hitting.
+    """
+    if isinstance(cluster, GPU) or profile.source != "measured":
+        return profile
+    hw = load_cluster(cluster) if isinstance(cluster, str) else cluster
+    scale = compute_scale_of(hw.calibration, origin=f"cluster {hw.name}")
+    if scale == 1.0:
+        return profile
+    key = (id(profile), scale)
+    hit = _SCALED.get(key)
+    if hit is None or hit[0] is not profile:
+        hit = _SCALED[key] = (profile, scaled_profile(profile, scale))
+    return hit[1]
 
 
 @functools.lru_cache(maxsize=64)

@@ -133,6 +133,9 @@ def draw_bubble(curves: Sequence[BubbleCurve], path: str | os.PathLike, *, title
     if curves:
         ax.plot(curves[0].num_microbatches, curves[0].closed_form, ":", color="black", label="(p-1)/(m+p-1)")
     ax.set_xscale("log", base=2)
+    ticks = sorted({m for c in curves for m in c.num_microbatches})
+    ax.set_xticks(ticks, [str(m) for m in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("micro-batches per step m (global batch fixed; micro-batch size = global / m)")
     ax.set_ylabel("idle share of the step: 1 - stage compute / (pp x step)")
     ax.set_ylim(bottom=0)

@@ -1,8 +1,10 @@
 """``validate_local``: profile, probe, predict and really run a grid of configurations on this machine.
 
 The steps, each leaving a file in the output directory so the report can be checked and re-made:
-1. profile the model with one thread per process (``profile.json``), as each rank will train with one;
-2. probe the links between two local ranks (``cluster.json``, alpha-beta fits of gloo p2p and all-reduce);
+1. profile the model with one thread per process (``profile.json``), as each rank will train with one, and
+   by default as two such processes at once (``contended.py``), since the two ranks share this machine;
+2. probe this machine (``cluster.json``): the links between two local ranks (alpha-beta fits of gloo p2p and
+   all-reduce, ``pptune.probe``) and the engine's per-parameter step work (``engine_probe``);
 3. predict every grid configuration with ``estimate`` and write its plan directory (``runs/<slug>/``);
 4. run each with real DeepSpeed (``run_plan``: ``measured.json`` beside the plan);
 5. score the predictions (``pptune.validation.metrics``) and, with at least 3 runs, calibrate by
@@ -12,6 +14,7 @@ The steps, each leaving a file in the output directory so the report can be chec
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ class LocalSettings:
     timeout_s: float = 600.0
     profile_warmup: int = 5
     profile_repeat: int = 10
+    profile_copies: int = 2  # concurrent profiler processes (contention of the 2 ranks); 1 = one process alone
     profile_path: str | None = None  # use this profile instead of measuring one
     cluster_path: str | None = None  # use this cluster instead of probing the links
     calibrate: bool = True
@@ -90,23 +94,53 @@ def _profile(settings: LocalSettings, sizes: tuple[int, ...], out: Path, spec: T
     if settings.profile_path is not None:
         return load_profile(settings.profile_path), settings.profile_path
     from pptune.errors import ConfigError
-    from pptune.profile.measure import profile_model
 
     if spec is None:
         raise ConfigError(f"model {settings.model!r}: give --profile (validation profiles only preset and spec models)")
-    profile = profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu", dtype="fp32",
-                            threads=1, warmup=settings.profile_warmup, repeat=settings.profile_repeat, command=command,
-                            progress=False)
+    if settings.profile_copies > 1:
+        from pptune.validation.contended import contended_profile
+
+        profile = contended_profile(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes,
+                                    copies=settings.profile_copies, warmup=settings.profile_warmup,
+                                    repeat=settings.profile_repeat, command=command)
+    else:
+        from pptune.profile.measure import profile_model
+
+        profile = profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu",
+                                dtype="fp32", threads=1, warmup=settings.profile_warmup,
+                                repeat=settings.profile_repeat, command=command, progress=False)
     path = save_profile(profile, out / "profile.json")
     return profile, str(path)
 
 
-def _cluster(settings: LocalSettings, out: Path) -> Cluster:
+def _cluster(settings: LocalSettings, out: Path, spec: TransformerSpec | None, log: Callable[[str], None]) -> Cluster:
+    """The cluster the predictions use: given, or this machine probed (links and the engine's step work)."""
     if settings.cluster_path is not None:
         return load_cluster(settings.cluster_path, num_gpus=RANKS)
     from pptune.probe import probe_links
+    from pptune.validation.engine_probe import contended_engine_step_ms, memory_efficiency_for
 
-    cluster = load_cluster(probe_links(nproc=RANKS), num_gpus=RANKS)
+    raw = probe_links(nproc=RANKS)
+    probe = raw["calibration"]["probe"]
+    # The cost model has one bandwidth per link level for p2p and collectives. Over gloo the ring all-reduce
+    # reaches about half the p2p bandwidth, and this grid's bytes are mostly collective (gradient and tied
+    # embedding all-reduces of megabytes; activations of tens of kilobytes), so the links take the all-reduce
+    # bus bandwidth; the latency stays the p2p one (most messages are p2p).
+    raw["intra_node_gbps"] = raw["inter_node_gbps"] = probe["allreduce_bus_gbps"]
+    cluster = load_cluster(raw, num_gpus=RANKS)
+    step_ms, count = contended_engine_step_ms(settings.model, spec.seq_len if spec is not None else 128,
+                                              copies=settings.profile_copies)
+    efficiency = memory_efficiency_for(step_ms, count, hbm_gbps=cluster.gpu.hbm_gbps)
+    log(f"links: p2p {probe['p2p_gbps']:.2f} GB/s, {probe['p2p_latency_us']:.0f} us; all-reduce "
+        f"{probe['allreduce_bus_gbps']:.2f} GB/s bus; engine step work {step_ms:.1f} ms for {count:,} parameters "
+        f"(memory efficiency {efficiency:.3f} of {cluster.gpu.hbm_gbps:g} GB/s)")
+    calibration = {**cluster.calibration, "engine_step": {
+        "step_ms": step_ms, "parameters": count, "memory_efficiency": efficiency,
+        "copies": settings.profile_copies,
+        "what": "ReduceGrads flatten/scale/copy-back + fp32 clip_grad_norm + torch AdamW step, 1 thread per process "
+                "(pptune.validation.engine_probe)"}}
+    cluster = cluster.replace(gpu=dataclasses.replace(cluster.gpu, memory_efficiency=efficiency),
+                              calibration=calibration)
     save_cluster(cluster, out / "cluster.json")
     return cluster
 
@@ -157,10 +191,11 @@ def validate_local(settings: LocalSettings, out_dir: str | Path, *, command: str
     configs = grid_configs(settings)
     sizes = tuple(sorted({c.micro_batch_size for c in configs}))
     spec = _spec(settings.model)
-    log(f"profiling {settings.model} at micro-batch sizes {list(sizes)} with 1 thread (load {load_start or 0:.2f})")
+    log(f"profiling {settings.model} at micro-batch sizes {list(sizes)}: {settings.profile_copies} process(es) of "
+        f"1 thread (load {load_start or 0:.2f})")
     profile, profile_label = _profile(settings, sizes, out, spec, command)
     log("probing the links between 2 local ranks" if settings.cluster_path is None else f"cluster {settings.cluster_path}")
-    cluster = _cluster(settings, out)
+    cluster = _cluster(settings, out, spec, log)
     records = predict_records(configs, profile=profile, cluster=cluster, model=settings.model, spec=spec,
                               profile_label=profile_label, runs_dir=out / "runs", command=command)
     log(f"running {len(records)} configurations ({settings.warmup} warm-up + {settings.steps} timed steps each)")

@@ -1,0 +1,36 @@
+"""A calibrated compute scale: measured layer times multiplied by the factor ``pptune calibrate`` fitted.
+
+``pptune calibrate`` stores ``compute_scale`` (real layer time in training runs / profiled layer time) in a
+cluster's ``calibration``; ``profile_for`` applies it to measured profiles loaded for that cluster, so every
+planner path (plan, estimate, charts) sees the calibrated times and the cost model itself stays unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pptune.errors import ConfigError
+from pptune.profile.schema import Profile
+
+
+def compute_scale_of(calibration: dict[str, Any], *, origin: str = "cluster") -> float:
+    """``calibration['compute_scale']`` (1.0 when absent); ConfigError unless a positive number."""
+    value = calibration.get("compute_scale", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{origin}: calibration.compute_scale must be a positive number, got {value!r}")
+    return float(value)
+
+
+def scaled_profile(profile: Profile, scale: float) -> Profile:
+    """``profile`` with every layer's forward and backward times (and their spreads) multiplied by ``scale``."""
+    if scale == 1.0:
+        return profile
+    layers = tuple(
+        dataclasses.replace(layer, timings=tuple(
+            dataclasses.replace(t, fwd_ms=t.fwd_ms * scale, bwd_ms=t.bwd_ms * scale,
+                                fwd_spread_ms=t.fwd_spread_ms * scale, bwd_spread_ms=t.bwd_spread_ms * scale)
+            for t in layer.timings))
+        for layer in profile.layers
+    )
+    return dataclasses.replace(profile, layers=layers)
