@@ -156,8 +156,14 @@ class _Group:
         states = [_stage_terms(t, b, c, cluster) for t, b, c in zip(self.tables, self.bounds, configs, strict=True)]
         extra = np.array([s.extra for s in states])
         sync = np.array([s.sync for s in states])
-        tail = np.maximum(((end + extra) + sync).max(axis=1), step)
         m = np.array([c.num_microbatches for c in configs])
+        if any(c.zero_stage >= 2 for c in configs):  # the same per-element arithmetic as estimate._dp_tail
+            for i, (c, st) in enumerate(zip(configs, states, strict=True)):
+                for s in range(pp):
+                    sync[i, s] = sync[i, s] + comm.zero_exposed_ms(
+                        st.zero_reduce[s], st.zero_gather[s], zero_stage=c.zero_stage,
+                        num_microbatches=c.num_microbatches, busy_ms=float(busy[i, s]))
+        tail = np.maximum(((end + extra) + sync).max(axis=1), step)
         vpp = configs[0].vpp
         parts = {
             "compute_ms": ch.compute_ms[rows, crit], "bubble_ms": bare_step - busy[rows, crit],
@@ -229,6 +235,8 @@ def _gather(pool: _SimPool, refs: list[tuple[tuple, int]], pp: int, names: tuple
 class _StageTerms(SimpleNamespace):
     extra: list[float]
     sync: list[float]
+    zero_reduce: list[float]  # per micro-batch ZeRO-2/3 traffic (comm.zero_microbatch_ms), per stage
+    zero_gather: list[float]
     optimizer_ms: float
     states: list[int]
 
@@ -252,14 +260,18 @@ def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelCon
     tied_ms = 0.0
     if tied:
         tied_ms = comm.all_reduce_ms(tied * grad_bytes, 2, comm.first_last_link(cluster, tp=config.tp, dp=dp, pp=pp))
-    sync = []
+    sync, zero_reduce, zero_gather = [], [], []
     for s in range(pp):
         n = table.param_count[bounds[s]] if config.target == "megatron" else params[s]
         link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
         sync.append(comm.dp_grad_sync_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link))
+        zero = comm.zero_microbatch_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link)
+        zero_reduce.append(zero[0])
+        zero_gather.append(zero[1])
     states = [round(p * w_b / (dp if config.zero_stage >= 3 else 1)) + round(p * g_b / (dp if config.zero_stage >= 2 else 1))
               + round(p * o_b / (dp if optimizer_partitioned(config) else 1)) for p in params]
     terms = _StageTerms(extra=[tied_ms if s in (0, pp - 1) else 0.0 for s in range(pp)], sync=sync,
+                        zero_reduce=zero_reduce, zero_gather=zero_gather,
                         optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), states=states,
                         cluster=cluster)
     if len(_TERMS) > 65536:

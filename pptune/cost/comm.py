@@ -151,3 +151,30 @@ def dp_grad_sync_ms(grad_bytes: float, param_bytes: float, *, dp: int, zero_stag
     if zero_stage == 0:
         return all_reduce_ms(grad_bytes, dp, link)
     return reduce_scatter_ms(grad_bytes, dp, link) + all_gather_ms(param_bytes, dp, link)
+
+
+def zero_microbatch_ms(grad_bytes: float, param_bytes: float, *, dp: int, zero_stage: int,
+                       link: Link) -> tuple[float, float]:
+    """(gradient reduce-scatter, parameter all-gathers) that ZeRO-2/3 repeat in every micro-batch.
+
+    ZeRO-2 partitions gradients, so it reduce-scatters them in each micro-batch's backward, not only at the
+    accumulation boundary (deepspeed/runtime/zero/stage_1_and_2.py, ``reduce_ready_partitions_and_remove_grads``:
+    ``if self.partition_gradients or self.is_gradient_accumulation_boundary()``). ZeRO-3 also gathers the
+    partitioned parameters for each forward and again for each backward. ZeRO 0/1 reduce once per step only.
+    """
+    if dp <= 1 or zero_stage < 2:
+        return 0.0, 0.0
+    gathers = 2 * all_gather_ms(param_bytes, dp, link) if zero_stage >= 3 else 0.0
+    return reduce_scatter_ms(grad_bytes, dp, link), gathers
+
+
+def zero_exposed_ms(reduce_ms: float, gather_ms: float, *, zero_stage: int, num_microbatches: int,
+                    busy_ms: float) -> float:
+    """Exposed ZeRO-2/3 traffic of a step beyond the boundary sync ``dp_grad_sync_ms`` already counts.
+
+    The last micro-batch's reduce-scatter is the boundary one. DeepSpeed turns ``overlap_comm`` on by default
+    for ZeRO-3 only (zero/config.py ``overlap_comm_valid``): its prefetched gathers and reductions hide behind
+    the stage's compute (``busy_ms``) and only the excess shows; ZeRO-2's reductions run inside backward, exposed.
+    """
+    extra = max(num_microbatches - 1, 0) * reduce_ms + num_microbatches * gather_ms
+    return max(0.0, extra - busy_ms) if zero_stage >= 3 else extra

@@ -146,6 +146,10 @@ def _dp_tail(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig,
             n = table.param_count[first]  # the last bucket: the stage's first layer
         link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
         sync = comm.dp_grad_sync_ms(n * grad_bytes, n * weight_bytes, dp=dp, zero_stage=config.zero_stage, link=link)
+        reduce_ms, gather_ms = comm.zero_microbatch_ms(n * grad_bytes, n * weight_bytes, dp=dp,
+                                                       zero_stage=config.zero_stage, link=link)
+        sync += comm.zero_exposed_ms(reduce_ms, gather_ms, zero_stage=config.zero_stage,
+                                     num_microbatches=config.num_microbatches, busy_ms=sim.busy_ms[s])
         extra = tied_ms if s in (0, pp - 1) else 0.0
         tail = max(tail, sim.end_ms[s] + extra + sync)
     return max(tail, sim.step_ms)

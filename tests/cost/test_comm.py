@@ -63,3 +63,36 @@ def test_placement_matches_deepspeed_topology(make_cluster, pp, dp, tp, gpn):
     wraps = any(_node_of(topo.get_rank(pipe=0, data=d, model=m), gpn)
                 != _node_of(topo.get_rank(pipe=pp - 1, data=d, model=m), gpn) for d in range(dp) for m in range(tp))
     assert (comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp) == inter) == wraps
+
+
+def test_zero2_reduces_every_microbatch_and_zero3_also_gathers_parameters() -> None:
+    from pptune.cost.comm import Link, zero_exposed_ms, zero_microbatch_ms
+
+    link = Link(gbps=100.0, latency_us=5.0)
+    assert zero_microbatch_ms(1e9, 5e8, dp=8, zero_stage=1, link=link) == (0.0, 0.0)
+    rs2, ag2 = zero_microbatch_ms(1e9, 5e8, dp=8, zero_stage=2, link=link)
+    rs3, ag3 = zero_microbatch_ms(1e9, 5e8, dp=8, zero_stage=3, link=link)
+    assert rs2 == rs3 > 0 and ag2 == 0 and ag3 > 0
+    # ZeRO-2: every micro-batch but the last (the boundary sync) adds an exposed reduce-scatter.
+    assert zero_exposed_ms(rs2, ag2, zero_stage=2, num_microbatches=8, busy_ms=1e9) == pytest.approx(7 * rs2)
+    # ZeRO-3 overlaps with compute: hidden when compute is long, exposed beyond it.
+    assert zero_exposed_ms(rs3, ag3, zero_stage=3, num_microbatches=8, busy_ms=1e9) == 0.0
+    assert zero_exposed_ms(rs3, ag3, zero_stage=3, num_microbatches=8, busy_ms=0.0) == pytest.approx(7 * rs3 + 8 * ag3)
+
+
+def test_estimate_charges_zero3_its_gathers(make_profile, make_cluster) -> None:
+    from pptune.cost.estimate import estimate
+    from pptune.parallel import ParallelConfig
+
+    cluster = make_cluster(8)
+
+    def dp_comm(profile, z: int) -> float:
+        cfg = ParallelConfig(dp=8, micro_batch_size=1, num_microbatches=16, zero_stage=z, dtype="bf16")
+        return estimate(profile, cluster, cfg).breakdown.dp_comm_ms
+
+    slow, fast = make_profile(), make_profile(block_fwd_ms=1e-4, block_bwd_ms=2e-4)
+    # ZeRO-2's per-micro-batch reductions are exposed (overlap_comm is off by default below ZeRO-3).
+    assert dp_comm(slow, 1) < dp_comm(slow, 2)
+    # ZeRO-3's gathers hide behind long compute and show when there is none to hide behind.
+    assert dp_comm(slow, 3) == pytest.approx(dp_comm(slow, 1))
+    assert dp_comm(fast, 3) > dp_comm(fast, 2) > dp_comm(fast, 1)
