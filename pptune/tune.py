@@ -230,6 +230,7 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
 
         import optuna
 
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is logged once, by _Objective
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
             study.optimize(objective, n_trials=remaining, catch=(TrialFailed,), callbacks=[remember],

@@ -68,7 +68,7 @@ def best_lines(rows: list[dict[str, Any]], predicted_best: str) -> list[str]:
     else:
         gap = best["measured_tokens_per_s"] / top["measured_tokens_per_s"] - 1
         lines.append(f"predicted best: {predicted_best} (trial {top['trial']}): {top['measured_tokens_per_s']:,.0f} "
-                     f"tokens/s measured, {gap:.1%} below the measured best")
+                     f"tokens/s measured; the measured best is {gap:.1%} faster")
     return lines
 
 

@@ -102,7 +102,8 @@ def failure_reason(log_text: str) -> str:
     pptune = [e for e in errors if e.startswith("pptune error:")]
     if pptune:
         return pptune[-1].removeprefix("pptune error: ")
-    useful = [e for e in errors if not e.startswith("torch.distributed.elastic")]
+    # A rank that crashes makes its peers fail with "Connection closed by peer" (gloo): the cause is the other line.
+    useful = [e for e in errors if not e.startswith("torch.distributed.elastic") and "closed by peer" not in e]
     return useful[-1][:300] if useful else "no error line found"
 
 

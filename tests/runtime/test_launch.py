@@ -94,6 +94,10 @@ def test_failure_reason() -> None:
           "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
     assert failure_reason(log) == "AssertionError: bwd_microstep timer has already been started"
     assert failure_reason("nothing useful") == "no error line found"
+    # The crashed rank's error, not its peer's "Connection closed by peer" that comes later in the log.
+    log = ("[rank0]: RuntimeError: element 0 of tensors does not require grad\n"
+           "[rank1]: RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1\n")
+    assert failure_reason(log) == "RuntimeError: element 0 of tensors does not require grad"
 
 
 @pytest.mark.slow
