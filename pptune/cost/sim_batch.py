@@ -123,7 +123,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
         if level == check:
             done = _skip(steady, starts, end, level)
             if done.any():  # these rows are finished once the levels after the copied region have run
-                finished = end.copy() if done.all() else end[:, done]
+                finished = end if done.all() else end[:, done]  # the last use of end when all are done
                 result[rows[done]] = _finish(compiled, steady.copy_end, finished, durs_t[:, rows[done]],
                                              lags_t[:, rows[done]])
                 keep = ~done
