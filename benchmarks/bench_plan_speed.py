@@ -1,0 +1,170 @@
+"""Benchmark the exhaustive planner at thousand-GPU scale and the bulk cost model (issue 7, item 4).
+
+Run: ``python benchmarks/bench_plan_speed.py [--runs 3] [--out results/benchmarks/plan_speed.md]``.
+
+1. ``pptune plan gpt3-175b --cluster a100-80g --gpus 1024 --global-batch-size 1536 --exhaustive`` for the
+   DeepSpeed and the Megatron target, as a user runs it (a fresh process: imports, search, plan directory,
+   figures), wall-clock median of ``--runs`` runs, with the configurations it evaluated.
+2. The bulk cost model (``pptune.cost.bulk.estimate_many``) on the same two spaces: configurations per
+   second, cold (every cost-model cache emptied: layer tables, splits, compiled schedules) and warm (caches
+   kept, no result reused), CPU seconds (other processes on the machine matter less) and wall seconds; and
+   for comparison ``estimate()`` called once per configuration from a cold start (the path the search used).
+
+Prints a Markdown table with the machine and its load; ``--out`` also writes it with the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PLAN = ["gpt3-175b", "--cluster", "a100-80g", "--gpus", "1024", "--global-batch-size", "1536", "--exhaustive"]
+TARGETS = ("deepspeed", "megatron")
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "?")
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip() or \
+        " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def time_plan(target: str, runs: int) -> dict:
+    walls, searches, evaluated = [], [], None
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "pptune", "plan", *PLAN, "--target", target, "--out", f"{tmp}/plan", "--json"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            walls.append(time.perf_counter() - t0)
+        summary = json.loads(proc.stdout)
+        searches.append(summary["search_seconds"])
+        evaluated = summary["evaluations"]
+    return {"wall_s": statistics.median(walls), "all_s": walls, "search_s": statistics.median(searches),
+            "configs": evaluated}
+
+
+def clear_cost_caches() -> None:
+    """Empty every cache of the cost model (what a fresh process starts with)."""
+    from pptune.cost import bulk, bulk_chunks, compiled, layers, orders, partition, steady
+
+    importlib.import_module("pptune.cost.estimate")._simulate.cache_clear()  # the package attribute is the function
+    layers._CACHE.clear()
+    bulk_chunks._ARRAYS.clear()
+    bulk._TERMS.clear()
+    bulk._UNITS.clear()
+    for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
+               steady.steady_state, partition._ds_balanced, partition._ds_uniform, partition.min_max_split,
+               partition.type_weights):
+        fn.cache_clear()
+
+
+def time_bulk(target: str, runs: int) -> dict:
+    from pptune.cost import estimate
+    from pptune.cost.bulk import estimate_many
+    from pptune.errors import PptuneError
+    from pptune.hardware import load_cluster
+    from pptune.model_source import resolve_model
+    from pptune.space import build_space
+
+    source = resolve_model("gpt3-175b")
+    cluster = load_cluster("a100-80g", num_gpus=1024)
+    space = build_space(num_blocks=source.num_blocks, gpus=1024, gpus_per_node=cluster.gpus_per_node,
+                        global_batch_size=1536, num_heads=source.num_heads, num_kv_heads=source.num_kv_heads,
+                        target=target, block_kind=source.block_kind)
+    configs = list(space.configs())
+    # The profiles are the cost model's input (built once per tp by the planner), not part of it.
+    profiles = {tp: source.profile(cluster, tp=tp, dtype="bf16", micro_batch_sizes=space.micro_batch_sizes)
+                for tp in sorted({c.tp for c in configs})}
+    out: dict = {"configs": len(configs)}
+    # The per-configuration path the search used before: estimate() one by one (all its caches on, cold start).
+    cpu, wall = [], []
+    for _ in range(runs):
+        clear_cost_caches()
+        c0, w0 = time.process_time(), time.perf_counter()
+        for config in configs:
+            try:
+                estimate(profiles[config.tp], cluster, config)
+            except PptuneError:
+                pass
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    out["estimate() one by one, cold"] = {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall)}
+    for label, clear in (("cold", True), ("warm", False)):
+        cpu, wall = [], []
+        for _ in range(runs):
+            if clear:
+                clear_cost_caches()
+            c0, w0 = time.process_time(), time.perf_counter()
+            results = estimate_many(profiles, cluster, configs)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        assert len(results) == len(configs)
+        out[f"estimate_many, {label}"] = {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall)}
+    return out
+
+
+def report(plans: dict, bulks: dict, *, runs: int, load_before: str, load_after: str) -> str:
+    lines = [
+        f"machine: {machine()}",
+        f"`uptime` before: {load_before}",
+        f"`uptime` after: {load_after}",
+        "",
+        f"| exhaustive plan, GPT-3 175B, 1,024 A100-80GB, global batch 1536 | configurations | "
+        f"wall s (median of {runs}) | runs | search s (in process) |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for target, r in plans.items():
+        runs_s = ", ".join(f"{x:.1f}" for x in r["all_s"])
+        lines.append(f"| `--target {target}` | {r['configs']:,} | {r['wall_s']:.1f} | {runs_s} | {r['search_s']:.2f} |")
+    lines += [
+        "",
+        "| cost model on the same spaces (cold: every cache emptied first) | configurations | path | CPU s | "
+        "configs/s (CPU) | wall s | configs/s (wall) |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for target, b in bulks.items():
+        for label in ("estimate() one by one, cold", "estimate_many, cold", "estimate_many, warm"):
+            t = b[label]
+            lines.append(f"| {target} space | {b['configs']:,} | {label} | {t['cpu_s']:.3f} | "
+                         f"{b['configs'] / t['cpu_s']:,.0f} | {t['wall_s']:.3f} | {b['configs'] / t['wall_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
+    args = parser.parse_args()
+    load_before = load()
+    plans = {t: time_plan(t, args.runs) for t in TARGETS}
+    bulks = {t: time_bulk(t, args.runs) for t in TARGETS}
+    table = report(plans, bulks, runs=args.runs, load_before=load_before, load_after=load())
+    print(table)
+    if args.out is not None:
+        command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+        plan_cmd = "pptune plan " + " ".join(PLAN) + " --target {deepspeed,megatron}"
+        text = (f"# Exhaustive planning speed\n\nCommand: `{command}` (each plan run is `{plan_cmd}` in a fresh "
+                f"process, figures included)\n\n{table}\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()
