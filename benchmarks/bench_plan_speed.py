@@ -28,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from pptune.fileio import cpu_name
+
 PLAN = ["gpt3-175b", "--cluster", "a100-80g", "--gpus", "1024", "--global-batch-size", "1536", "--exhaustive"]
 TARGETS = ("deepspeed", "megatron")
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "?")
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def load() -> str:

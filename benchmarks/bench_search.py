@@ -20,6 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
+from pptune.fileio import cpu_name
+
 CASES = (  # model, cluster, GPUs, global batch, target
     ("gpt2-medium", "a100-80g", 16, 256, "deepspeed"),
     ("llama2-7b", "h100-80g", 32, 512, "deepspeed"),
@@ -28,17 +30,6 @@ CASES = (  # model, cluster, GPUs, global batch, target
     ("gpt3-175b", "a100-80g", 256, 1536, "deepspeed"),
     ("llama2-13b", "h100-80g", 32, 512, "megatron"),
 )
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _git() -> str:
@@ -93,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = [
         f"command: python benchmarks/bench_search.py {shlex.join(argv if argv is not None else sys.argv[1:])}",
-        f"machine: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}, optuna {optuna.__version__}",
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, optuna {optuna.__version__}",
         f"git: {_git()}",
         f"date: {time.strftime('%Y-%m-%d')}; TPE/NSGA-II {args.trials} trials, seeds 0..{args.seeds - 1}, in-memory studies",
         "",

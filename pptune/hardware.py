@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pptune.errors import ConfigError, SchemaError
+from pptune.fileio import write_json_atomic
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,12 +149,7 @@ GPU_PRESETS, CLUSTER_PRESETS = _build_presets()
 
 def save_cluster(cluster: Cluster, path: str | os.PathLike) -> Path:
     """Write a cluster as JSON (temporary file, then rename); ``load_cluster`` reads it back."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(cluster.to_dict(), indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, cluster.to_dict())
 
 
 def load_cluster(spec: str | os.PathLike | dict | Cluster, *, num_gpus: int | None = None) -> Cluster:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pptune.fileio import write_text_atomic
 from pptune.ranking import config_label
 
 CSV_FILE = "tune.csv"
@@ -45,11 +46,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> Path:
-    path = Path(out_dir) / CSV_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(csv_text(rows))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(out_dir) / CSV_FILE, csv_text(rows))
 
 
 def best_lines(rows: list[dict[str, Any]], predicted_best: str) -> list[str]:

@@ -9,13 +9,13 @@ import csv
 import io
 import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pptune.calibrate.constants import FITTED, Constants
 from pptune.calibrate.published import PublishedRow
+from pptune.fileio import write_text_atomic
 
 # Published planners' errors against real runs (REFERENCE.md §6), for the summary's comparison line.
 ANCHORS = ("Calculon: 3.65% mean / 8.87% max against Megatron's published A100 runs; "
@@ -84,18 +84,7 @@ def rows_csv(results: Sequence[RowResult]) -> str:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` through a temporary file in the same folder, then rename (no half-written reports)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 def constants_table(named: dict[str, Constants]) -> str:

@@ -10,12 +10,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pptune.errors import ConfigError, SchemaError
+from pptune.fileio import write_json_atomic
 from pptune.model.spec import TransformerSpec
 
 SCHEMA_VERSION = 1
@@ -142,18 +142,7 @@ def _to_jsonable(obj: Any) -> Any:
 
 def save_profile(profile: Profile, path: str | os.PathLike) -> Path:
     """Write atomically (temporary file, then rename) so a killed run leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(profile.to_dict(), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, profile.to_dict())
 
 
 def load_profile(path: str | os.PathLike) -> Profile:

@@ -13,12 +13,12 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pptune.errors import SchemaError
+from pptune.fileio import write_json_atomic
 
 MEASURED_SCHEMA_VERSION = 1
 MEASURED_FILE = "measured.json"
@@ -143,18 +143,7 @@ def stage_records(ranks: list[RankRecord] | tuple[RankRecord, ...]) -> tuple[Sta
 
 def save_measured(measured: Measured, path: str | os.PathLike) -> Path:
     """Write atomically (temporary file in the same folder, then rename): readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(measured.to_dict(), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, measured.to_dict())
 
 
 def load_measured(path: str | os.PathLike) -> Measured:

@@ -13,7 +13,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pptune.errors import ConfigError, PptuneError
+from pptune.fileio import cpu_name
 from pptune.runtime.measured import MEASURED_FILE, Measured, RankRecord, save_measured, stage_records
 from pptune.runtime.plan_files import RunPlan, load_run_plan
 
@@ -45,16 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _device_name(device: str) -> str:
     import torch
 
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
 
 
 def _rank_record(engine: Any, plan: RunPlan, timers: dict) -> dict:
