@@ -38,20 +38,28 @@ def add_local_options(p: Any) -> None:
     g.add_argument("--profile", default=None, help="use this profile JSON instead of profiling the model")
     g.add_argument("--cluster", default=None, help="use this cluster JSON instead of probing the links")
     g.add_argument("--no-calibrate", action="store_true", help="skip the leave-one-out calibration")
+    g.add_argument("--retries", type=int, default=2,
+                   help="extra runs of a configuration during which other processes used more than "
+                        "--max-foreign of the machine (default 2)")
+    g.add_argument("--max-foreign", type=float, default=0.1,
+                   help="share of the machine other processes may use during a run (default 0.1)")
     g.add_argument("--profile-repeat", type=int, default=10, help="timed iterations per layer (default 10)")
     g.add_argument("--profile-copies", type=int, default=2,
                    help="profile as this many concurrent 1-thread processes, the ranks' contention (default 2)")
+    g.add_argument("--profile-passes", type=int, default=2,
+                   help="contended profiles to take; each layer and size keeps its fastest (default 2)")
 
 
 def settings_from(args: argparse.Namespace):
     from pptune.errors import ConfigError
     from pptune.validation.local import LocalSettings
 
-    for flag in ("global_batch_size", "steps", "timeout", "profile_repeat", "profile_copies"):
+    for flag in ("global_batch_size", "steps", "timeout", "profile_repeat", "profile_copies", "profile_passes"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    if args.warmup < 0:
-        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.warmup < 0 or args.retries < 0 or not 0 <= args.max_foreign <= 1:
+        raise ConfigError(f"need --warmup >= 0, --retries >= 0 and 0 <= --max-foreign <= 1; got {args.warmup}, "
+                          f"{args.retries}, {args.max_foreign}")
     partitions = tuple(p.strip() for p in args.partitions.split(",") if p.strip())
     if not partitions:
         raise ConfigError("--partitions needs at least one of uniform, parameters, balanced, type:<regex>")
@@ -59,8 +67,8 @@ def settings_from(args: argparse.Namespace):
         model=args.model, global_batch_size=args.global_batch_size, partitions=partitions,
         micro_batch_sizes=args.micro_batch_sizes, data_parallel=not args.no_data_parallel, steps=args.steps,
         warmup=args.warmup, timeout_s=args.timeout, profile_repeat=args.profile_repeat,
-        profile_copies=args.profile_copies, profile_path=args.profile,
-        cluster_path=args.cluster, calibrate=not args.no_calibrate,
+        profile_copies=args.profile_copies, profile_passes=args.profile_passes, profile_path=args.profile,
+        cluster_path=args.cluster, calibrate=not args.no_calibrate, retries=args.retries, max_foreign=args.max_foreign,
     )
 
 

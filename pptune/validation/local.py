@@ -52,9 +52,12 @@ class LocalSettings:
     profile_warmup: int = 5
     profile_repeat: int = 10
     profile_copies: int = 2  # concurrent profiler processes (contention of the 2 ranks); 1 = one process alone
+    profile_passes: int = 2  # contended profiles taken; each layer and size keeps its fastest pass
     profile_path: str | None = None  # use this profile instead of measuring one
     cluster_path: str | None = None  # use this cluster instead of probing the links
     calibrate: bool = True
+    retries: int = 2  # extra runs of a configuration disturbed by other processes
+    max_foreign: float = 0.1  # share of the machine other processes may take before a run counts as disturbed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,7 +104,8 @@ def _profile(settings: LocalSettings, sizes: tuple[int, ...], out: Path, spec: T
         from pptune.validation.contended import contended_profile
 
         profile = contended_profile(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes,
-                                    copies=settings.profile_copies, warmup=settings.profile_warmup,
+                                    copies=settings.profile_copies, passes=settings.profile_passes,
+                                    warmup=settings.profile_warmup,
                                     repeat=settings.profile_repeat, command=command)
     else:
         from pptune.profile.measure import profile_model
@@ -200,7 +204,8 @@ def validate_local(settings: LocalSettings, out_dir: str | Path, *, command: str
                               profile_label=profile_label, runs_dir=out / "runs", command=command)
     log(f"running {len(records)} configurations ({settings.warmup} warm-up + {settings.steps} timed steps each)")
     records = tuple(measure_records(records, steps=settings.steps, warmup=settings.warmup,
-                                    timeout_s=settings.timeout_s, log=log))
+                                    timeout_s=settings.timeout_s, retries=settings.retries,
+                                    max_foreign=settings.max_foreign, log=log))
     calibrated, fit = (None, None)
     if settings.calibrate:
         calibrated, fit = calibrate_records(records, profile, cluster, command=command)

@@ -40,6 +40,8 @@ class RunRecord:
     measured_parts_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per-step timers, slowest stage
     failure: str | None = None  # why the real run produced no measurement
     load_average: float | None = None  # the host's 1-minute load average just before the run (other work on it)
+    foreign_share: float | None = None  # share of the machine other processes used during the run (host_load.py)
+    attempts: int = 1  # runs made of this configuration (a disturbed run is repeated; the least disturbed is kept)
 
     @property
     def label(self) -> str:
@@ -72,7 +74,8 @@ class RunRecord:
             "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "error": self.error,
             "measured_min_ms": self.measured_min_ms, "measured_max_ms": self.measured_max_ms,
             "predicted_idle": self.predicted_idle, "measured_idle": self.measured_idle,
-            "load_average": self.load_average, "failure": self.failure or "",
+            "load_average": self.load_average, "foreign_cpu_share": self.foreign_share, "attempts": self.attempts,
+            "failure": self.failure or "",
         }
         row.update({f"pred_{k}": v for k, v in self.breakdown_ms.items()})
         row.update({f"meas_{k}": v for k, v in sorted(self.measured_parts_ms.items())})

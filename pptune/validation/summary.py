@@ -27,6 +27,7 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
     probe = c.calibration.get("probe", {})
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     loads = [r.load_average for r in result.records if r.load_average is not None]
+    foreign = [r.foreign_share for r in result.records if r.foreign_share is not None]
     lines = [
         "# Local validation: predicted vs measured step time",
         "",
@@ -34,10 +35,14 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         f"- machine: {cpu_model()}; each rank runs with 1 torch thread",
         f"- date: {date}; wall time {result.seconds / 60:.1f} min",
         f"- host load (1-min average): {_f(result.load_start, '.2f')} at start, {_f(result.load_end, '.2f')} at end; "
-        + (f"before each run {min(loads):.2f} to {max(loads):.2f}" if loads else "no run"),
+        + (f"before each run {min(loads):.2f} to {max(loads):.2f}" if loads else "no run")
+        + (f"; other processes took {min(foreign):.0%} to {max(foreign):.0%} of the machine during the kept runs "
+           f"(a run above {s.max_foreign:.0%} was repeated up to {s.retries} times, the least disturbed kept)"
+           if foreign else ""),
         f"- model: `{s.model}`, fp32, global batch {s.global_batch_size} samples per step for every configuration",
-        f"- profile: `{result.profile_label}` ({p.threads} thread(s), micro-batch sizes {list(p.micro_batch_sizes)}, "
-        f"{s.profile_warmup} warm-up + {s.profile_repeat} timed iterations per layer)",
+        f"- profile: `{result.profile_label}` ({p.threads} thread(s) per process, {s.profile_copies} concurrent "
+        f"process(es), {s.profile_passes if s.profile_copies > 1 else 1} pass(es), micro-batch sizes "
+        f"{list(p.micro_batch_sizes)}, {s.profile_warmup} warm-up + {s.profile_repeat} timed iterations per layer)",
         f"- links: {c.intra_node_gbps:.2f} GB/s, {c.intra_node_latency_us:.0f} us p2p"
         + (f" (probed: all-reduce {probe.get('allreduce_bus_gbps', 0):.2f} GB/s bus bandwidth)" if probe else ""),
         f"- runs: {s.warmup} warm-up + {s.steps} timed steps each, median step time, DeepSpeed pipeline engine on "
@@ -59,7 +64,7 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         ]
     lines += ["## Runs", "",
               "| configuration | boundaries | predicted ms | measured ms (min-max) | error | calibrated ms | error | "
-              "idle pred / meas | load |",
+              "idle pred / meas | other processes (runs) |",
               "|---|---|---|---|---|---|---|---|---|"]
     calibrated = result.calibrated_ms or (None,) * len(result.records)
     for r, cal in zip(result.records, calibrated, strict=True):
@@ -70,7 +75,8 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         lines.append(
             f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | {r.measured_ms:.0f} "
             f"({r.measured_min_ms:.0f}-{r.measured_max_ms:.0f}) | {r.error:+.1%} | {_f(cal, '.0f')} | "
-            f"{_f(cal_err, '+.1%')} | {r.predicted_idle:.2f} / {_f(r.measured_idle, '.2f')} | {_f(r.load_average, '.2f')} |")
+            f"{_f(cal_err, '+.1%')} | {r.predicted_idle:.2f} / {_f(r.measured_idle, '.2f')} | "
+            f"{_f(r.foreign_share, '.0%')} ({r.attempts}) |")
     lines += [
         "",
         "## Files", "",

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from pptune.cost.estimate import OPTIMIZER_BYTES_PER_PARAM
-from pptune.validation.contended import contended_profile, mean_profile
+from pptune.validation.contended import contended_profile, fastest_pass, mean_profile
 from pptune.validation.engine_probe import engine_step_ms, memory_efficiency_for, model_parameters
 from tests.validation.conftest import TINY, small_profile
 
@@ -37,6 +37,14 @@ def test_mean_profile_averages_same_layers() -> None:
         dataclasses.replace(layer, timings=layer.timings[:1]) for layer in b.layers))
     with pytest.raises((ValueError, IndexError)):
         mean_profile([a, other], note="")
+
+
+def test_fastest_pass_keeps_each_layers_least_disturbed_timing() -> None:
+    a = small_profile(block_ms=2.0, head_ms=9.0)
+    b = small_profile(block_ms=3.0, head_ms=6.0)
+    f = fastest_pass([a, b], note="2 passes")
+    assert f.layers[1].timings[2] == a.layers[1].timings[2] and f.layers[-1].timings[2] == b.layers[-1].timings[2]
+    assert f.notes.endswith("2 passes")
 
 
 @pytest.mark.slow
