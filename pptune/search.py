@@ -144,6 +144,7 @@ def plan(
         num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
         num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=target, dtype=dtype, fixed=fixed,
         max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble, block_kind=source.block_kind,
+        allowed_tp=_measured_tp(source, fixed),
     )
     evaluator = Evaluator(
         profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=dtype, micro_batch_sizes=space.micro_batch_sizes),
@@ -249,3 +250,17 @@ def _infeasible_message(evaluated: list[Evaluation], cluster: Cluster) -> str:
         return f"no configuration is feasible; the closest ({what}) fails: {est.infeasible_reason}"
     return (f"no configuration fits in GPU memory: lowest peak memory found: {est.peak_memory_bytes / GIB:.1f} GiB "
             f"on stage {stage} with {what}; the GPU ({cluster.gpu.name}) has {gpu_gib:g} GiB")
+
+
+def _measured_tp(source: ModelSource, fixed: Fixed | None) -> tuple[int, ...] | None:
+    """A measured profile's layers are not tensor-parallel: plan at its own tp unless the user pins ``--tp``.
+
+    Re-sharding measured layers to another tp is only a linear approximation, and the layers that were measured
+    (pptune's runtime included) cannot run split; an analytic profile is computed for every tp, so it is free.
+    """
+    if source.profile_path is None or (fixed is not None and fixed.tp is not None):
+        return None
+    from pptune.profile.schema import load_profile
+
+    profile = load_profile(source.profile_path)
+    return (profile.tp,) if profile.source == "measured" else None

@@ -182,3 +182,23 @@ def test_evaluator_caches_per_config_and_profile_per_tp():
     ev(a.replace(micro_batch_size=2, num_microbatches=1))
     ev(a.replace(tp=1, dp=4))
     assert calls == {"profile": 2, "estimate": 3}
+
+
+def test_a_measured_profile_is_planned_at_its_own_tp_unless_tp_is_pinned(tmp_path) -> None:
+    import dataclasses
+
+    from pptune.hardware import load_cluster
+    from pptune.layouts import Fixed
+    from pptune.model.spec import parse_spec
+    from pptune.profile.analytic import analytic_profile
+    from pptune.profile.schema import save_profile
+    from pptune.search import plan
+
+    spec = parse_spec("gpt:layers=4,hidden=256,heads=4,seq=64,vocab=512")
+    measured = dataclasses.replace(analytic_profile(spec, load_cluster("a100-80g").gpu), source="measured")
+    path = str(save_profile(measured, tmp_path / "measured.json"))
+    free = plan(path, cluster="a100-80g", gpus=8, global_batch_size=32, exhaustive=True, dtype="bf16")
+    assert set(free.ranking["tp"]) == {1}
+    pinned = plan(path, cluster="a100-80g", gpus=8, global_batch_size=32, exhaustive=True, dtype="bf16",
+                  fixed=Fixed(tp=2))
+    assert set(pinned.ranking["tp"]) == {2}
