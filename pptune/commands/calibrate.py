@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"fitted on {len(samples)} runs: compute scale {k.compute_scale:.3f}, per-micro-batch overhead "
           f"{k.per_microbatch_overhead_ms:.2f} ms, per-step overhead {k.per_step_overhead_ms:.1f} ms, "
           f"link latency x{k.latency_multiple:g}, bandwidth x{k.bandwidth_multiple:g}")
+    from pptune.calibrate.local import SCALE_BOUNDS
+
+    if not args.no_scale and min(abs(k.compute_scale - b) for b in SCALE_BOUNDS) < 1e-3:
+        print(f"warning: the compute scale hit its bound {k.compute_scale:.2f} (allowed {SCALE_BOUNDS}): the runs and "
+              "the profile disagree by more than a scale can explain (a profile or runs disturbed by other work?)")
     print(f"{'run':<48}{'measured ms':>12}{'before':>9}" + (f"{'held-out':>10}" if after else f"{'in-sample':>11}"))
     shown = after if after is not None else list(fit.errors_after)
     for s, b, a in zip(samples, before, shown, strict=True):
