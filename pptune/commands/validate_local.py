@@ -43,6 +43,8 @@ def add_local_options(p: Any) -> None:
                         "--max-foreign of the machine (default 2)")
     g.add_argument("--max-foreign", type=float, default=0.1,
                    help="share of the machine other processes may use during a run (default 0.1)")
+    g.add_argument("--quiet-wait", type=float, default=120.0,
+                   help="before each run, wait up to this many seconds for other processes to go quiet (default 120)")
     g.add_argument("--profile-repeat", type=int, default=10, help="timed iterations per layer (default 10)")
     g.add_argument("--profile-copies", type=int, default=2,
                    help="profile as this many concurrent 1-thread processes, the ranks' contention (default 2)")
@@ -57,7 +59,7 @@ def settings_from(args: argparse.Namespace):
     for flag in ("global_batch_size", "steps", "timeout", "profile_repeat", "profile_copies", "profile_passes"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    if args.warmup < 0 or args.retries < 0 or not 0 <= args.max_foreign <= 1:
+    if args.warmup < 0 or args.retries < 0 or args.quiet_wait < 0 or not 0 <= args.max_foreign <= 1:
         raise ConfigError(f"need --warmup >= 0, --retries >= 0 and 0 <= --max-foreign <= 1; got {args.warmup}, "
                           f"{args.retries}, {args.max_foreign}")
     partitions = tuple(p.strip() for p in args.partitions.split(",") if p.strip())
@@ -69,6 +71,7 @@ def settings_from(args: argparse.Namespace):
         warmup=args.warmup, timeout_s=args.timeout, profile_repeat=args.profile_repeat,
         profile_copies=args.profile_copies, profile_passes=args.profile_passes, profile_path=args.profile,
         cluster_path=args.cluster, calibrate=not args.no_calibrate, retries=args.retries, max_foreign=args.max_foreign,
+        quiet_wait_s=args.quiet_wait,
     )
 
 

@@ -51,3 +51,18 @@ class ForeignCpu:
         foreign = (busy - self.busy) - (_own_seconds() - self.own)
         cpus = os.cpu_count() or 1
         return min(1.0, max(0.0, foreign / (wall * cpus))) if wall > 0 else None
+
+
+def wait_for_quiet(*, threshold: float = 0.05, window_s: float = 3.0, timeout_s: float = 120.0) -> float | None:
+    """Wait until other processes use at most ``threshold`` of the machine over a ``window_s`` window.
+
+    Gives up after ``timeout_s`` (the run then goes ahead and its disturbance is measured anyway). Returns the
+    last window's share (None when the host cannot tell). Call it while this process is idle.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meter = ForeignCpu().start()
+        time.sleep(window_s)
+        share = meter.share()
+        if share is None or share <= threshold or time.monotonic() >= deadline:
+            return share

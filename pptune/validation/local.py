@@ -27,6 +27,7 @@ from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile, load_profile, save_profile
 from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_PARTITIONS, local_grid
 from pptune.validation.metrics import Accuracy, accuracy
+from pptune.validation.host_load import wait_for_quiet
 from pptune.validation.record import RunRecord
 from pptune.validation.run import load_average, measure_records, predict_records
 
@@ -58,6 +59,7 @@ class LocalSettings:
     calibrate: bool = True
     retries: int = 2  # extra runs of a configuration disturbed by other processes
     max_foreign: float = 0.1  # share of the machine other processes may take before a run counts as disturbed
+    quiet_wait_s: float = 120.0  # before each run, wait up to this long for other processes to go quiet
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -124,6 +126,7 @@ def _cluster(settings: LocalSettings, out: Path, spec: TransformerSpec | None, l
     from pptune.probe import probe_links
     from pptune.validation.engine_probe import contended_engine_step_ms, memory_efficiency_for
 
+    wait_for_quiet(threshold=settings.max_foreign / 2, timeout_s=settings.quiet_wait_s)  # the probe is timed by wall clock
     raw = probe_links(nproc=RANKS)
     probe = raw["calibration"]["probe"]
     # The cost model has one bandwidth per link level for p2p and collectives. Over gloo the ring all-reduce
@@ -205,7 +208,7 @@ def validate_local(settings: LocalSettings, out_dir: str | Path, *, command: str
     log(f"running {len(records)} configurations ({settings.warmup} warm-up + {settings.steps} timed steps each)")
     records = tuple(measure_records(records, steps=settings.steps, warmup=settings.warmup,
                                     timeout_s=settings.timeout_s, retries=settings.retries,
-                                    max_foreign=settings.max_foreign, log=log))
+                                    max_foreign=settings.max_foreign, quiet_wait_s=settings.quiet_wait_s, log=log))
     calibrated, fit = (None, None)
     if settings.calibrate:
         calibrated, fit = calibrate_records(records, profile, cluster, command=command)

@@ -19,7 +19,7 @@ from pptune.hardware import Cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
-from pptune.validation.host_load import ForeignCpu
+from pptune.validation.host_load import ForeignCpu, wait_for_quiet
 from pptune.validation.record import RunRecord, predicted_idle, with_measurement
 from pptune.validation.run_dir import write_run_dir
 
@@ -59,10 +59,12 @@ def load_average() -> float | None:
 
 
 def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, timeout_s: float,
-                    retries: int = 0, max_foreign: float = 0.1, log: Log | None = None) -> list[RunRecord]:
+                    retries: int = 0, max_foreign: float = 0.1, quiet_wait_s: float = 0.0,
+                    log: Log | None = None) -> list[RunRecord]:
     """Run each record's plan directory with real DeepSpeed (``run_plan``) and attach the measurement.
 
-    A run during which other processes took more than ``max_foreign`` of the machine (``ForeignCpu``) is
+    Before each run, wait up to ``quiet_wait_s`` for a moment when other processes use at most half of
+    ``max_foreign`` of the machine. A run during which they took more than ``max_foreign`` (``ForeignCpu``) is
     repeated, up to ``retries`` more times; the least disturbed attempt is kept and the record says how many
     were made. Nothing is discarded silently: the kept attempt's disturbance is in the record.
     """
@@ -73,6 +75,8 @@ def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, ti
         tries: list[RunRecord] = []
         best: RunRecord | None = None
         for _ in range(retries + 1):
+            if quiet_wait_s > 0:
+                wait_for_quiet(threshold=max_foreign / 2, timeout_s=quiet_wait_s)
             load = load_average()
             meter = ForeignCpu().start()
             try:

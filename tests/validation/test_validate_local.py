@@ -16,7 +16,8 @@ def test_validate_local_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture)
     out = tmp_path / "report"
     code = main(["validate", "--local", "--out", str(out), "--model", TINY, "--global-batch-size", "4",
                  "--micro-batch-sizes", "2", "--partitions", "uniform", "--steps", "2", "--warmup", "1",
-                 "--cluster", "local-cpu", "--profile-repeat", "3", "--profile-copies", "1"])
+                 "--cluster", "local-cpu", "--profile-repeat", "3", "--profile-copies", "1",
+                 "--retries", "0", "--quiet-wait", "0"])
     text = capsys.readouterr().out
     assert code == 0, text
     rows = list(csv.DictReader((out / "validation.csv").open()))
