@@ -26,8 +26,8 @@ from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile, load_profile, save_profile
 from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_PARTITIONS, local_grid
-from pptune.validation.metrics import Accuracy, accuracy
 from pptune.validation.host_load import wait_for_quiet
+from pptune.validation.metrics import Accuracy, accuracy
 from pptune.validation.record import RunRecord
 from pptune.validation.run import load_average, measure_records, predict_records
 
