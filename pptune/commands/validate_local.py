@@ -32,7 +32,7 @@ def add_local_options(p: Any) -> None:
     g.add_argument("--partitions", default="uniform,balanced",
                    help="layer splits for pp=2, comma-separated (default uniform,balanced)")
     g.add_argument("--no-data-parallel", action="store_true", help="leave out the pp=1 x dp=2 configurations")
-    g.add_argument("--steps", type=int, default=10, help="timed steps per run (default 10)")
+    g.add_argument("--steps", type=int, default=15, help="timed steps per run (default 15)")
     g.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     g.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped (default 600)")
     g.add_argument("--profile", default=None, help="use this profile JSON instead of profiling the model")

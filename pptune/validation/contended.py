@@ -74,18 +74,25 @@ def contended_profile(model: str, *, seq_len: int, micro_batch_sizes: Sequence[i
     return dataclasses.replace(merged, command=command or merged.command)
 
 
+def _pin(cpu: int):
+    """A preexec_fn that pins the child to ``cpu``, as each training rank pins itself (pptune.runtime.train)."""
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def _one_pass(model: str, *, seq_len: int, micro_batch_sizes: Sequence[int], copies: int, warmup: int, repeat: int,
               timeout_s: float) -> Profile:
     sizes = ",".join(str(s) for s in micro_batch_sizes)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     with tempfile.TemporaryDirectory(prefix="pptune-profile-") as tmp:
         outs = [Path(tmp) / f"copy{i}.json" for i in range(copies)]
         procs = [
             subprocess.Popen([sys.executable, "-m", "pptune.validation.profile_worker", model, "--seq-len", str(seq_len),
                               "--micro-batch-sizes", sizes, "--threads", "1", "--warmup", str(warmup),
                               "--repeat", str(repeat), "-o", str(out), "--no-progress"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-            for out in outs
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=_pin(cpus[i]) if copies <= len(cpus) else None)
+            for i, out in enumerate(outs)
         ]
         errors = []
         for proc in procs:

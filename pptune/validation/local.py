@@ -47,7 +47,7 @@ class LocalSettings:
     partitions: tuple[str, ...] = DEFAULT_PARTITIONS
     micro_batch_sizes: tuple[int, ...] | None = None  # default: powers of two up to the global batch
     data_parallel: bool = True
-    steps: int = 10
+    steps: int = 15
     warmup: int = 3
     timeout_s: float = 600.0
     profile_warmup: int = 5
