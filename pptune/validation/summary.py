@@ -25,6 +25,7 @@ def _f(x: float | None, fmt: str) -> str:
 def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
     s, p, c = result.settings, result.profile, result.cluster
     probe = c.calibration.get("probe", {})
+    engine = c.calibration.get("engine_step")
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     loads = [r.load_average for r in result.records if r.load_average is not None]
     foreign = [r.foreign_share for r in result.records if r.foreign_share is not None]
@@ -43,10 +44,14 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         f"- profile: `{result.profile_label}` ({p.threads} thread(s) per process, {s.profile_copies} concurrent "
         f"process(es), {s.profile_passes if s.profile_copies > 1 else 1} pass(es), micro-batch sizes "
         f"{list(p.micro_batch_sizes)}, {s.profile_warmup} warm-up + {s.profile_repeat} timed iterations per layer)",
-        f"- links: {c.intra_node_gbps:.2f} GB/s, {c.intra_node_latency_us:.0f} us p2p"
-        + (f" (probed: all-reduce {probe.get('allreduce_bus_gbps', 0):.2f} GB/s bus bandwidth)" if probe else ""),
+        (f"- links (probed, gloo): latency {c.intra_node_latency_us:.0f} us (p2p fit), bandwidth "
+         f"{c.intra_node_gbps:.2f} GB/s (all-reduce bus bandwidth; p2p reached {probe.get('p2p_gbps', 0):.2f} GB/s)"
+         if probe else f"- links: {c.intra_node_gbps:.2f} GB/s, {c.intra_node_latency_us:.0f} us (`{c.name}`)"),
+        *([f"- engine step work (probed): {engine['step_ms']:.1f} ms for {engine['parameters']:,} parameters in "
+           f"{engine.get('copies', 1)} concurrent process(es) -> memory_efficiency {c.gpu.memory_efficiency:.3f} of "
+           f"{c.gpu.hbm_gbps:g} GB/s for the optimizer term"] if engine else []),
         f"- runs: {s.warmup} warm-up + {s.steps} timed steps each, median step time, DeepSpeed pipeline engine on "
-        "2 gloo ranks (torchrun)",
+        "2 gloo ranks (torchrun), each rank pinned to its own core",
         "",
     ]
     for title, acc in (("Uncalibrated (profile + probed links; no fitted constant)", result.before),
