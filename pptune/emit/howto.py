@@ -50,6 +50,12 @@ def _deepspeed_section(result: PlanResult, pipe: dict[str, Any]) -> list[str]:
             "`PipelineModule.parts`); `ExplicitPipelineModule` builds exactly those stages.",
             "",
         ]
+    if c.recompute_interval > 0 and pipe["engine"] != "plain":
+        out += [f"Recompute is on (`activation_checkpoint_interval={c.recompute_interval}`): also pass",
+                "`checkpointable_layers=[\"TransformerBlockPipe\"]` (your block class) to the module, as",
+                "`pptune.runtime` does. DeepSpeed's default recomputes every layer with parameters, the embedding",
+                "included, and backward on stage 0 then fails with \"element 0 of tensors does not require grad\".",
+                ""]
     if pipe["engine"] == "plain":
         out += ["pp is 1 with ZeRO stage 2/3, which DeepSpeed's pipeline engine rejects: wrap the layers in an",
                 "`nn.Sequential` and call `engine.backward`/`engine.step` instead of `train_batch`.", ""]

@@ -76,6 +76,24 @@ class PlainModel(nn.Module):
         return self.loss_fn(x, labels)
 
 
+def layer_class_name(layer: Any) -> str:
+    """The class name DeepSpeed's ``PipelineModule`` compares with ``checkpointable_layers`` for this layer."""
+    typename = getattr(layer, "typename", None)  # LayerSpec / TiedLayerSpec
+    return (typename if isinstance(typename, type) else type(layer)).__name__
+
+
+def checkpointable_layers(layers: list[Any]) -> list[str]:
+    """Layer classes DeepSpeed may recompute: every class but the first layer's (the one fed token ids).
+
+    DeepSpeed's default recomputes any chunk with parameters, the embedding included; its checkpoint function then
+    runs the embedding under no_grad on integer inputs that do not require grad, so stage 0's output does not either
+    and backward fails ("element 0 of tensors does not require grad"). Megatron recomputes transformer layers only;
+    this keeps DeepSpeed to the same.
+    """
+    first = layer_class_name(layers[0]) if layers else None
+    return sorted({layer_class_name(layer) for layer in layers} - {first})
+
+
 def build_module(plan: RunPlan) -> tuple[nn.Module, int]:
     """The DeepSpeed module of the plan and the model's vocabulary size."""
     if plan.tp > 1:
@@ -91,7 +109,8 @@ def build_module(plan: RunPlan) -> tuple[nn.Module, int]:
     parts = model_parts(plan)
     topology = PipeDataParallelTopology(num_pp=plan.pp, num_dp=plan.dp)
     common = {"topology": topology, "loss_fn": parts.loss_fn,
-              "activation_checkpoint_interval": plan.activation_checkpoint_interval}
+              "activation_checkpoint_interval": plan.activation_checkpoint_interval,
+              "checkpointable_layers": checkpointable_layers(parts.layers)}
     if plan.partition_method == EXPLICIT:
         assert plan.boundaries is not None  # load_run_plan checks this
         module: nn.Module = ExplicitPipelineModule(parts.layers, boundaries=plan.boundaries, **common)

@@ -71,6 +71,14 @@ def test_balanced_split_is_explicit(tmp_path, balanced):
     assert "ExplicitPipelineModule" in howto and str(pipe["boundaries"]) in howto
     run = load_run_plan(out)
     assert run.partition_method == "explicit" and run.boundaries == balanced.estimate.boundaries
+    assert ("checkpointable_layers" in howto) == (balanced.best.recompute_interval > 0)
+
+
+def test_recompute_plan_tells_how_to_keep_the_embedding_out(tmp_path):
+    result = plan("gpt2-small", exhaustive=True, fixed=Fixed(tp=1, pp=2, recompute="full"), **SMALL)
+    out = write_plan_dir(result, tmp_path / "plan")
+    assert json.loads((out / "pipeline.json").read_text())["activation_checkpoint_interval"] == 1
+    assert 'checkpointable_layers=["TransformerBlockPipe"]' in (out / "HOW_TO_RUN.md").read_text()
 
 
 def test_rewrite_is_byte_identical_and_replaces_atomically(tmp_path, by_params):

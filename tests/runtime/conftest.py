@@ -14,13 +14,13 @@ TINY_SPEC = {"name": "tiny", "num_layers": 4, "hidden_size": 64, "num_heads": 2,
 
 def write_plan(path: Path, *, pp: int = 2, dp: int = 1, boundaries: list[int] | None = None,
                partition_method: str = "explicit", mbs: int = 2, gas: int = 4, zero: int = 0,
-               model: Any = None, predicted_ms: float | None = 50.0) -> Path:
+               model: Any = None, predicted_ms: float | None = 50.0, checkpoint_interval: int = 0) -> Path:
     """A plan directory for the tiny GPT (6 pipeline layers: embedding, 4 blocks, head)."""
     path.mkdir(parents=True, exist_ok=True)
     pipeline = {
         "num_stages": pp, "topology": {"pp": pp, "tp": 1, "dp": dp}, "partition_method": partition_method,
         "boundaries": boundaries if boundaries is not None else ([0, 2, 6] if pp == 2 else None),
-        "activation_checkpoint_interval": 0, "model": model if model is not None else TINY_SPEC, "seq_len": 32,
+        "activation_checkpoint_interval": checkpoint_interval, "model": model if model is not None else TINY_SPEC, "seq_len": 32,
     }
     ds = {
         "train_batch_size": mbs * gas * dp, "train_micro_batch_size_per_gpu": mbs, "gradient_accumulation_steps": gas,

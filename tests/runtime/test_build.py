@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from pptune.errors import ConfigError
-from pptune.runtime.build import LOG_NEVER, PlainModel, build_module, model_parts, run_config, synthetic_batches
+from pptune.runtime.build import (
+    LOG_NEVER,
+    PlainModel,
+    build_module,
+    checkpointable_layers,
+    model_parts,
+    run_config,
+    synthetic_batches,
+)
 from pptune.runtime.plan_files import load_run_plan
 
 
@@ -73,3 +81,10 @@ def test_plain_model_matches_the_layers(make_plan) -> None:
     for layer in module.layers:
         x = layer(x)
     assert torch.allclose(module(inputs, labels), module.loss_fn(x, labels))
+
+
+def test_recompute_skips_the_layer_fed_token_ids(make_plan) -> None:
+    # DeepSpeed's default would checkpoint the embedding too, and backward then fails on stage 0.
+    parts = model_parts(load_run_plan(make_plan(checkpoint_interval=1)))
+    assert checkpointable_layers(parts.layers) == ["TransformerBlockPipe"]
+    assert checkpointable_layers([]) == []

@@ -55,3 +55,12 @@ def test_real_pipeline_run(plan_dir: Path, tmp_path: Path, monkeypatch: pytest.M
     assert s0["bwd_microstep"].calls_per_step == gas and s1["bwd_microstep"].calls_per_step == gas
     assert s0["pipe_send_output"].calls_per_step == gas and s1["pipe_recv_input"].calls_per_step == gas
     assert [s.stage for s in m.stages] == [0, 1] and m.stages[1].timers_ms["ForwardPass"] > 0
+
+
+@pytest.mark.slow
+def test_real_pipeline_run_with_full_recompute(make_plan) -> None:
+    # activation_checkpoint_interval 1 on 2 stages: DeepSpeed recomputes each block; the embedding is left out.
+    plan = make_plan("recompute", checkpoint_interval=1)
+    m = run_plan(plan, steps=2, warmup=1, timeout_s=300, ds_timers=False)
+    assert m.activation_checkpoint_interval == 1 and m.boundaries == (0, 2, 6)
+    assert len(m.step_times_ms) == 2 and m.final_loss is not None and m.final_loss > 0
