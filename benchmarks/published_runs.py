@@ -15,6 +15,11 @@ to assume because the source does not say it. Sources:
   ``examples/megatron-turing-nlg/README.md``: global batch 1920 on 280, 350 and 420 DGX A100 servers, "latency
   per iteration observed is 60.1, 50.2, and 44.4 seconds" (126, 121, 113 TFLOP/s per GPU); 105 layers, hidden
   20480, 128 heads, vocabulary 50,272, sequence 2048; tensor 8 x pipeline 35 (the paper's 3D layout).
+- Megatron-LM SC'21 weak scaling (Narayanan et al., "Efficient Large-Scale Language Model Training on GPU
+  Clusters Using Megatron-LM", SC'21, arXiv 2104.04473, Table 1): GPT 1.7B-1T on 32-3,072 Selene A100 80 GB, fp16,
+  full recompute, sequence 2048, vocabulary 51,200. The table gives achieved TFLOP/s per GPU, not time: the
+  iteration time is the paper's own FLOP count (its Eq. 3, recompute included) over that rate and the GPU count.
+  The micro-batch size and interleaving degree are not in the table (``knobs_stated=False``).
 - BLOOM-176B (bigscience-workshop/bigscience ``train/tr11-176B-ml/README.md`` and ``chronicles.md``, entry
   2022-03-18: "elapsed time per iteration (s): 105.22 | global batch size: 2048 | ... | TFLOPs: 149.02").
 """
@@ -54,6 +59,8 @@ class PublishedRun:
     partition: str = "type:transformerblock"
     inter_node_gbps: float = 25.0  # per GPU per direction
     assumed: str = ""
+    knobs_stated: bool = True  # False: the source gives no micro-batch size / interleaving (see sc21_runs)
+    grad_reduce_overlapped: bool = True  # False: the data-parallel all-reduce followed the backward (2021 Megatron)
 
 
 def vtrain_runs(path: Path = VTRAIN_CSV) -> list[PublishedRun]:
@@ -97,6 +104,44 @@ def mtnlg_runs() -> list[PublishedRun]:
         seq_len=2048, tp=8, pp=35, dp=dp, micro_batch=1, global_batch=1920, measured_s=seconds,
         assumed="micro-batch 1, fp16, ZeRO 0, full recompute, DeepSpeed pipeline engine (1F1B), Selene A100 80 GB")
         for dp, seconds in ((8, 60.1), (10, 50.2), (12, 44.4))]
+
+
+SC21_TABLE1 = (  # billions of parameters, heads, hidden, layers, tp, pp, GPUs, global batch, achieved TFLOP/s per GPU
+    (1.7, 24, 2304, 24, 1, 1, 32, 512, 137),
+    (3.6, 32, 3072, 30, 2, 1, 64, 512, 138),
+    (7.5, 32, 4096, 36, 4, 1, 128, 512, 142),
+    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135),
+    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138),
+    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140),
+    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148),
+    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155),
+    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163),
+    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163),
+)
+
+
+def sc21_flops(*, batch: int, seq_len: int, layers: int, hidden: int, vocab: int) -> float:
+    """FLOPs of one iteration as the SC'21 paper counts them (Eq. 3: forward, backward and full recompute)."""
+    return 96 * batch * seq_len * layers * hidden**2 * (1 + seq_len / (6 * hidden) + vocab / (16 * layers * hidden))
+
+
+def sc21_runs() -> list[PublishedRun]:
+    """Megatron-LM SC'21 Table 1: the iteration time is the paper's FLOPs / (TFLOP/s per GPU x GPUs).
+
+    The micro-batch size and the interleaving degree are not stated: ``micro_batch`` and ``vpp`` hold 1 and the
+    check lets pptune choose them as a user would (its fastest feasible micro-batch size and interleaving).
+    """
+    runs = []
+    for billions, heads, hidden, layers, tp, pp, gpus, batch, tflops in SC21_TABLE1:
+        seconds = sc21_flops(batch=batch, seq_len=2048, layers=layers, hidden=hidden, vocab=51200) / (tflops * 1e12 * gpus)
+        runs.append(PublishedRun(
+            source="SC'21", name=f"{billions:g}B", layers=layers, hidden=hidden, heads=heads, vocab=51200,
+            seq_len=2048, tp=tp, pp=pp, dp=gpus // (tp * pp), micro_batch=1, global_batch=batch,
+            measured_s=round(seconds, 3), target="megatron", knobs_stated=False, grad_reduce_overlapped=False,
+            assumed="fp16, full recompute, Selene A100 80 GB (8 x 200 Gb/s HDR per node); micro-batch size and "
+                    "interleaving not stated: pptune's fastest feasible choice; the gradient all-reduce after the "
+                    "backward, not overlapped (2021 Megatron had no --overlap-grad-reduce)"))
+    return runs
 
 
 def bloom_run() -> PublishedRun:
