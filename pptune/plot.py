@@ -38,6 +38,11 @@ OFF_SCALE = 4.0  # a memory limit more than this many times the largest value is
 CHOSEN = dict(marker="*", s=320, color="gold", edgecolor="black", zorder=5)
 
 
+
+def _pct(fraction: float) -> str:
+    """A share as a percentage; float round-off below zero (a pipeline with no bubble) shows as 0.0%, not -0.0%."""
+    return f"{max(fraction, 0.0):.1%}"
+
 def _count(x: float, _pos: object = None) -> str:
     """Thousands as k, millions as M (tokens/s axes)."""
     for div, suffix in ((1e6, "M"), (1e3, "k")):
@@ -111,7 +116,7 @@ def draw_bubble(chart: BubbleChart, *, title: str) -> Figure:
     ax_t.set_ylabel("predicted throughput (tokens/s)")
     ax_t.yaxis.set_major_formatter(FuncFormatter(_count))
     ax_t.set_ylim(bottom=0)
-    _annotate(ax_b, m0, 100 * chart.chosen_bubble_fraction, f"chosen: pp {p}, m {m0}\nbubble {chart.chosen_bubble_fraction:.1%}")
+    _annotate(ax_b, m0, 100 * chart.chosen_bubble_fraction, f"chosen: pp {p}, m {m0}\nbubble {_pct(chart.chosen_bubble_fraction)}")
     _annotate(ax_t, m0, chart.chosen_tokens_per_s, f"chosen: {_count(chart.chosen_tokens_per_s)} tokens/s")
     for ax in (ax_b, ax_t):
         handles, _ = ax.get_legend_handles_labels()
@@ -213,7 +218,7 @@ def draw_timeline(chart: TimelineChart, *, title: str) -> Figure:
         ax.set_ylim(pp - 0.5, -0.9)
         ax.set_xlim(0, end * 1.02)
         ax.set_title(f"{panel.title}: {panel.config.label()} - pipeline {panel.pipeline_ms:,.1f} ms, "
-                     f"bubble {panel.bubble_fraction:.1%}, predicted step {panel.step_ms:,.1f} ms", fontsize=9)
+                     f"bubble {_pct(panel.bubble_fraction)}, predicted step {panel.step_ms:,.1f} ms", fontsize=9)
     axes[-1].set_xlabel("time within one training step (ms)")
     ops = sorted({op.op for p in chart.panels for op in p.ops}, key="FBW".index)
     handles = [Patch(color=OP_COLORS[o], label=OP_NAMES[o]) for o in ops] + [Patch(color=IDLE_COLOR, label="idle (bubble)")]
