@@ -38,10 +38,10 @@ OFF_SCALE = 4.0  # a memory limit more than this many times the largest value is
 CHOSEN = dict(marker="*", s=320, color="gold", edgecolor="black", zorder=5)
 
 
-
 def _pct(fraction: float) -> str:
     """A share as a percentage; float round-off below zero (a pipeline with no bubble) shows as 0.0%, not -0.0%."""
     return f"{max(fraction, 0.0):.1%}"
+
 
 def _count(x: float, _pos: object = None) -> str:
     """Thousands as k, millions as M (tokens/s axes)."""
