@@ -20,8 +20,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def add_local_options(p: Any) -> None:
     """Register the options of ``--local`` on parser ``p``."""
-    from pptune.validation.grid import DEFAULT_GLOBAL_BATCH
-    from pptune.validation.local import DEFAULT_MODEL
+    from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_MODEL
 
     g = p.add_argument_group("--local: real runs on this machine (2 ranks)")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model to profile and train (default {DEFAULT_MODEL})")

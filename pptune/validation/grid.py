@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
 
+DEFAULT_MODEL = "gpt:layers=6,hidden=192,heads=4,seq=64,vocab=4096"  # the grid's model: a step takes 0.3-0.6 s here
+
 DEFAULT_GLOBAL_BATCH = 16
 DEFAULT_PARTITIONS = ("uniform", "balanced")
 

@@ -25,7 +25,7 @@ from pptune.hardware import Cluster, load_cluster, save_cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile, load_profile, save_profile
-from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_PARTITIONS, local_grid
+from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_MODEL, DEFAULT_PARTITIONS, local_grid
 from pptune.validation.host_load import wait_for_quiet
 from pptune.validation.metrics import Accuracy, accuracy
 from pptune.validation.record import RunRecord
@@ -34,7 +34,6 @@ from pptune.validation.run import load_average, measure_records, predict_records
 # A few seconds per run at one thread, yet each layer call takes milliseconds: embedding, 6 blocks and a tied LM
 # head over a 4k vocabulary (with the loss) that costs about 2.5 blocks, so a uniform 2-stage split is clearly
 # unbalanced (embedding + 3 blocks | 3 blocks + head) and the balanced split matters.
-DEFAULT_MODEL = "gpt:layers=6,hidden=192,heads=4,seq=64,vocab=4096"
 RANKS = 2
 
 
