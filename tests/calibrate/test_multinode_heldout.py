@@ -9,7 +9,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from published_multinode import main, predict, with_chosen_knobs  # noqa: E402
+from published_multinode import main, predict, same_pipeline_lines, with_chosen_knobs  # noqa: E402
 from published_runs import (  # noqa: E402
     bloom_run,
     korthikanti_runs,
@@ -76,4 +76,11 @@ def test_report_is_written(tmp_path) -> None:
     assert main(["--out", str(tmp_path)]) == 0
     text = (tmp_path / "multinode.md").read_text()
     assert "| Korthikanti | 530B full |" in text and "not modelled (6" in text
+    assert "| 530B | Megatron-DeepSpeed 2021 (MT-NLG) | 8 | 240 | v1 | 60.10 |" in text
     assert len((tmp_path / "multinode.csv").read_text().splitlines()) == 1 + 8 + 10 + 3 + 1 + 103
+
+
+def test_same_pipeline_comparison_puts_the_2021_software_slower() -> None:
+    rows = [r for r in same_pipeline_lines() if "reference" not in r]
+    assert len(rows) == 5
+    assert all(float(r.rsplit("|", 2)[-2].strip().rstrip("%")) > 0 for r in rows)
