@@ -73,10 +73,11 @@ def clear_cost_caches() -> None:
         fn.cache_clear()
 
 
-def time_bulk(target: str, runs: int) -> dict:
-    from pptune.cost import estimate
-    from pptune.cost.bulk import estimate_many
-    from pptune.errors import PptuneError
+def bulk_inputs(target: str) -> tuple:
+    """(cluster, configurations, {tp: profile}) of the exhaustive plan's space, as the planner builds them.
+
+    The profiles are the cost model's input (built once per tp by the planner), not part of it.
+    """
     from pptune.hardware import load_cluster
     from pptune.model_source import resolve_model
     from pptune.space import build_space
@@ -87,9 +88,17 @@ def time_bulk(target: str, runs: int) -> dict:
                         global_batch_size=1536, num_heads=source.num_heads, num_kv_heads=source.num_kv_heads,
                         target=target, block_kind=source.block_kind)
     configs = list(space.configs())
-    # The profiles are the cost model's input (built once per tp by the planner), not part of it.
     profiles = {tp: source.profile(cluster, tp=tp, dtype="bf16", micro_batch_sizes=space.micro_batch_sizes)
                 for tp in sorted({c.tp for c in configs})}
+    return cluster, configs, profiles
+
+
+def time_bulk(target: str, runs: int) -> dict:
+    from pptune.cost import estimate
+    from pptune.cost.bulk import estimate_many
+    from pptune.errors import PptuneError
+
+    cluster, configs, profiles = bulk_inputs(target)
     out: dict = {"configs": len(configs)}
     # The per-configuration path the search used before: estimate() one by one (all its caches on, cold start).
     cpu, wall = [], []

@@ -102,8 +102,9 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     """(K, pp) end of each stage's last op, running the compiled levels over all K rows at once.
 
     In a steady state (``pptune.cost.steady``) the rows are checked for periodicity every few levels; rows
-    that repeat themselves get the ends later ops read extrapolated, skip the copied levels and leave the
-    batch; the others run on.
+    that repeat themselves (after one period or after several: a critical cycle of the pipeline may span many
+    micro-batches) get the ends later ops read extrapolated, skip the copied levels and leave the batch; the
+    others run on. Leaving copies only the positions later levels still read, not the whole history.
     """
     n = compiled.num_ops
     starts = compiled.level_starts
@@ -114,24 +115,25 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     rows = np.arange(durations.shape[0])  # the rows still running
     end = np.zeros((n + 1, len(rows)))  # row n: the zero every op without an input reads
     steady = steady_state(compiled)
-    check = _first_check(steady, starts) if steady is not None else levels
+    check = first = _first_check(steady, starts) if steady is not None else levels
     durs_t, lags_t = durations.T, lags.T
     block_end = block_start = 0
     dur = lag = end[:0]
+    left: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows that left: (rows, ends finish reads, early)
     level = 0
     while level < levels:
         if level == check:
-            done = _skip(steady, starts, end, level)
+            done = _skip(steady, starts, end, level, compiled.pp)
             if done.any():  # these rows are finished once the levels after the copied region have run
-                finished = end if done.all() else end[:, done]  # the last use of end when all are done
-                result[rows[done]] = _finish(compiled, steady.copy_end, finished, durs_t[:, rows[done]],
-                                             lags_t[:, rows[done]])
+                left.append(_leaving(compiled, steady, end, done, rows))
                 keep = ~done
-                rows, end = rows[keep], np.ascontiguousarray(end[:, keep])
+                rows = rows[keep]
                 if not len(rows):
-                    return result
+                    break
+                end = _keep_columns(end, keep, _history_start(steady, starts, level, compiled.pp), starts[level], last)
                 block_end = 0  # re-gather durations for the remaining rows
-            check += max(steady.period, 8)
+            # Check every few periods, less often the longer the rows take to settle.
+            check += max(steady.period, 8, (check - first) // 2)
             if check >= steady.copy_end - max(steady.period, 8):
                 check = levels
         a, b = starts[level], starts[level + 1]
@@ -145,23 +147,74 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
         np.maximum(before, end[dep[a:b]] + lag[a - block_start:b - block_start], out=out)
         out += dur[a - block_start:b - block_start]
         level += 1
-    result[rows] = end[last].T
+    else:
+        result[rows] = end[last].T
+    if left:  # one run of the levels after the copied region for every row that skipped it
+        gone = np.concatenate([r for r, _, _ in left])
+        result[gone] = _finish(compiled, steady, np.concatenate([t for _, t, _ in left], axis=1),
+                               np.concatenate([e for _, _, e in left], axis=1), durs_t[:, gone], lags_t[:, gone])
     return result
 
 
-def _finish(compiled: CompiledSchedule, level: int, end: np.ndarray, durs_t: np.ndarray,
-            lags_t: np.ndarray) -> np.ndarray:
-    """Run the levels from ``level`` on for rows whose earlier ends are known; (rows, pp) stage-last ends."""
+def _history_start(steady: SteadyState, starts: tuple[int, ...], level: int, pp: int) -> int:
+    """The first position the levels from ``level`` on (and later periodicity checks) may read."""
+    return max(0, min(starts[level] - steady.reach - _max_cycles(pp) * steady.shift, steady.needed_from))
+
+
+def _keep_columns(end: np.ndarray, keep: np.ndarray, lo: int, here: int, last: list[int]) -> np.ndarray:
+    """``end[:, keep]`` for positions ``[lo, here)``, the stage-last ones and the zero sentinel: what is read
+    again (positions from ``here`` on are written by their own level before anything reads them)."""
+    out = np.empty((end.shape[0], int(keep.sum())))
+    out[lo:here] = end[lo:here, keep]
+    out[-1] = 0.0
+    early = [p for p in last if p < lo]
+    if early:
+        out[early] = end[early][:, keep]
+    return out
+
+
+def _leaving(compiled: CompiledSchedule, steady: SteadyState, end: np.ndarray, done: np.ndarray,
+             rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the levels after the copied region read of the ``done`` columns (positions ``needed_from`` up to the
+    region's end), and their stage-last ends before that."""
+    a = compiled.level_starts[steady.copy_end]
+    lo = min(steady.needed_from, a)
+    early = [p for p in compiled.last if p < lo]
+    return rows[done], end[lo:a, done], end[early][:, done]
+
+
+def _finish(compiled: CompiledSchedule, steady: SteadyState, head: np.ndarray, early: np.ndarray,
+            durs_t: np.ndarray, lags_t: np.ndarray) -> np.ndarray:
+    """Run the levels after the copied region; (rows, pp) stage-last ends.
+
+    ``head``: the ends of positions ``lo = min(needed_from, region end)`` up to the region's end (what those
+    levels read), ``early``: the stage-last ends before ``lo``. Positions are offset by ``lo``.
+    """
     starts = compiled.level_starts
-    a = starts[level]
-    prev, dep = compiled.prev, compiled.dep
+    a = starts[steady.copy_end]
+    lo = a - head.shape[0]
+    tail = np.empty((compiled.num_ops + 1 - lo, head.shape[1]))  # positions lo..n; later ones written below
+    tail[:a - lo] = head
+    tail[-1] = 0.0
+    prev, dep = compiled.prev[a:] - lo, compiled.dep[a:] - lo
     dur, lag = durs_t[compiled.dur[a:]], lags_t[compiled.lag[a:]]
-    for lv in range(level, len(starts) - 1):
-        lo, hi = starts[lv], starts[lv + 1]
-        out = end[lo:hi]
-        np.maximum(end[prev[lo:hi]], end[dep[lo:hi]] + lag[lo - a:hi - a], out=out)
-        out += dur[lo - a:hi - a]
-    return end[list(compiled.last)].T
+    for lv in range(steady.copy_end, len(starts) - 1):
+        i, j = starts[lv] - a, starts[lv + 1] - a
+        out = tail[i + a - lo:j + a - lo]
+        np.maximum(tail[prev[i:j]], tail[dep[i:j]] + lag[i:j], out=out)
+        out += dur[i:j]
+    last = np.array(compiled.last)
+    result = np.empty((len(last), tail.shape[1]))
+    inside = last >= lo
+    result[inside] = tail[last[inside] - lo]
+    result[~inside] = early
+    return result.T
+
+
+def _max_cycles(pp: int) -> int:
+    """How many periods back the periodicity test reads: twice the longest critical cycle it looks for
+    (a cycle through every stage of a 1F1B pipeline spans up to pp micro-batches, one period each)."""
+    return 2 * (pp + 1)
 
 
 def _first_check(steady: SteadyState, starts: tuple[int, ...]) -> int:
@@ -170,19 +223,50 @@ def _first_check(steady: SteadyState, starts: tuple[int, ...]) -> int:
     return next((lv for lv in range(steady.copy_first, steady.copy_end) if starts[lv] >= floor), len(starts) - 1)
 
 
-def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: int) -> np.ndarray:
-    """Rows that repeat themselves over the window before ``level``: fill what later ops read (in place)."""
-    here, shift = starts[level], steady.shift
-    window = end[here - steady.reach:here]
-    step = window - end[here - steady.reach - shift:here - shift]
-    lam = step[-1]
-    tolerance = _ULPS * np.finfo(np.float64).eps * np.abs(window).max(axis=0)
-    done = np.all(np.abs(step - lam) <= tolerance, axis=0)
+def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: int, pp: int) -> np.ndarray:
+    """Rows that repeat themselves over the window before ``level``: fill what later ops read (in place).
+
+    A row repeats itself with ``k`` periods when every end of the window equals the end ``k`` periods
+    earlier plus one constant: by induction (``pptune.cost.steady``) so does every later end of the copied
+    region. ``k = 1`` is the common case; a pipeline whose slowest cycle runs through several stages (p2p
+    lags on every boundary) repeats only after that cycle's micro-batches, so larger ``k`` are tried too.
+    """
+    here, shift, reach = starts[level], steady.shift, steady.reach
+    window = end[here - reach:here]
+    scale = np.finfo(np.float64).eps * np.abs(window).max(axis=0)
+    step = window - end[here - reach - shift:here - shift]
+    lam = step[-1].copy()
+    done = np.all(np.abs(step - lam) <= _ULPS * scale, axis=0)
+    cycles = np.where(done, 1, 0)
+    floor = starts[steady.copy_first - steady.period]  # the copies' sources start here
+    kmax = min((here - reach - floor) // shift, _max_cycles(pp))
+    todo = np.flatnonzero(~done)
+    if kmax >= 4 and len(todo):
+        # Candidates from one position's history: the smallest k whose period-to-period steps repeat every k.
+        hist = end[here - 1 - shift * np.arange(kmax + 1)][:, todo]  # (kmax + 1, rows), newest first
+        diffs = hist[:-1] - hist[1:]
+        half = kmax // 2
+        ks = np.arange(2, half + 1)
+        i = np.arange(kmax)
+        later = np.minimum(i[None, :] + ks[:, None], kmax - 1)  # (k, i): step i + k, compared while i + k < kmax
+        gap = np.abs(diffs[None, :, :] - diffs[later])  # (k, i, rows)
+        tol = _ULPS * ks[:, None, None] * scale[todo][None, None, :]
+        ok = np.all((gap <= tol) | (i[None, :, None] + ks[:, None, None] >= kmax), axis=1)  # (k, rows)
+        found = ok.any(axis=0)
+        pick = ks[ok.argmax(axis=0)]
+        for k in np.unique(pick[found]).tolist():
+            cols = todo[found & (pick == k)]
+            sub = window[:, cols] - end[here - reach - k * shift:here - k * shift, cols]
+            good = np.all(np.abs(sub - sub[-1]) <= _ULPS * k * scale[cols], axis=0)
+            cycles[cols[good]] = k
+            lam[cols[good]] = sub[-1, good]
+        done = cycles > 0
     if done.any():
         stop = starts[steady.copy_end]
         fill = np.concatenate((np.array([p for p in steady.lasts if p >= here], dtype=np.int64),
                                np.arange(max(steady.needed_from, here), stop)))
-        periods = (fill - here) // shift + 1
-        cols = np.flatnonzero(done)
-        end[fill[:, None], cols] = end[(fill - periods * shift)[:, None], cols] + periods[:, None] * lam[cols]
+        for k in np.unique(cycles[done]).tolist():
+            cols = np.flatnonzero(cycles == k)
+            periods = (fill - here) // (k * shift) + 1
+            end[fill[:, None], cols] = end[(fill - periods * k * shift)[:, None], cols] + periods[:, None] * lam[cols]
     return done
