@@ -55,7 +55,7 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
     out: list = [None] * len(configs)
     checked: dict[tuple, object] = {}
     splits: dict[tuple, object] = {}
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple, tuple[list[int], list[tuple[int, ...]]]] = {}
     for i, c in enumerate(configs):
         prof = profile if profiles is None else profiles[c.tp]
         key = (c.tp, c.pp, c.dp, c.vpp, c.schedule, c.num_microbatches)
@@ -72,19 +72,19 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
         if isinstance(bounds, PptuneError):
             out[i] = bounds
             continue
-        groups.setdefault((c.tp, c.pp, c.dp, c.vpp), []).append(i)
+        group = groups.get((c.tp, c.pp, c.dp, c.vpp))
+        if group is None:
+            group = groups[(c.tp, c.pp, c.dp, c.vpp)] = ([], [])
+        group[0].append(i)
+        group[1].append(bounds)
     pool = _SimPool()
-    prepared = [_Group(profile if profiles is None else profiles[tp], cluster, [configs[i] for i in idx],
-                       [splits[_split_key(configs[i])] for i in idx], idx, pool) for (tp, *_), idx in groups.items()]
+    prepared = [_Group(profile if profiles is None else profiles[tp], cluster, [configs[i] for i in idx], bounds, idx,
+                       pool) for (tp, *_), (idx, bounds) in groups.items()]
     pool.run()
     for group in prepared:
         for i, summary in zip(group.indices, group.finish(pool), strict=True):
             out[i] = summary
     return out
-
-
-def _split_key(c: ParallelConfig) -> tuple:
-    return (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
 
 
 def _try(fn, *, value: bool = False):
@@ -99,25 +99,40 @@ class _SimPool:
     """Pipelines to simulate, by shape (schedule, pp, m, vpp), each distinct duration set once."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple, list[tuple]] = {}
+        self.rows: dict[tuple, list[np.ndarray]] = {}  # shape -> blocks of distinct rows (fwd | bwd | w | p2p)
+        self.count: dict[tuple, int] = {}
         self.index: dict[tuple, dict[bytes, int]] = {}
         self.results: dict[tuple, BatchSchedule] = {}
 
-    def add(self, shape: tuple, fwd: np.ndarray, bwd: np.ndarray, w: np.ndarray | None, p2p: np.ndarray) -> int:
-        key = fwd.tobytes() + bwd.tobytes() + (b"" if w is None else w.tobytes()) + p2p.tobytes()
+    def add(self, shape: tuple, rows: np.ndarray) -> np.ndarray:
+        """Pool index of every row of ``rows`` (K, columns); rows seen before are not added again."""
+        rows = np.ascontiguousarray(rows)
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))[:, 0]
+        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         seen = self.index.setdefault(shape, {})
-        i = seen.get(key)
-        if i is None:
-            rows = self.rows.setdefault(shape, [])
-            i = seen[key] = len(rows)
-            rows.append((fwd, bwd, w, p2p))
-        return i
+        count = self.count.get(shape, 0)
+        where = np.empty(len(distinct), dtype=np.int64)
+        new = []
+        for u, key in enumerate(distinct.tolist()):
+            i = seen.get(key)
+            if i is None:
+                i = seen[key] = count
+                count += 1
+                new.append(first[u])
+            where[u] = i
+        if new:
+            self.rows.setdefault(shape, []).append(rows[np.array(new)])
+        self.count[shape] = count
+        return where[inverse.reshape(-1)]
 
     def run(self) -> None:
-        for shape, rows in self.rows.items():
-            w = np.stack([r[2] for r in rows]) if rows[0][2] is not None else None
-            self.results[shape] = simulate_batch(*shape, np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
-                                                 np.stack([r[3] for r in rows]), w)
+        for shape, blocks in self.rows.items():
+            schedule, pp, _, vpp = shape
+            rows = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+            chunks = pp * vpp
+            fwd, bwd = rows[:, :chunks], rows[:, chunks:2 * chunks]
+            w = rows[:, 2 * chunks:3 * chunks] if schedule == "zb_h1" else None
+            self.results[shape] = simulate_batch(*shape, fwd, bwd, rows[:, rows.shape[1] - (chunks - 1):], w)
 
 
 class _Group:
@@ -127,38 +142,60 @@ class _Group:
                  bounds: list[tuple[int, ...]], indices: list[int], pool: _SimPool) -> None:
         self.profile, self.cluster, self.configs, self.bounds, self.indices = profile, cluster, configs, bounds, indices
         tables: dict[tuple, LayerTable] = {}
+        row_tables = []
         for c in configs:
             key = (c.micro_batch_size, c.dtype, c.sequence_parallel)
-            if key not in tables:
-                tables[key] = layer_table(profile, micro_batch_size=c.micro_batch_size, tp=c.tp, dtype=c.dtype,
-                                          sequence_parallel=c.sequence_parallel)
-        self.tables = [tables[(c.micro_batch_size, c.dtype, c.sequence_parallel)] for c in configs]
+            table = tables.get(key)
+            if table is None:
+                table = tables[key] = layer_table(profile, micro_batch_size=c.micro_batch_size, tp=c.tp, dtype=c.dtype,
+                                                  sequence_parallel=c.sequence_parallel)
+            row_tables.append(table)
+        self.tables = row_tables
         self.chunks: GroupChunks = group_chunks(configs, [table_arrays(t) for t in self.tables], np.array(bounds),
                                                 cluster, seq_len=profile.seq_len, w_share=W_SHARE_OF_BACKWARD)
         ch = self.chunks
-        self.sim, self.bare = [], []
+        shapes: dict[tuple, list[int]] = {}
         for i, c in enumerate(configs):
-            shape = (c.schedule, c.pp, c.num_microbatches, c.vpp)
-            w = ch.weight_grad_ms[i] if c.schedule == "zb_h1" else None
-            p2p = ch.p2p_ms[i]
-            self.sim.append((shape, pool.add(shape, ch.fwd_ms[i], ch.bwd_ms[i], w, p2p)))
-            bare = self.sim[-1] if not p2p.any() else (shape, pool.add(shape, ch.fwd_ms[i], ch.bwd_ms[i], w,
-                                                                        np.zeros_like(p2p)))
-            self.bare.append(bare)
+            shapes.setdefault((c.schedule, c.pp, c.num_microbatches, c.vpp), []).append(i)
+        # Per shape: the rows of the group, their pipelines with p2p (sim) and without (bare: the bubble).
+        self.sim: list[tuple[tuple, np.ndarray, np.ndarray]] = []
+        self.bare: list[tuple[tuple, np.ndarray, np.ndarray]] = []
+        for shape, idx in shapes.items():
+            rows = np.array(idx)
+            parts = [ch.fwd_ms[rows], ch.bwd_ms[rows]]
+            if shape[0] == "zb_h1":
+                parts.append(ch.weight_grad_ms[rows])
+            p2p = ch.p2p_ms[rows]
+            self.sim.append((shape, rows, pool.add(shape, np.concatenate([*parts, p2p], axis=1))))
+            if p2p.any():
+                self.bare.append((shape, rows, pool.add(shape, np.concatenate([*parts, np.zeros_like(p2p)], axis=1))))
+            else:
+                self.bare.append(self.sim[-1])
 
     def finish(self, pool: _SimPool) -> list[EstimateSummary]:
         configs, ch, cluster = self.configs, self.chunks, self.cluster
         k, pp = len(configs), configs[0].pp
-        step, end, bubble = _gather(pool, self.sim, pp, ("step_ms", "end_ms", "bubble_fraction"))
-        bare_step, busy = _gather(pool, self.bare, pp, ("step_ms", "busy_ms"))
+        step, end, bubble = _gather(pool, self.sim, k, pp, ("step_ms", "end_ms", "bubble_fraction"))
+        bare_step, busy = _gather(pool, self.bare, k, pp, ("step_ms", "busy_ms"))
         rows = np.arange(k)
         crit = busy.argmax(axis=1)  # the first busiest stage, as max(range(pp), key=...) picks
-        states = [_stage_terms(t, b, c, cluster) for t, b, c in zip(self.tables, self.bounds, configs, strict=True)]
-        extra = np.array([s.extra for s in states])
-        sync = np.array([s.sync for s in states])
+        # Per-stage terms of each distinct (table, boundaries, ZeRO, target, dtype), spread over the rows.
+        distinct: dict[tuple, int] = {}
+        which = np.empty(k, dtype=np.int64)
+        states = []
+        for i, (t, b, c) in enumerate(zip(self.tables, self.bounds, configs, strict=True)):
+            key = (id(t), b, c.zero_stage, c.target, c.dtype)
+            j = distinct.get(key)
+            if j is None:
+                j = distinct[key] = len(states)
+                states.append(_stage_terms(t, b, c, cluster))
+            which[i] = j
+        extra = np.array([s.extra for s in states])[which]
+        sync = np.array([s.sync for s in states])[which]
         m = np.array([c.num_microbatches for c in configs])
         if any(c.zero_stage >= 2 for c in configs):  # the same per-element arithmetic as estimate._dp_tail
-            for i, (c, st) in enumerate(zip(configs, states, strict=True)):
+            for i, c in enumerate(configs):
+                st = states[which[i]]
                 for s in range(pp):
                     sync[i, s] = sync[i, s] + comm.zero_exposed_ms(
                         st.zero_reduce[s], st.zero_gather[s], zero_stage=c.zero_stage,
@@ -168,64 +205,80 @@ class _Group:
         parts = {
             "compute_ms": ch.compute_ms[rows, crit], "bubble_ms": bare_step - busy[rows, crit],
             "pp_comm_ms": step - bare_step, "tp_comm_ms": ch.tp_comm_ms[rows, crit], "dp_comm_ms": tail - step,
-            "optimizer_ms": np.array([s.optimizer_ms for s in states]),
+            "optimizer_ms": np.array([s.optimizer_ms for s in states])[which],
             "overhead_ms": cluster.per_microbatch_overhead_ms * m * vpp + cluster.per_step_overhead_ms,
         }
         total = parts["compute_ms"]
         for name in list(parts)[1:]:  # Breakdown.step_ms adds the parts left to right
             total = total + parts[name]
-        memory, activations = self._memory(states)
+        memory, activations = self._memory(np.array([s.states for s in states])[which])
         peak = memory.max(axis=1)
         gbs = np.array([c.global_batch_size for c in configs])
         samples = gbs / (total / 1e3)
-        flops = np.array([_unit_flops(t, c, self.profile.seq_len) for t, c in zip(self.tables, configs, strict=True)])
-        flops = flops * m * configs[0].dp
+        flops = self._unit_flops() * m * configs[0].dp
         tflops = flops / configs[0].world_size / (total / 1e3) / 1e12
-        peaks = np.array([cluster.gpu.peak_tflops(c.dtype) for c in configs])
-        limit, gpu = cluster.gpu.memory_bytes, cluster.gpu
+        gpu = cluster.gpu
+        peaks = np.array([gpu.peak_tflops(c.dtype) for c in configs])
+        limit = gpu.memory_bytes
+        seq_len = self.profile.seq_len
         out = []
-        columns = {name: v.tolist() for name, v in parts.items()}
-        for i, (step_i, smp, tfl, mfu, bub, pk, mem, bounds) in enumerate(zip(
+        for i, (step_i, smp, tfl, mfu, bub, pk, mem, bounds, *bd) in enumerate(zip(
                 total.tolist(), samples.tolist(), tflops.tolist(), (tflops / peaks).tolist(), bubble.tolist(),
-                peak.tolist(), memory.tolist(), self.bounds, strict=True)):
+                peak.tolist(), memory.tolist(), self.bounds, *(v.tolist() for v in parts.values()), strict=True)):
             reason = None
             if pk > limit:
                 worst = mem.index(pk)
                 reason = (f"stage {worst} needs {pk / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB of a {gpu.name} "
                           f"(activations {int(activations[i, worst]) / 2**30:.1f} GiB)")
             out.append(EstimateSummary(
-                step_time_ms=step_i, breakdown=Breakdown(**{name: v[i] for name, v in columns.items()}),
-                samples_per_s=smp, tokens_per_s=smp * self.profile.seq_len, tflops_per_gpu=tfl, mfu=mfu,
+                step_time_ms=step_i, breakdown=Breakdown(compute_ms=bd[0], bubble_ms=bd[1], pp_comm_ms=bd[2],
+                                                         tp_comm_ms=bd[3], dp_comm_ms=bd[4], optimizer_ms=bd[5],
+                                                         overhead_ms=bd[6]),
+                samples_per_s=smp, tokens_per_s=smp * seq_len, tflops_per_gpu=tfl, mfu=mfu,
                 bubble_fraction=bub, peak_memory_bytes=pk, memory_per_stage_bytes=tuple(mem), feasible=reason is None,
                 infeasible_reason=reason, boundaries=bounds,
             ))
         return out
 
-    def _memory(self, states: list) -> tuple[np.ndarray, np.ndarray]:
+    def _unit_flops(self) -> np.ndarray:
+        """(K,) model FLOPs of one micro-batch and one replica, once per layer table (micro-batch size)."""
+        per_table: dict[int, float] = {}
+        out = []
+        for t, c in zip(self.tables, self.configs, strict=True):
+            v = per_table.get(id(t))
+            if v is None:
+                v = per_table[id(t)] = _unit_flops(t, c, self.profile.seq_len)
+            out.append(v)
+        return np.array(out)
+
+    def _memory(self, states_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, pp) totals as memory.stage_memory adds its parts, and the activations part."""
         configs, ch = self.configs, self.chunks
         units = np.array([_units(c) for c in configs])
         activations = units * ch.kept_bytes
         logits = np.zeros_like(activations)
-        for i, table in enumerate(self.tables):
-            if ch.head_stage[i] >= 0:
-                copies = 1 if table.profile_source == "analytic" else 2
-                logits[i, ch.head_stage[i]] = round(copies * table.output_bytes[table.head_index] * 4 / table.act_bytes)
-        states_sum = np.array([s.states for s in states])
+        heads = np.flatnonzero(ch.head_stage >= 0)
+        if len(heads):
+            per_table: dict[int, int] = {}
+            values = []
+            for i in heads.tolist():
+                table = self.tables[i]
+                v = per_table.get(id(table))
+                if v is None:
+                    copies = 1 if table.profile_source == "analytic" else 2
+                    v = per_table[id(table)] = round(copies * table.output_bytes[table.head_index] * 4
+                                                     / table.act_bytes)
+                values.append(v)
+            logits[heads, ch.head_stage[heads]] = values
         parts = states_sum + activations + ch.work_bytes + logits
         reserve = RESERVE_FIXED_BYTES + np.rint(RESERVE_FRACTION * parts).astype(np.int64)
         return parts + reserve, activations
 
 
-def _gather(pool: _SimPool, refs: list[tuple[tuple, int]], pp: int, names: tuple[str, ...]) -> list[np.ndarray]:
-    k = len(refs)
+def _gather(pool: _SimPool, refs: list[tuple[tuple, np.ndarray, np.ndarray]], k: int, pp: int,
+            names: tuple[str, ...]) -> list[np.ndarray]:
     out = [np.empty((k, pp)) if name in ("end_ms", "busy_ms") else np.empty(k) for name in names]
-    by_shape: dict[tuple, tuple[list[int], list[int]]] = {}
-    for i, (shape, j) in enumerate(refs):
-        rows, idx = by_shape.setdefault(shape, ([], []))
-        rows.append(i)
-        idx.append(j)
-    for shape, (rows, idx) in by_shape.items():
+    for shape, rows, idx in refs:
         res = pool.results[shape]
         for arr, name in zip(out, names, strict=True):
             arr[rows] = getattr(res, name)[idx]

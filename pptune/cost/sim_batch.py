@@ -116,7 +116,8 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     end = np.zeros((n + 1, len(rows)))  # row n: the zero every op without an input reads
     steady = steady_state(compiled)
     check = first = _first_check(steady, starts) if steady is not None else levels
-    durs_t, lags_t = durations.T, lags.T
+    durs_t, lags_t = np.ascontiguousarray(durations.T), np.ascontiguousarray(lags.T)  # (slots, rows)
+    run_durs, run_lags = durs_t, lags_t  # the columns of the rows still running
     block_end = block_start = 0
     dur = lag = end[:0]
     left: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows that left: (rows, ends finish reads, early)
@@ -131,16 +132,17 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
                 if not len(rows):
                     break
                 end = _keep_columns(end, keep, _history_start(steady, starts, level, compiled.pp), starts[level], last)
+                run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
                 block_end = 0  # re-gather durations for the remaining rows
             # Check every few periods, less often the longer the rows take to settle.
-            check += max(steady.period, 8, (check - first) // 2)
+            check += max(steady.period, 8, min((check - first) // 2, 64))
             if check >= steady.copy_end - max(steady.period, 8):
                 check = levels
         a, b = starts[level], starts[level + 1]
         if b > block_end:  # gather durations and lags block by block, not for the whole shape at once
             block_start, block_end = a, starts[min(level + 64, levels)]
-            dur = durs_t[dur_idx[block_start:block_end]][:, rows]
-            lag = lags_t[lag_idx[block_start:block_end]][:, rows]
+            dur = run_durs[dur_idx[block_start:block_end]]
+            lag = run_lags[lag_idx[block_start:block_end]]
         out = end[a:b]
         run = runs[level]
         before = end[run:run + b - a] if run >= 0 else end[prev[a:b]]
