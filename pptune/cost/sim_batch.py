@@ -247,20 +247,14 @@ def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: 
         # Candidates from one position's history: the smallest k whose period-to-period steps repeat every k.
         hist = end[here - 1 - shift * np.arange(kmax + 1)][:, todo]  # (kmax + 1, rows), newest first
         diffs = hist[:-1] - hist[1:]
-        half = kmax // 2
-        ks = np.arange(2, half + 1)
-        i = np.arange(kmax)
-        later = np.minimum(i[None, :] + ks[:, None], kmax - 1)  # (k, i): step i + k, compared while i + k < kmax
-        gap = np.abs(diffs[None, :, :] - diffs[later])  # (k, i, rows)
-        tol = _ULPS * ks[:, None, None] * scale[todo][None, None, :]
-        ok = np.all((gap <= tol) | (i[None, :, None] + ks[:, None, None] >= kmax), axis=1)  # (k, rows)
-        found = ok.any(axis=0)
-        pick = ks[ok.argmax(axis=0)]
-        for k in np.unique(pick[found]).tolist():
-            cols = todo[found & (pick == k)]
+        cycles[todo] = _smallest_cycles(diffs, kmax, scale[todo])
+        for k in np.unique(cycles[todo]).tolist():
+            if k < 2:
+                continue
+            cols = todo[cycles[todo] == k]
             sub = window[:, cols] - end[here - reach - k * shift:here - k * shift, cols]
             good = np.all(np.abs(sub - sub[-1]) <= _ULPS * k * scale[cols], axis=0)
-            cycles[cols[good]] = k
+            cycles[cols[~good]] = 0
             lam[cols[good]] = sub[-1, good]
         done = cycles > 0
     if done.any():
@@ -272,3 +266,30 @@ def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: 
             periods = (fill - here) // (k * shift) + 1
             end[fill[:, None], cols] = end[(fill - periods * k * shift)[:, None], cols] + periods[:, None] * lam[cols]
     return done
+
+
+def _smallest_cycles(diffs: np.ndarray, kmax: int, scale: np.ndarray) -> np.ndarray:
+    """Per column, the smallest k in [2, kmax / 2] with ``diffs[i] == diffs[i + k]`` (to k * 64 ulps) for every
+    i, or 0. A test on a dozen sampled i shortlists the k; the smallest on the list is then tested on all i."""
+    ks = np.arange(2, kmax // 2 + 1)
+    tol = _ULPS * scale  # (rows,), times k below
+    sample = np.unique(np.linspace(0, kmax - 3, 12).astype(np.int64))
+    later = sample[None, :] + ks[:, None]  # (k, sample)
+    valid = later < kmax
+    gap = np.abs(diffs[sample][None, :, :] - diffs[np.minimum(later, kmax - 1)])  # (k, sample, rows)
+    short = np.all((gap <= ks[:, None, None] * tol) | ~valid[:, :, None], axis=1)  # (k, rows)
+    out = np.zeros(diffs.shape[1], dtype=np.int64)
+    cols = np.arange(diffs.shape[1])
+    i = np.arange(kmax)[:, None]
+    for _ in range(4):  # a few false positives of the shortlist per row at most
+        has = short.any(axis=0)
+        if not has.any():
+            break
+        k = np.where(has, ks[short.argmax(axis=0)], kmax)  # kmax: no candidate (all i fail the i + k < kmax test)
+        pair = np.minimum(i + k[None, :], kmax - 1)
+        gap = np.abs(diffs - diffs[pair, cols])
+        ok = has & np.all((gap <= k * tol) | (i + k[None, :] >= kmax), axis=0)
+        out[ok] = k[ok]
+        short[:, ok] = False
+        short[k[has & ~ok] - 2, cols[has & ~ok]] = False
+    return out
