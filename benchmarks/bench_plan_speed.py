@@ -66,6 +66,7 @@ def clear_cost_caches() -> None:
     layers._CACHE.clear()
     bulk_chunks._ARRAYS.clear()
     bulk._TERMS.clear()
+    bulk._SPLITS.clear()
     bulk._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
                steady.steady_state, partition._ds_balanced, partition._ds_uniform, partition.min_max_split,

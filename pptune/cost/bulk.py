@@ -68,7 +68,7 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
         key = (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
         bounds = splits.get(key)
         if bounds is None:
-            bounds = splits[key] = _try(lambda c=c, prof=prof: stage_boundaries(prof, c), value=True)
+            bounds = splits[key] = _split(prof, c, key)
         if isinstance(bounds, PptuneError):
             out[i] = bounds
             continue
@@ -85,6 +85,21 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
         for i, summary in zip(group.indices, group.finish(pool), strict=True):
             out[i] = summary
     return out
+
+
+_SPLITS: dict[tuple, tuple[Profile, object]] = {}
+
+
+def _split(profile: Profile, config: ParallelConfig, key: tuple) -> object:
+    """stage_boundaries (or its error), kept across calls per profile object like the layer tables."""
+    hit = _SPLITS.get((id(profile), *key))
+    if hit is not None and hit[0] is profile:
+        return hit[1]
+    bounds = _try(lambda: stage_boundaries(profile, config), value=True)
+    if len(_SPLITS) >= 65536:
+        _SPLITS.clear()
+    _SPLITS[(id(profile), *key)] = (profile, bounds)
+    return bounds
 
 
 def _try(fn, *, value: bool = False):

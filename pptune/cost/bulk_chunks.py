@@ -186,8 +186,12 @@ def _tp_comm(configs, row_tables, blocks, emb_in, head_in, cluster, seq_len):
                                        for d in (0, 1)])
         return cache[message]
 
-    values = np.stack([by_stage(c.micro_batch_size * seq_len * a.table.hidden_size * a.table.act_bytes)
-                       for c, a in zip(configs, row_tables, strict=True)])[..., np.arange(chunks) % pp]
+    # The message depends only on the layer table (micro-batch size, dtype, sequence parallelism): once per table.
+    distinct = {id(a): a for a in row_tables}
+    where = {key: i for i, key in enumerate(distinct)}
+    per_table = np.stack([by_stage(a.table.micro_batch_size * seq_len * a.table.hidden_size * a.table.act_bytes)
+                          for a in distinct.values()])[..., np.arange(chunks) % pp]
+    values = per_table[np.array([where[id(a)] for a in row_tables])]
     out = []
     for d in (0, 1):
         x = blocks * values[:, d, 0]
