@@ -120,16 +120,33 @@ def _runs(prev: np.ndarray, level_starts: tuple[int, ...], n: int) -> tuple[int,
 
 
 def _levels(dep: np.ndarray, starts: list[int], ends: list[int], n: int) -> np.ndarray:
-    """Longest-path level of every op (flat positions, stage-major); ``dep[i] == n`` means no input."""
+    """Longest-path level of every op (flat positions, stage-major); ``dep[i] == n`` means no input.
+
+    Stages are swept forward then backward; a stage is recomputed only when a stage its ops read changed
+    since (the same fixed point as sweeping every stage, reached with fewer passes).
+    """
     level = np.zeros(n + 1, dtype=np.int64)  # level[n] = 0: the sentinel
-    spans = [(a, b, np.arange(b - a, dtype=np.int64)) for a, b in zip(starts, ends, strict=True) if b > a]
+    sizes = np.subtract(ends, starts)
+    stage_of = np.repeat(np.arange(len(starts)), sizes)
+    has_input = dep < n
+    links = np.unique(stage_of[dep[has_input]] * len(starts) + stage_of[has_input])  # source * stages + reader
+    readers: list[list[int]] = [[] for _ in starts]
+    for link in links.tolist():
+        readers[link // len(starts)].append(link % len(starts))
+    spans = {s: (a, b, np.arange(b - a, dtype=np.int64), dep[a:b])
+             for s, (a, b) in enumerate(zip(starts, ends, strict=True)) if b > a}
+    order = list(spans) + list(spans)[::-1]
+    dirty = set(spans)
     for _ in range(n + 1):  # each sweep fixes at least one more op, so n + 1 sweeps always suffice
-        changed = False
-        for a, b, q in spans + spans[::-1]:
-            new = q + 1 + np.maximum(np.maximum.accumulate(level[dep[a:b]] - q), 0)
-            if not np.array_equal(new, level[a:b]):
-                level[a:b] = new
-                changed = True
-        if not changed:
+        if not dirty:
             return level[:n]
+        for s in order:
+            if s not in dirty:
+                continue
+            dirty.discard(s)
+            a, b, q, d = spans[s]
+            new = q + 1 + np.maximum(np.maximum.accumulate(level[d] - q), 0)
+            if not (new == level[a:b]).all():
+                level[a:b] = new
+                dirty.update(readers[s])
     raise AssertionError("the op orders deadlock")
