@@ -129,7 +129,8 @@ def _levels(dep: np.ndarray, starts: list[int], ends: list[int], n: int) -> np.n
     sizes = np.subtract(ends, starts)
     stage_of = np.repeat(np.arange(len(starts)), sizes)
     has_input = dep < n
-    links = np.unique(stage_of[dep[has_input]] * len(starts) + stage_of[has_input])  # source * stages + reader
+    links = np.flatnonzero(np.bincount(stage_of[dep[has_input]] * len(starts) + stage_of[has_input],
+                                       minlength=len(starts) ** 2))  # source * stages + reader
     readers: list[list[int]] = [[] for _ in starts]
     for link in links.tolist():
         readers[link // len(starts)].append(link % len(starts))

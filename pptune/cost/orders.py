@@ -144,36 +144,43 @@ def order_arrays(schedule: str, pp: int, m: int, vpp: int = 1) -> tuple[tuple[np
         return tuple((op, np.full(2 * m, s, dtype=np.int64), j) for s in range(pp))
     if schedule not in ("1f1b", "interleaved_1f1b"):
         raise ValueError(f"unknown schedule {schedule!r}")
-    out = []
-    for s in range(pp):
-        if schedule == "1f1b":
-            total, warmup = m, min(pp - s - 1, m)
-            k = np.arange(total, dtype=np.int64)
-            f_chunk = b_chunk = np.full(total, s, dtype=np.int64)
-            f_mb = b_mb = k
-        else:
-            assert m % pp == 0, "interleaved 1F1B needs num_microbatches % pp == 0"
-            total, warmup = m * vpp, min((pp - s - 1) * 2 + (vpp - 1) * pp, m * vpp)
-            k = np.arange(total, dtype=np.int64)
-            in_group = k % (pp * vpp)
-            local = in_group // pp
-            f_chunk, b_chunk = local * pp + s, (vpp - 1 - local) * pp + s
-            f_mb = b_mb = (k // (pp * vpp)) * pp + in_group % pp
-        out.append(_one_f_one_b_arrays(total, warmup, f_chunk, f_mb, b_chunk, b_mb))
-    return tuple(out)
+    # Every stage at once: row s of each (pp, ops) array is stage s's order.
+    stage = np.arange(pp, dtype=np.int64)[:, None]
+    if schedule == "1f1b":
+        total = m
+        warmup = np.minimum(pp - stage - 1, m)
+        k = np.arange(total, dtype=np.int64)[None, :]
+        f_chunk = b_chunk = np.broadcast_to(stage, (pp, total))
+        f_mb = b_mb = np.broadcast_to(k, (pp, total))
+    else:
+        assert m % pp == 0, "interleaved 1F1B needs num_microbatches % pp == 0"
+        total = m * vpp
+        warmup = np.minimum((pp - stage - 1) * 2 + (vpp - 1) * pp, total)
+        k = np.arange(total, dtype=np.int64)[None, :]
+        in_group = k % (pp * vpp)
+        local = in_group // pp
+        f_chunk, b_chunk = local * pp + stage, (vpp - 1 - local) * pp + stage
+        f_mb = b_mb = np.broadcast_to((k // (pp * vpp)) * pp + in_group % pp, (pp, total))
+    op, chunk, mb = _one_f_one_b_arrays(total, warmup, f_chunk, f_mb, b_chunk, b_mb)
+    return tuple((op[s], chunk[s], mb[s]) for s in range(pp))
 
 
-def _one_f_one_b_arrays(total: int, warmup: int, f_chunk: np.ndarray, f_mb: np.ndarray, b_chunk: np.ndarray,
+def _one_f_one_b_arrays(total: int, warmup: np.ndarray, f_chunk: np.ndarray, f_mb: np.ndarray, b_chunk: np.ndarray,
                         b_mb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Warm-up forwards, then forward k + warmup / backward k pairs, then the remaining backwards."""
+    """Warm-up forwards, then forward k + warmup / backward k pairs, then the remaining backwards.
+
+    One row per stage: ``warmup`` is (stages, 1), the chunk and micro-batch arrays (stages, total).
+    """
     steady = total - warmup
     # Position of forward unit k and backward unit k in the stage's order.
-    k = np.arange(total, dtype=np.int64)
+    k = np.arange(total, dtype=np.int64)[None, :]
     f_pos = np.where(k < warmup, k, warmup + 2 * (k - warmup))
     b_pos = np.where(k < steady, warmup + 2 * k + 1, total + k)
-    op = np.empty(2 * total, dtype=np.int64)
-    chunk = np.empty(2 * total, dtype=np.int64)
-    mb = np.empty(2 * total, dtype=np.int64)
-    op[f_pos], chunk[f_pos], mb[f_pos] = F, f_chunk, f_mb
-    op[b_pos], chunk[b_pos], mb[b_pos] = B, b_chunk, b_mb
+    rows = warmup.shape[0]
+    op = np.empty((rows, 2 * total), dtype=np.int64)
+    chunk = np.empty((rows, 2 * total), dtype=np.int64)
+    mb = np.empty((rows, 2 * total), dtype=np.int64)
+    for arr, f, b in ((op, F, B), (chunk, f_chunk, b_chunk), (mb, f_mb, b_mb)):
+        np.put_along_axis(arr, f_pos, np.broadcast_to(f, f_pos.shape), axis=1)
+        np.put_along_axis(arr, b_pos, np.broadcast_to(b, b_pos.shape), axis=1)
     return op, chunk, mb
