@@ -214,9 +214,9 @@ def _finish(compiled: CompiledSchedule, steady: SteadyState, head: np.ndarray, e
 
 
 def _max_cycles(pp: int) -> int:
-    """How many periods back the periodicity test reads: twice the longest critical cycle it looks for
-    (a cycle through every stage of a 1F1B pipeline spans up to pp micro-batches, one period each)."""
-    return 2 * (pp + 1)
+    """How many periods back the periodicity test reads: the longest critical cycle it looks for (a cycle
+    through every stage of a 1F1B pipeline spans up to pp micro-batches, one period each)."""
+    return pp + 1
 
 
 def _first_check(steady: SteadyState, starts: tuple[int, ...]) -> int:
@@ -243,19 +243,8 @@ def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: 
     floor = starts[steady.copy_first - steady.period]  # the copies' sources start here
     kmax = min((here - reach - floor) // shift, _max_cycles(pp))
     todo = np.flatnonzero(~done)
-    if kmax >= 4 and len(todo):
-        # Candidates from one position's history: the smallest k whose period-to-period steps repeat every k.
-        hist = end[here - 1 - shift * np.arange(kmax + 1)][:, todo]  # (kmax + 1, rows), newest first
-        diffs = hist[:-1] - hist[1:]
-        cycles[todo] = _smallest_cycles(diffs, kmax, scale[todo])
-        for k in np.unique(cycles[todo]).tolist():
-            if k < 2:
-                continue
-            cols = todo[cycles[todo] == k]
-            sub = window[:, cols] - end[here - reach - k * shift:here - k * shift, cols]
-            good = np.all(np.abs(sub - sub[-1]) <= _ULPS * k * scale[cols], axis=0)
-            cycles[cols[~good]] = 0
-            lam[cols[good]] = sub[-1, good]
+    if kmax >= 2 and len(todo):
+        cycles[todo], lam[todo] = _cycles(end, here, reach, shift, kmax, todo, scale[todo])
         done = cycles > 0
     if done.any():
         stop = starts[steady.copy_end]
@@ -268,28 +257,33 @@ def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: 
     return done
 
 
-def _smallest_cycles(diffs: np.ndarray, kmax: int, scale: np.ndarray) -> np.ndarray:
-    """Per column, the smallest k in [2, kmax / 2] with ``diffs[i] == diffs[i + k]`` (to k * 64 ulps) for every
-    i, or 0. A test on a dozen sampled i shortlists the k; the smallest on the list is then tested on all i."""
-    ks = np.arange(2, kmax // 2 + 1)
+def _cycles(end: np.ndarray, here: int, reach: int, shift: int, kmax: int, cols: np.ndarray,
+            scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``cols``: the smallest k in [2, kmax] for which every end of the window (the ``reach``
+    positions before ``here``) equals the end k periods earlier plus one constant (to k * 64 ulps), and that
+    constant; 0 where none. Eight sampled window positions shortlist the k; the smallest on the list is then
+    tested on the whole window (a few rounds)."""
+    ks = np.arange(2, kmax + 1)
     tol = _ULPS * scale  # (rows,), times k below
-    sample = np.unique(np.linspace(0, kmax - 3, 12).astype(np.int64))
-    later = sample[None, :] + ks[:, None]  # (k, sample)
-    valid = later < kmax
-    gap = np.abs(diffs[sample][None, :, :] - diffs[np.minimum(later, kmax - 1)])  # (k, sample, rows)
-    short = np.all((gap <= ks[:, None, None] * tol) | ~valid[:, :, None], axis=1)  # (k, rows)
-    out = np.zeros(diffs.shape[1], dtype=np.int64)
-    cols = np.arange(diffs.shape[1])
-    i = np.arange(kmax)[:, None]
+    sample = here - 1 - np.unique(np.linspace(0, reach - 1, 8).astype(np.int64))
+    now = end[sample][:, cols]  # (sample, rows)
+    step = now[None, :, :] - end[sample[None, :] - ks[:, None] * shift][:, :, cols]  # (k, sample, rows)
+    short = np.all(np.abs(step - step[:, :1]) <= ks[:, None, None] * tol, axis=1)  # (k, rows)
+    out = np.zeros(len(cols), dtype=np.int64)
+    lam = np.zeros(len(cols))
+    rows = np.arange(len(cols))
+    window = end[here - reach:here][:, cols]
+    back = np.arange(here - reach, here)[:, None]
     for _ in range(4):  # a few false positives of the shortlist per row at most
         has = short.any(axis=0)
         if not has.any():
             break
-        k = np.where(has, ks[short.argmax(axis=0)], kmax)  # kmax: no candidate (all i fail the i + k < kmax test)
-        pair = np.minimum(i + k[None, :], kmax - 1)
-        gap = np.abs(diffs - diffs[pair, cols])
-        ok = has & np.all((gap <= k * tol) | (i + k[None, :] >= kmax), axis=0)
-        out[ok] = k[ok]
-        short[:, ok] = False
-        short[k[has & ~ok] - 2, cols[has & ~ok]] = False
-    return out
+        r = rows[has]
+        k = ks[short[:, has].argmax(axis=0)]
+        sub = window[:, r] - end[back - k[None, :] * shift, cols[r]]
+        ok = np.all(np.abs(sub - sub[-1]) <= k * tol[r], axis=0)
+        out[r[ok]] = k[ok]
+        lam[r[ok]] = sub[-1, ok]
+        short[:, r[ok]] = False
+        short[k[~ok] - 2, r[~ok]] = False
+    return out, lam
