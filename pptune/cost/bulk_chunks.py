@@ -177,13 +177,15 @@ def _tp_comm(configs, row_tables, blocks, emb_in, head_in, cluster, seq_len):
     pp, chunks = c0.pp, blocks.shape[1]
     links = [comm.tp_link(cluster, tp=c0.tp, dp=c0.dp, stage=s) for s in range(pp)]
     roles = ("block", "embedding", "head")
+    distinct_links = list(dict.fromkeys(links))
+    link_of_stage = np.array([distinct_links.index(link) for link in links])
     cache: dict[int, np.ndarray] = {}
 
     def by_stage(message: int) -> np.ndarray:  # (direction, role, stage)
         if message not in cache:
-            per_link = {link: [comm.tp_layer_ms(r, message, c0.tp, link) for r in roles] for link in set(links)}
-            cache[message] = np.array([[[per_link[links[s]][r][d] for s in range(pp)] for r in range(3)]
-                                       for d in (0, 1)])
+            per_link = np.array([[comm.tp_layer_ms(r, message, c0.tp, link) for r in roles]
+                                 for link in distinct_links])  # (link, role, direction)
+            cache[message] = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
         return cache[message]
 
     # The message depends only on the layer table (micro-batch size, dtype, sequence parallelism): once per table.
