@@ -30,7 +30,7 @@ from pptune.cost.memory import (
 )
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD
-from pptune.cost.sim_batch import BatchSchedule, simulate_batch
+from pptune.cost.sim_batch import BatchSchedule, simulate_batches
 from pptune.cost.types import Breakdown, EstimateSummary
 from pptune.errors import PptuneError
 from pptune.hardware import Cluster
@@ -141,13 +141,15 @@ class _SimPool:
         return where[inverse.reshape(-1)]
 
     def run(self) -> None:
+        items = []
         for shape, blocks in self.rows.items():
             schedule, pp, _, vpp = shape
             rows = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
             chunks = pp * vpp
             fwd, bwd = rows[:, :chunks], rows[:, chunks:2 * chunks]
             w = rows[:, 2 * chunks:3 * chunks] if schedule == "zb_h1" else None
-            self.results[shape] = simulate_batch(*shape, fwd, bwd, rows[:, rows.shape[1] - (chunks - 1):], w)
+            items.append((*shape, fwd, bwd, rows[:, rows.shape[1] - (chunks - 1):], w))
+        self.results = dict(zip(self.rows, simulate_batches(items), strict=True))
 
 
 class _Group:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pptune.cost.compiled import CompiledSchedule, compile_schedule
+from pptune.cost.compiled import CompiledSchedule, _runs, compile_schedule
 from pptune.cost.schedule import _run
 from pptune.cost.steady import SteadyState, steady_state
 
@@ -48,49 +48,138 @@ def simulate_batch(schedule: str, pp: int, m: int, vpp: int, fwd: np.ndarray, bw
         p2p: (K, pp * vpp - 1) lag per chunk boundary.
         w: (K, pp * vpp) the weight-gradient share of ``bwd`` (zb_h1 only).
     """
-    fwd = np.asarray(fwd, dtype=np.float64)
-    k, chunks = fwd.shape
-    if schedule == "zb_h1":
-        assert w is not None, "zb_h1 needs the weight-gradient share"
-        w = np.asarray(w, dtype=np.float64)
-        bwd = np.asarray(bwd, dtype=np.float64) - w
-    else:
-        w = np.zeros_like(fwd)
-        bwd = np.asarray(bwd, dtype=np.float64)
-    p2p = np.asarray(p2p, dtype=np.float64).reshape(k, chunks - 1)
-    # Busy time per stage, added chunk by chunk as the event loop's caller does: m * (f + b + w).
-    per_chunk = m * (fwd + bwd + w)
-    busy = per_chunk[:, :pp].copy()
-    for v in range(1, vpp):
-        busy += per_chunk[:, v * pp:(v + 1) * pp]
-    compiled = compile_schedule(schedule, pp, m, vpp)
-    step = np.empty(k)
-    end = np.empty((k, pp))
-    closed = np.zeros(k, dtype=bool)
-    if schedule in ("gpipe", "1f1b"):
-        # The simulator's closed form: uniform stages without p2p: (m + pp - 1)(t_f + t_b), stage s ends s*t_b early.
-        closed = ((fwd.min(axis=1) == fwd.max(axis=1)) & (bwd.min(axis=1) == bwd.max(axis=1))
-                  & ~(p2p != 0).any(axis=1))
-        if closed.any():
-            f0, b0 = fwd[closed, 0], bwd[closed, 0]
-            step[closed] = (m + pp - 1) * (f0 + b0)
-            end[closed] = step[closed][:, None] - np.arange(pp)[None, :] * b0[:, None]
-    rest = np.flatnonzero(~closed)
-    if len(rest):
-        durations = np.concatenate([fwd[rest], bwd[rest], w[rest]], axis=1)
-        lags = np.concatenate([p2p[rest], np.zeros((len(rest), 1))], axis=1)
-        steady = steady_state(compiled)
-        levels = compiled.num_levels - (0 if steady is None else steady.copy_end - steady.copy_first)
-        if len(rest) * compiled.num_ops < _LOOP_OPS_PER_LEVEL * max(levels, 1):
-            ends = np.array([_loop_ends(compiled, d, g) for d, g in zip(durations.tolist(), lags.tolist(), strict=True)])
+    return simulate_batches([(schedule, pp, m, vpp, fwd, bwd, p2p, w)])[0]
+
+
+def simulate_batches(items: list[tuple]) -> list[BatchSchedule]:
+    """``simulate_batch`` for many shapes at once (each item: its arguments, ``w`` included).
+
+    Shapes without a steady state run their levels in one shared loop (level ``l`` of every such shape in one
+    set of array operations, rows padded to the widest shape of a bucket): the Python work of a level costs
+    more than its arithmetic, and every op still computes exactly what it computes alone.
+    """
+    prepared = [_Prepared(*item) for item in items]
+    shared = []
+    for p in prepared:
+        if p.durations is None:
+            continue
+        steady = steady_state(p.compiled)
+        levels = p.compiled.num_levels - (0 if steady is None else steady.copy_end - steady.copy_first)
+        if len(p.rest) * p.compiled.num_ops < _LOOP_OPS_PER_LEVEL * max(levels, 1):
+            p.ends = np.array([_loop_ends(p.compiled, d, g)
+                               for d, g in zip(p.durations.tolist(), p.lags.tolist(), strict=True)])
+        elif steady is None:
+            shared.append(p)
         else:
-            ends = _level_ends(compiled, durations, lags)
-        end[rest] = ends
-        step[rest] = ends.max(axis=1)
-    total = np.cumsum(busy, axis=1)[:, -1]  # summed stage by stage, as sum() does
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bubble = np.where(step > 0, 1.0 - total / (pp * step), 0.0)
-    return BatchSchedule(step_ms=step, busy_ms=busy, end_ms=end, bubble_fraction=bubble, peak_inflight=compiled.peak)
+            p.ends = _level_ends(p.compiled, p.durations, p.lags)
+    for p, ends in zip(shared, _shared_level_ends([(p.compiled, p.durations, p.lags) for p in shared]), strict=True):
+        p.ends = ends
+    return [p.result() for p in prepared]
+
+
+class _Prepared:
+    """One shape's rows: busy time and the closed-form rows now, the simulated ends later (``ends``)."""
+
+    def __init__(self, schedule: str, pp: int, m: int, vpp: int, fwd: np.ndarray, bwd: np.ndarray,
+                 p2p: np.ndarray, w: np.ndarray | None = None) -> None:
+        fwd = np.asarray(fwd, dtype=np.float64)
+        k, chunks = fwd.shape
+        if schedule == "zb_h1":
+            assert w is not None, "zb_h1 needs the weight-gradient share"
+            w = np.asarray(w, dtype=np.float64)
+            bwd = np.asarray(bwd, dtype=np.float64) - w
+        else:
+            w = np.zeros_like(fwd)
+            bwd = np.asarray(bwd, dtype=np.float64)
+        p2p = np.asarray(p2p, dtype=np.float64).reshape(k, chunks - 1)
+        # Busy time per stage, added chunk by chunk as the event loop's caller does: m * (f + b + w).
+        per_chunk = m * (fwd + bwd + w)
+        busy = per_chunk[:, :pp].copy()
+        for v in range(1, vpp):
+            busy += per_chunk[:, v * pp:(v + 1) * pp]
+        self.pp, self.busy = pp, busy
+        self.compiled = compile_schedule(schedule, pp, m, vpp)
+        self.step = np.empty(k)
+        self.end = np.empty((k, pp))
+        closed = np.zeros(k, dtype=bool)
+        if schedule in ("gpipe", "1f1b"):
+            # The simulator's closed form: uniform stages without p2p: (m + pp - 1)(t_f + t_b), stage s ends
+            # s*t_b early.
+            closed = ((fwd.min(axis=1) == fwd.max(axis=1)) & (bwd.min(axis=1) == bwd.max(axis=1))
+                      & ~(p2p != 0).any(axis=1))
+            if closed.any():
+                f0, b0 = fwd[closed, 0], bwd[closed, 0]
+                self.step[closed] = (m + pp - 1) * (f0 + b0)
+                self.end[closed] = self.step[closed][:, None] - np.arange(pp)[None, :] * b0[:, None]
+        self.rest = np.flatnonzero(~closed)
+        self.durations = self.lags = self.ends = None
+        if len(self.rest):
+            rest = self.rest
+            self.durations = np.concatenate([fwd[rest], bwd[rest], w[rest]], axis=1)
+            self.lags = np.concatenate([p2p[rest], np.zeros((len(rest), 1))], axis=1)
+
+    def result(self) -> BatchSchedule:
+        step, end, pp = self.step, self.end, self.pp
+        if self.ends is not None:
+            end[self.rest] = self.ends
+            step[self.rest] = self.ends.max(axis=1)
+        total = np.cumsum(self.busy, axis=1)[:, -1]  # summed stage by stage, as sum() does
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bubble = np.where(step > 0, 1.0 - total / (pp * step), 0.0)
+        return BatchSchedule(step_ms=step, busy_ms=self.busy, end_ms=end, bubble_fraction=bubble,
+                             peak_inflight=self.compiled.peak)
+
+
+def _shared_level_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """``_level_ends`` (without steady state) of several shapes, buckets of similar row counts in one loop."""
+    out: list[np.ndarray | None] = [None] * len(parts)
+    order = sorted(range(len(parts)), key=lambda i: -parts[i][1].shape[0])
+    while order:  # a bucket: the widest shape left and every shape at least half as wide
+        width = parts[order[0]][1].shape[0]
+        bucket = [i for i in order if 2 * parts[i][1].shape[0] >= width]
+        order = [i for i in order if 2 * parts[i][1].shape[0] < width]
+        for i, ends in zip(bucket, _union_ends([parts[i] for i in bucket], width), strict=True):
+            out[i] = ends
+    return out  # type: ignore[return-value]
+
+
+def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], width: int) -> list[np.ndarray]:
+    """Run the disjoint union of the shapes' op graphs, level by level, ``width`` rows (missing rows: zeros)."""
+    if len(parts) == 1:
+        return [_level_ends(*parts[0])]
+    counts = np.zeros((len(parts), max(c.num_levels for c, _, _ in parts)), dtype=np.int64)
+    for i, (c, _, _) in enumerate(parts):
+        counts[i, :c.num_levels] = np.diff(c.level_starts)
+    starts = np.concatenate(([0], np.cumsum(counts.sum(axis=0))))
+    first = starts[:-1][None, :] + np.cumsum(counts, axis=0) - counts  # (shape, level): its first position
+    n = int(starts[-1])
+    prev, dep = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    dur, lag = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    durs = np.zeros((sum(d.shape[1] for _, d, _ in parts), width))  # (duration slot, row)
+    lags = np.zeros((sum(g.shape[1] for _, _, g in parts), width))
+    lasts, d_off, g_off = [], 0, 0
+    for i, (c, d, g) in enumerate(parts):
+        level = np.repeat(np.arange(c.num_levels), counts[i, :c.num_levels])
+        pos = first[i, level] + np.arange(c.num_ops) - np.asarray(c.level_starts)[level]
+        to = np.append(pos, n)  # its sentinel is the union's
+        prev[pos], dep[pos] = to[c.prev], to[c.dep]
+        dur[pos], lag[pos] = c.dur + d_off, c.lag + g_off
+        durs[d_off:d_off + d.shape[1], :d.shape[0]] = d.T
+        lags[g_off:g_off + g.shape[1], :g.shape[0]] = g.T
+        d_off, g_off = d_off + d.shape[1], g_off + g.shape[1]
+        lasts.append(pos[list(c.last)])
+    level_starts = tuple(starts.tolist())
+    runs = _runs(prev, level_starts, n)
+    end = np.zeros((n + 1, width))
+    durs, lags = durs[dur], lags[lag]  # per position
+    for lv in range(len(level_starts) - 1):
+        a, b = level_starts[lv], level_starts[lv + 1]
+        out = end[a:b]
+        run = runs[lv]
+        before = end[run:run + b - a] if run >= 0 else end[prev[a:b]]
+        np.maximum(before, end[dep[a:b]] + lags[a:b], out=out)
+        out += durs[a:b]
+    return [end[last][:, :d.shape[0]].T for last, (_, d, _) in zip(lasts, parts, strict=True)]
 
 
 def _loop_ends(compiled: CompiledSchedule, dur: list[float], lag: list[float]) -> list[float]:
