@@ -180,7 +180,8 @@ def _one_f_one_b_arrays(total: int, warmup: np.ndarray, f_chunk: np.ndarray, f_m
     op = np.empty((rows, 2 * total), dtype=np.int64)
     chunk = np.empty((rows, 2 * total), dtype=np.int64)
     mb = np.empty((rows, 2 * total), dtype=np.int64)
+    stage = np.arange(rows)[:, None]
     for arr, f, b in ((op, F, B), (chunk, f_chunk, b_chunk), (mb, f_mb, b_mb)):
-        np.put_along_axis(arr, f_pos, np.broadcast_to(f, f_pos.shape), axis=1)
-        np.put_along_axis(arr, b_pos, np.broadcast_to(b, b_pos.shape), axis=1)
+        arr[stage, f_pos] = f
+        arr[stage, b_pos] = b
     return op, chunk, mb
