@@ -19,7 +19,9 @@ to assume because the source does not say it. Sources:
   Clusters Using Megatron-LM", SC'21, arXiv 2104.04473, Table 1): GPT 1.7B-1T on 32-3,072 Selene A100 80 GB, fp16,
   full recompute, sequence 2048, vocabulary 51,200. The table gives achieved TFLOP/s per GPU, not time: the
   iteration time is the paper's own FLOP count (its Eq. 3, recompute included) over that rate and the GPU count.
-  The micro-batch size and interleaving degree are not in the table (``knobs_stated=False``).
+  The micro-batch size and interleaving degree are not in the table (``knobs_stated=False``). Checked cell by
+  cell against two independent public transcriptions of Table 1 and the abstract (1T: 502 PFLOP/s on 3,072 GPUs,
+  52% of peak); each row's aggregate PFLOP/s equals TFLOP/s per GPU x GPUs.
 - BLOOM-176B (bigscience-workshop/bigscience ``train/tr11-176B-ml/README.md`` and ``chronicles.md``, entry
   2022-03-18: "elapsed time per iteration (s): 105.22 | global batch size: 2048 | ... | TFLOPs: 149.02").
 """
