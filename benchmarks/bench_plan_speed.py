@@ -1,6 +1,6 @@
 """Benchmark the exhaustive planner at thousand-GPU scale and the bulk cost model (issue 7, item 4).
 
-Run: ``python benchmarks/bench_plan_speed.py [--runs 3] [--out results/benchmarks/plan_speed.md]``.
+Run: ``python benchmarks/bench_plan_speed.py [--runs 3] [--out results/benchmarks/plan_speed.md] [--baseline REV]``.
 
 1. ``pptune plan gpt3-175b --cluster a100-80g --gpus 1024 --global-batch-size 1536 --exhaustive`` for the
    DeepSpeed and the Megatron target, as a user runs it (a fresh process: imports, search, plan directory,
@@ -10,6 +10,10 @@ Run: ``python benchmarks/bench_plan_speed.py [--runs 3] [--out results/benchmark
    warm (caches kept: layer tables, splits, compiled schedules; no result reused), CPU seconds (other
    processes on the machine matter less) and wall seconds; and for comparison ``estimate()`` called once per
    configuration from a cold start (the path the search used).
+
+3. With ``--baseline REV``: estimate_many cold and warm of git revision REV's ``pptune`` (extracted with
+   ``git archive``) and of this tree, alternating run by run, so that both see the same machine (the shared
+   cores' speed drifts by tens of percent over minutes).
 
 Prints a Markdown table with the machine and its load; ``--out`` also writes it with the command line.
 """
@@ -104,7 +108,32 @@ def time_bulk_once(target: str) -> dict:
     results = estimate_many(profiles, cluster, configs)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     assert len(results) == len(configs)
-    return {"cpu_s": cpu, "wall_s": wall}
+    warm = []
+    for _ in range(3):
+        c0 = time.process_time()
+        estimate_many(profiles, cluster, configs)
+        warm.append(time.process_time() - c0)
+    return {"cpu_s": cpu, "wall_s": wall, "warm_cpu_s": statistics.median(warm)}
+
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """``pptune/`` of git revision ``rev`` extracted under ``into`` (git archive: the checkout is not touched)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "pptune"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def compare_bulk(target: str, runs: int, baseline: Path) -> dict:
+    """estimate_many cold and warm of this tree and of the baseline's, run alternately (fresh processes)."""
+    got: dict[str, list[dict]] = {"this": [], "baseline": []}
+    for _ in range(runs):
+        for name, env in (("baseline", {**os.environ, "PYTHONPATH": str(baseline)}), ("this", None)):
+            got[name].append(json.loads(subprocess.run([sys.executable, __file__, "--bulk-once", target], env=env,
+                                                       capture_output=True, text=True, check=True).stdout))
+    return {name: {**{k: statistics.median(r[k] for r in rows) for k in ("cpu_s", "warm_cpu_s")},
+                   **{f"best_{k}": min(r[k] for r in rows) for k in ("cpu_s", "warm_cpu_s")}}
+            for name, rows in got.items()}
 
 
 def time_bulk(target: str, runs: int) -> dict:
@@ -172,10 +201,31 @@ def report(plans: dict, bulks: dict, *, runs: int, load_before: str, load_after:
     return "\n".join(lines)
 
 
+def compare_report(pairs: dict, bulks: dict, rev: str, runs: int, load_after: str) -> str:
+    lines = [
+        f"estimate_many of this tree and of `{rev}` on the same spaces, runs alternating (fresh processes, CPU s: "
+        f"median of {runs}, best in brackets; `uptime` after: {load_after}):",
+        "",
+        "| space | configurations | cold, baseline | cold, this | configs/s cold (median) | warm, baseline | "
+        "warm, this | configs/s warm (median) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for target, p in pairs.items():
+        n, b, t = bulks[target]["configs"], p["baseline"], p["this"]
+        cells = [f"{x['cpu_s']:.3f} ({x['best_cpu_s']:.3f})" for x in (b, t)]
+        cells += [f"{n / b['cpu_s']:,.0f} -> {n / t['cpu_s']:,.0f}"]
+        cells += [f"{x['warm_cpu_s']:.3f} ({x['best_warm_cpu_s']:.3f})" for x in (b, t)]
+        cells += [f"{n / b['warm_cpu_s']:,.0f} -> {n / t['warm_cpu_s']:,.0f}"]
+        lines.append(f"| {target} | {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also time estimate_many of git revision REV, alternating with this tree's runs")
     parser.add_argument("--bulk-once", choices=TARGETS, help=argparse.SUPPRESS)  # one cold run (a subprocess)
     args = parser.parse_args()
     if args.bulk_once:
@@ -185,6 +235,11 @@ def main() -> None:
     plans = {t: time_plan(t, args.runs) for t in TARGETS}
     bulks = {t: time_bulk(t, args.runs) for t in TARGETS}
     table = report(plans, bulks, runs=args.runs, load_before=load_before, load_after=load())
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = baseline_tree(args.baseline, Path(tmp))
+            pairs = {t: compare_bulk(t, args.runs, tree) for t in TARGETS}
+        table += "\n\n" + compare_report(pairs, bulks, args.baseline, args.runs, load())
     print(table)
     if args.out is not None:
         command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
