@@ -99,6 +99,7 @@ def plan(
     zero_bubble: bool = False,
     progress: bool = False,
     warm_start: bool = True,
+    polish: bool = True,
     estimate_fn: EstimateFn | None = None,
 ) -> PlanResult:
     """Search configurations and return the best feasible one with the full ranking.
@@ -125,6 +126,8 @@ def plan(
         progress: show a tqdm bar on stderr.
         warm_start: begin a new study with one lean probe per layout (``anchor_params``); the benchmark turns it
             off to show what it adds.
+        polish: after the study (throughput objective), evaluate every configuration of the 3 best layouts found
+            with the bulk cost model and rank them too (they are not Optuna trials).
         estimate_fn: replaces pptune.cost.estimate.estimate (tests).
 
     Raises:
@@ -178,6 +181,8 @@ def plan(
             close_storage(rdb)
         evaluated = _unique([evaluator(config_from_attrs(t.user_attrs)) for t in done])
         calls = len(done)
+        if objective == "throughput" and polish:
+            evaluated = _unique(evaluated + _polish(space, evaluator, evaluated))
     if not any(e.feasible for e in evaluated):
         evaluated = evaluated + _unique([evaluator(c) for c in _memory_corners(space)])
     feasible = [e for e in evaluated if e.feasible]
@@ -206,6 +211,29 @@ def _run_exhaustive(space: SearchSpace, evaluator: Evaluator, *, progress: bool)
               disable=not progress, leave=False) as bar:
         evaluator.evaluate_many(configs)  # the bulk cost model: every configuration in one pooled call
         bar.update(len(configs))
+
+
+POLISH_LAYOUTS = 3  # layouts whose every configuration the polish evaluates
+
+
+def _polish(space: SearchSpace, evaluator: Evaluator, evaluated: list[Evaluation]) -> list[Evaluation]:
+    """Every configuration of the study's best ``POLISH_LAYOUTS`` layouts, evaluated exactly (bulk, no Optuna trial).
+
+    TPE finds a good layout (tp, pp, dp) far more often than the right combination of the per-layout choices
+    (micro-batch size, ZeRO, recompute, schedule, split) within its budget, and the layout whose best trial leads
+    is not always the layout whose best configuration leads. A layout has tens to a few hundred configurations,
+    which the bulk path evaluates in milliseconds, so the plan takes the best of all of them.
+    """
+    ranked = sorted((e for e in evaluated if e.feasible), key=lambda e: -e.estimate.tokens_per_s)
+    keys: list[tuple[int, int, int]] = []
+    for e in ranked:
+        key = (e.config.tp, e.config.pp, e.config.dp)
+        if key not in keys:
+            keys.append(key)
+        if len(keys) == POLISH_LAYOUTS:
+            break
+    layouts = [lay for key in keys for lay in space.layouts if (lay.tp, lay.pp, lay.dp) == key]
+    return evaluator.evaluate_many([c for lay in layouts for c in space.configs_for(lay)])
 
 
 def _unique(evals: list[Evaluation]) -> list[Evaluation]:

@@ -47,7 +47,21 @@ def test_tpe_reaches_the_exhaustive_best(exhaustive):
     regret = 1 - r.estimate.tokens_per_s / exhaustive.estimate.tokens_per_s
     assert regret <= 0.02
     assert r.settings.method == "tpe" and r.evaluations == 80
-    assert len(r.ranking) <= 80  # distinct configurations only
+    assert len(r.ranking) <= 80 + 3 * max(sum(1 for _ in r.space.configs_for(lay)) for lay in r.space.layouts)
+
+
+def test_polish_ranks_every_configuration_of_the_best_layouts(exhaustive):
+    # 6 trials cannot try every micro-batch size / ZeRO / recompute / split of a layout; the polish does.
+    rough = plan(MODEL, trials=6, seed=0, polish=False, **SMALL)
+    r = plan(MODEL, trials=6, seed=0, **SMALL)
+    assert r.evaluations == rough.evaluations == 6 and len(r.ranking) > len(rough.ranking)
+    layout = {c for c in r.space.configs() if (c.tp, c.pp, c.dp) == (r.best.tp, r.best.pp, r.best.dp)}
+    ranked = set(r.ranking["label"])
+    assert {c.label() for c in layout} <= ranked
+    ex = exhaustive.ranking
+    in_layout = ex[(ex.tp == r.best.tp) & (ex.pp == r.best.pp) & (ex.dp == r.best.dp) & ex.feasible]
+    assert r.estimate.tokens_per_s == pytest.approx(in_layout["tokens_per_s"].max())  # the layout's exact best
+    assert r.estimate.tokens_per_s >= rough.estimate.tokens_per_s
 
 
 def test_same_seed_same_result():
