@@ -32,7 +32,7 @@ def clear_caches(*, keep_deepspeed_partition: bool = False) -> None:
     layers_mod._CACHE.clear()
     fns = [partition_mod.min_max_split, compile_schedule, order_arrays, stage_orders, _simulate]
     if not keep_deepspeed_partition:
-        fns += [partition_mod._ds_balanced, partition_mod._ds_uniform]
+        fns += [partition_mod._ds_balanced, partition_mod._ds_cuts, partition_mod._ds_uniform]
     for fn in fns:
         fn.cache_clear()
 

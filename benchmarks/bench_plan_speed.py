@@ -74,7 +74,7 @@ def clear_cost_caches() -> None:
     bulk._SPLITS.clear()
     bulk._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
-               steady.steady_state, partition._ds_balanced, partition._ds_uniform, partition.min_max_split,
+               steady.steady_state, partition._ds_balanced, partition._ds_cuts, partition._ds_uniform, partition.min_max_split,
                partition.type_weights):
         fn.cache_clear()
 

@@ -34,14 +34,23 @@ def partition_balanced(weights: tuple[int, ...] | tuple[float, ...], num_parts: 
     n, m = len(weights), num_parts
     if n <= m:
         return partition_uniform(n, m)
+    return balanced_bounds(balanced_cuts(weights, m), m)
+
+
+def balanced_cuts(weights: tuple[int, ...] | tuple[float, ...], max_parts: int) -> np.ndarray:
+    """DeepSpeed's cut table for every part count up to ``max_parts`` (< len(weights)): ``position[i, j]``.
+
+    Column ``j`` of the programme reads only column ``j - 1``, and DeepSpeed fills it for every prefix ``i >= j``
+    whatever its ``num_parts``, so the table built for ``max_parts`` holds DeepSpeed's split for every smaller
+    count too (``balanced_bounds``): one programme serves all pipeline depths of a layer table.
+    """
+    n, m = len(weights), max_parts
     dp_max = np.full((n + 1, m + 1), np.inf)
     dp_min = np.full((n + 1, m + 1), np.inf)
-    dp_cost = np.full((n + 1, m + 1), np.inf)
     position = np.zeros((n + 1, m + 1), dtype=np.int64)
     prefix = np.zeros(n + 1)
     prefix[1:] = np.cumsum(list(weights))  # as DeepSpeed: integer cumsum for int weights, then float64
     dp_max[0, 0] = 0
-    dp_cost[0, 0] = 0
     for i in range(1, n + 1):
         parts = min(i, m)
         seg = (prefix[i] - prefix[:i])[:, None]  # part [k, i) for every k < i
@@ -50,11 +59,15 @@ def partition_balanced(weights: tuple[int, ...] | tuple[float, ...], num_parts: 
         cost = max_sum - min_sum
         k = i - 1 - np.argmin(cost[::-1], axis=0)  # argmin takes the first minimum: reversed, the last k
         cols = np.arange(parts)
-        dp_cost[i, 1:parts + 1] = cost[k, cols]
         dp_max[i, 1:parts + 1] = max_sum[k, cols]
         dp_min[i, 1:parts + 1] = min_sum[k, cols]
         position[i, 1:parts + 1] = k
-    bounds = [n]
-    for j in range(m, 0, -1):
+    return position
+
+
+def balanced_bounds(position: np.ndarray, num_parts: int) -> tuple[int, ...]:
+    """DeepSpeed's ``num_parts + 1`` boundaries read back from a ``balanced_cuts`` table."""
+    bounds = [position.shape[0] - 1]
+    for j in range(num_parts, 0, -1):
         bounds.append(int(position[bounds[-1], j]))
     return tuple(reversed(bounds))

@@ -102,8 +102,16 @@ def _ds_uniform(num_items: int, num_parts: int) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def _ds_balanced(weights: tuple[int, ...], num_parts: int) -> tuple[int, ...]:
-    # Parameter weights do not depend on the micro-batch size: one split per (tp, parts) serves them all.
-    return ds_partition.partition_balanced(weights, num_parts)
+    # Parameter weights do not depend on the micro-batch size: one split per (tp, parts) serves them all, and
+    # one DeepSpeed programme per weight vector serves every part count (ds_partition.balanced_cuts).
+    if len(weights) <= num_parts:
+        return ds_partition.partition_uniform(len(weights), num_parts)
+    return ds_partition.balanced_bounds(_ds_cuts(weights), num_parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _ds_cuts(weights: tuple[int, ...]):
+    return ds_partition.balanced_cuts(weights, len(weights) - 1)
 
 
 @functools.lru_cache(maxsize=4096)
