@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import platform
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from pptune.errors import ConfigError
+from pptune.fileio import cpu_name
 from pptune.model.resolve import ModelLayers, load_model_layers
 from pptune.profile.measure_layer import measure_layer
 from pptune.profile.schema import LayerProfile, LayerTiming, Profile
@@ -218,15 +218,8 @@ def _progress_bar(total: int, progress: bool):  # -> tqdm
 
 
 def device_name(dev: torch.device) -> str:
-    """The GPU's name, or the CPU model from /proc/cpuinfo (platform.processor() elsewhere)."""
+    """The GPU's name, or the CPU model (``pptune.fileio.cpu_name``)."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_name()
 
