@@ -147,7 +147,7 @@ def plan(
         num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
         num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=target, dtype=dtype, fixed=fixed,
         max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble, block_kind=source.block_kind,
-        allowed_tp=_measured_tp(source, fixed),
+        allowed_tp=_measured_tp(source, fixed, hw),
     )
     evaluator = Evaluator(
         profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=dtype, micro_batch_sizes=space.micro_batch_sizes),
@@ -225,13 +225,7 @@ def _polish(space: SearchSpace, evaluator: Evaluator, evaluated: list[Evaluation
     which the bulk path evaluates in milliseconds, so the plan takes the best of all of them.
     """
     ranked = sorted((e for e in evaluated if e.feasible), key=lambda e: -e.estimate.tokens_per_s)
-    keys: list[tuple[int, int, int]] = []
-    for e in ranked:
-        key = (e.config.tp, e.config.pp, e.config.dp)
-        if key not in keys:
-            keys.append(key)
-        if len(keys) == POLISH_LAYOUTS:
-            break
+    keys = list(dict.fromkeys((e.config.tp, e.config.pp, e.config.dp) for e in ranked))[:POLISH_LAYOUTS]
     layouts = [lay for key in keys for lay in space.layouts if (lay.tp, lay.pp, lay.dp) == key]
     return evaluator.evaluate_many([c for lay in layouts for c in space.configs_for(lay)])
 
@@ -280,15 +274,16 @@ def _infeasible_message(evaluated: list[Evaluation], cluster: Cluster) -> str:
             f"on stage {stage} with {what}; the GPU ({cluster.gpu.name}) has {gpu_gib:g} GiB")
 
 
-def _measured_tp(source: ModelSource, fixed: Fixed | None) -> tuple[int, ...] | None:
+def _measured_tp(source: ModelSource, fixed: Fixed | None, cluster: Cluster) -> tuple[int, ...] | None:
     """A measured profile's layers are not tensor-parallel: plan at its own tp unless the user pins ``--tp``.
 
     Re-sharding measured layers to another tp is only a linear approximation, and the layers that were measured
     (pptune's runtime included) cannot run split; an analytic profile is computed for every tp, so it is free.
+    The file is read through ``profile_for``'s cache, which the evaluator then hits instead of parsing it again.
     """
     if source.profile_path is None or (fixed is not None and fixed.tp is not None):
         return None
-    from pptune.profile.schema import load_profile
+    from pptune.profile.source import profile_for
 
-    profile = load_profile(source.profile_path)
+    profile = profile_for(source.profile_path, cluster)
     return (profile.tp,) if profile.source == "measured" else None
