@@ -71,7 +71,7 @@ def sweep(*, device: str, dtype: str, quick: bool, warmup: int, repeat: int) -> 
         gemms.append({"tokens": t, "k": k, "n": n, "flops": 2.0 * t * k * n, "ms": ms})
     copies = []
     for mib in ((4, 16) if quick else (256, 1024)):
-        x = torch.empty(mib * 2**20 // x_bytes(dt), device=device, dtype=dt)
+        x = torch.empty(mib * 2**20 // dt.itemsize, device=device, dtype=dt)
         y = torch.empty_like(x)
         ms = timed_ms(lambda x=x, y=y: y.copy_(x), device=device, warmup=warmup, repeat=repeat)
         copies.append({"mib": mib, "bytes": 2.0 * mib * 2**20, "ms": ms})  # read + write
@@ -99,10 +99,6 @@ def sweep(*, device: str, dtype: str, quick: bool, warmup: int, repeat: int) -> 
 
     host_us = timed_ms(many_ops, device=device, warmup=1, repeat=3) * 1e3 / ops
     return {"gemms": gemms, "copies": copies, "attention": attention, "host_us_per_op": host_us}
-
-
-def x_bytes(dt: torch.dtype) -> int:
-    return torch.tensor([], dtype=dt).element_size()
 
 
 def main(argv: list[str] | None = None) -> int:
