@@ -1,4 +1,4 @@
-"""Per-chunk and per-stage costs of many configurations of one layout (tp, pp, dp, vpp) at once, as numpy arrays.
+"""Per-chunk and per-stage costs of many configurations of one pipeline shape (pp, vpp) at once, as numpy arrays.
 
 The vectorised counterpart of ``pptune.cost.chunks.chunk_costs`` and of the activation part of
 ``pptune.cost.memory``: every value is computed with the same operations in the same order as the scalar
@@ -74,7 +74,7 @@ def _build(table: LayerTable) -> TableArrays:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GroupChunks:
-    """Arrays of K configurations of one layout: (K, chunks), (K, chunks - 1) or (K, pp)."""
+    """Arrays of K configurations of one pipeline shape: (K, chunks), (K, chunks - 1) or (K, pp)."""
 
     fwd_ms: np.ndarray  # what a forward op takes: compute + exposed TP communication
     bwd_ms: np.ndarray
@@ -89,7 +89,7 @@ class GroupChunks:
 
 def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], bounds: np.ndarray, cluster: Cluster,
                  *, seq_len: int, w_share: float) -> GroupChunks:
-    """Costs of K configurations sharing tp, pp, dp and vpp.
+    """Costs of K configurations sharing pp and vpp (tp and dp may differ from row to row).
 
     Args:
         configs: the K configurations.
@@ -99,9 +99,12 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         seq_len: the profile's sequence length.
         w_share: the weight-gradient share of the backward (zb_h1).
     """
-    c0 = configs[0]
-    tp, pp, dp = c0.tp, c0.pp, c0.dp
+    pp = configs[0].pp
     k, chunks = bounds.shape[0], bounds.shape[1] - 1
+    layouts = [(c.tp, c.dp) for c in configs]
+    distinct_layouts = list(dict.fromkeys(layouts))
+    layout_of = {x: i for i, x in enumerate(distinct_layouts)}
+    row_layout = np.array([layout_of[x] for x in layouts])
     distinct = list({id(a): a for a in row_tables}.values())
     where = {id(a): i for i, a in enumerate(distinct)}
     t = np.array([where[id(a)] for a in row_tables])[:, None]
@@ -127,8 +130,9 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     head = per_row([-1 if a.table.head_index is None else a.table.head_index for a in distinct])
     emb_in = (emb >= 0) & (first <= emb) & (emb < last)
     head_in = (head >= 0) & (first <= head) & (head < last)
-    if tp > 1:
-        tf, tb = _tp_comm(configs, row_tables, diff("blocks"), emb_in, head_in, cluster, seq_len)
+    if any(tp > 1 for tp, _ in distinct_layouts):  # tp = 1 rows: no TP collectives (zeros)
+        tf, tb = _tp_comm(row_tables, diff("blocks"), emb_in, head_in, cluster, seq_len, distinct_layouts, row_layout,
+                          pp)
         tb = np.where(interval > 0, tb + tf, tb)
     else:
         tf = tb = np.zeros((k, chunks))
@@ -145,7 +149,7 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
                                                             configs[i])
     nbytes = stack("out")[t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
     return GroupChunks(
-        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, tp=tp, dp=dp, pp=pp),
+        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp),
         compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
         kept_bytes=_per_stage(kept, pp, np.maximum),
         work_bytes=_per_stage(work, pp, np.maximum),
@@ -171,29 +175,42 @@ def _range_max(stack, t: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.
     return np.where(length > 0, np.maximum(a, b), 0)
 
 
-def _tp_comm(configs, row_tables, blocks, emb_in, head_in, cluster, seq_len):
-    """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head."""
-    c0 = configs[0]
-    pp, chunks = c0.pp, blocks.shape[1]
-    links = [comm.tp_link(cluster, tp=c0.tp, dp=c0.dp, stage=s) for s in range(pp)]
+def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row_layout, pp):
+    """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head.
+
+    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it (tp = 1: zeros)."""
+    chunks = blocks.shape[1]
     roles = ("block", "embedding", "head")
-    distinct_links = list(dict.fromkeys(links))
-    link_of_stage = np.array([distinct_links.index(link) for link in links])
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[tuple, np.ndarray] = {}
 
-    def by_stage(message: int) -> np.ndarray:  # (direction, role, stage)
-        if message not in cache:
-            per_link = np.array([[comm.tp_layer_ms(r, message, c0.tp, link) for r in roles]
+    def by_stage(tp: int, dp: int, message: int) -> np.ndarray:  # (direction, role, stage)
+        key = (tp, dp, message)
+        if key not in cache:
+            if tp == 1:
+                cache[key] = np.zeros((2, len(roles), pp))
+                return cache[key]
+            links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
+            distinct_links = list(dict.fromkeys(links))
+            link_of_stage = np.array([distinct_links.index(link) for link in links])
+            per_link = np.array([[comm.tp_layer_ms(r, message, tp, link) for r in roles]
                                  for link in distinct_links])  # (link, role, direction)
-            cache[message] = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
-        return cache[message]
+            cache[key] = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
+        return cache[key]
 
-    # The message depends only on the layer table (micro-batch size, dtype, sequence parallelism): once per table.
-    distinct = {id(a): a for a in row_tables}
-    where = {key: i for i, key in enumerate(distinct)}
-    per_table = np.stack([by_stage(a.table.micro_batch_size * seq_len * a.table.hidden_size * a.table.act_bytes)
-                          for a in distinct.values()])[..., np.arange(chunks) % pp]
-    values = per_table[np.array([where[id(a)] for a in row_tables])]
+    # The message depends only on the layer table (micro-batch size, dtype, sequence parallelism) and the layout:
+    # once per distinct pair.
+    pairs: dict[tuple, int] = {}
+    row_pair = np.empty(len(row_tables), dtype=np.int64)
+    arrays = []
+    for i, (a, lay) in enumerate(zip(row_tables, row_layout.tolist(), strict=True)):
+        key = (id(a), lay)
+        j = pairs.get(key)
+        if j is None:
+            j = pairs[key] = len(arrays)
+            tp, dp = layouts[lay]
+            arrays.append(by_stage(tp, dp, a.table.micro_batch_size * seq_len * a.table.hidden_size * a.table.act_bytes))
+        row_pair[i] = j
+    values = np.stack(arrays)[..., np.arange(chunks) % pp][row_pair]
     out = []
     for d in (0, 1):
         x = blocks * values[:, d, 0]
@@ -203,15 +220,21 @@ def _tp_comm(configs, row_tables, blocks, emb_in, head_in, cluster, seq_len):
     return out[0], out[1]
 
 
-def _p2p(nbytes: np.ndarray, cluster: Cluster, *, tp: int, dp: int, pp: int) -> np.ndarray:
-    """p2p time per chunk boundary (chunks._p2p): latency + bytes / bandwidth, 0 for an empty message."""
+def _p2p(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]], row_layout: np.ndarray,
+         pp: int) -> np.ndarray:
+    """p2p time per chunk boundary (chunks._p2p): latency + bytes / bandwidth, 0 for an empty message.
+
+    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it."""
     lat, per_ms = [], []
-    for c in range(nbytes.shape[1]):
-        stage = c % pp
-        if stage == pp - 1:  # interleaving wraps from the last stage back to the first
-            link = comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp)
-        else:
-            link = comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=stage)
-        lat.append(link.latency_ms)
-        per_ms.append(link.gbps * 1e6)
-    return np.where(nbytes > 0, np.array(lat) + nbytes / np.array(per_ms), 0.0)
+    for tp, dp in layouts:
+        lat.append([])
+        per_ms.append([])
+        for c in range(nbytes.shape[1]):
+            stage = c % pp
+            if stage == pp - 1:  # interleaving wraps from the last stage back to the first
+                link = comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp)
+            else:
+                link = comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=stage)
+            lat[-1].append(link.latency_ms)
+            per_ms[-1].append(link.gbps * 1e6)
+    return np.where(nbytes > 0, np.array(lat)[row_layout] + nbytes / np.array(per_ms)[row_layout], 0.0)

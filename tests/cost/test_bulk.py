@@ -108,3 +108,20 @@ def test_bulk_keeps_the_input_order_and_reports_errors_in_place(make_profile, ma
     assert isinstance(got[1], PptuneError) and "6 pipeline layers" in str(got[1])
     assert isinstance(got[2], PptuneError) and "matches no layer" in str(got[2])
     assert got[0] == got[3] == estimate(profile, cluster, configs[0]).summary()
+
+
+def test_bulk_with_one_profile_per_tp_pools_layouts_and_equals_estimate():
+    """{tp: profile} with every tp and dp in one call: rows of one pipeline shape share a group."""
+    rng = random.Random(5)
+    cluster = load_cluster("a100-80g", num_gpus=32)
+    spec = PRESETS["gpt2-medium"]
+    by_tp = {tp: analytic_profile(spec, cluster.gpu, tp=tp, micro_batch_sizes=(1, 2, 4)) for tp in (1, 2, 4)}
+    configs = _random_configs(rng, 300, 32)
+    assert len({(c.tp, c.dp) for c in configs if c.pp == 2}) > 1
+    for config, got in zip(configs, estimate_many(by_tp, cluster, configs), strict=True):
+        try:
+            ref = estimate(by_tp[config.tp], cluster, config)
+        except PptuneError as exc:
+            assert isinstance(got, PptuneError) and str(got) == str(exc), config.label()
+            continue
+        _assert_same(got, ref.summary(), config)
