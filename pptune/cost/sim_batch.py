@@ -12,6 +12,7 @@ where numpy's per-call cost would dominate. Long steady states are skipped once 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ def simulate_batches(items: list[tuple]) -> list[BatchSchedule]:
     """
     prepared = [_Prepared(*item) for item in items]
     shared = []
+    families: dict[tuple, list[_Prepared]] = {}
     for p in prepared:
         if p.durations is None:
             continue
@@ -71,10 +73,86 @@ def simulate_batches(items: list[tuple]) -> list[BatchSchedule]:
         elif steady is None:
             shared.append(p)
         else:
-            p.ends = _level_ends(p.compiled, p.durations, p.lags)
+            c = p.compiled
+            families.setdefault((p.schedule, c.pp, c.chunks), []).append(p)
+    for family in families.values():
+        _run_family(family)
     for p, ends in zip(shared, _shared_level_ends([(p.compiled, p.durations, p.lags) for p in shared]), strict=True):
         p.ends = ends
     return [p.result() for p in prepared]
+
+
+def _run_family(family: list[_Prepared]) -> None:
+    """Shapes with a steady state that differ only in their micro-batch count, in one ``_level_ends`` call.
+
+    The shape with more micro-batches is the base shape with more copies of its steady period: the same ops
+    before and after the copied region, its ends shifted by whole periods. So its rows run on the base's
+    levels, and a row that settles fills the region's last ends as its own (longer) region would end
+    (``offsets``). A row that has not settled when the base's region runs out is simulated on its own shape.
+    """
+    family.sort(key=lambda p: p.compiled.m)
+    base = next((p for p in family if _long_enough(p.compiled)), None)
+    members = [p for p in family if p is not base and base is not None
+               and _family_offset(base.compiled, p.compiled) is not None]
+    for p in family:
+        if p is not base and p not in members:
+            p.ends = _level_ends(p.compiled, p.durations, p.lags)
+    if base is None:
+        return
+    group = [base, *members]
+    offsets = np.concatenate([np.full(len(p.rest), 0 if p is base else _family_offset(base.compiled, p.compiled))
+                              for p in group])
+    ends, unsettled = _level_ends(base.compiled, np.concatenate([p.durations for p in group]),
+                                  np.concatenate([p.lags for p in group]), offsets=offsets)
+    at = 0
+    for p in group:
+        k = len(p.rest)
+        p.ends = ends[at:at + k]
+        redo = unsettled[at:at + k]
+        if redo.any():
+            p.ends[redo] = _level_ends(p.compiled, p.durations[redo], p.lags[redo])
+        at += k
+
+
+def _long_enough(compiled: CompiledSchedule) -> bool:
+    """Whether the copied region is long enough for the rows of longer shapes to settle in (deep 1F1B pipelines
+    settle after up to about 3 pp levels; a shorter base would send most rows back to their own shape)."""
+    steady = steady_state(compiled)
+    return steady is not None and steady.copy_end - steady.copy_first >= max(3 * compiled.pp, 3 * steady.period)
+
+
+@functools.lru_cache(maxsize=256)
+def _family_offset(base: CompiledSchedule, other: CompiledSchedule) -> int | None:
+    """Positions by which ``other``'s ops after its copied region follow ``base``'s (a whole number of steady
+    periods), or None when ``other`` is not ``base`` with more periods: checked op by op, once per pair."""
+    sb, so = steady_state(base), steady_state(other)
+    if (sb is None or so is None or other.m <= base.m or (sb.period, sb.shift, sb.copy_first, sb.reach)
+            != (so.period, so.shift, so.copy_first, so.reach) or (so.copy_end - sb.copy_end) % sb.period):
+        return None
+    off = (so.copy_end - sb.copy_end) // sb.period * sb.shift
+    nb, no = base.num_ops, other.num_ops
+    if no - nb != off or so.needed_from - sb.needed_from != off:
+        return None
+    a = base.level_starts[sb.copy_end]  # base positions [0, a) are other's [0, a); [a, nb) are other's + off
+    extra = sb.copy_end - sb.copy_first  # levels: other's starts after the region are base's shifted
+    if (tuple(x + off for x in base.level_starts[sb.copy_end:]) != other.level_starts[so.copy_end:]
+            or other.level_starts[:sb.copy_end + 1] != base.level_starts[:sb.copy_end + 1] or extra <= 0):
+        return None
+    where = np.concatenate([np.arange(a), np.arange(a, nb) + off])
+    # Ops after the region read the region's last ends (from needed_from on): other's, ``off`` later.
+    lo = sb.needed_from
+
+    def moved(x: np.ndarray) -> np.ndarray:  # base pointers in other's numbering (sentinel to sentinel)
+        return np.where(x == nb, no, np.where(x >= lo, x + off, x))
+
+    same = (np.array_equal(other.dur[where], base.dur) and np.array_equal(other.lag[where], base.lag)
+            and np.array_equal(other.stage[where], base.stage)
+            and np.array_equal(other.prev[where[a:]], moved(base.prev[a:]))
+            and np.array_equal(other.dep[where[a:]], moved(base.dep[a:]))
+            and np.array_equal(other.prev[:a], np.where(base.prev[:a] == nb, no, base.prev[:a]))
+            and np.array_equal(other.dep[:a], np.where(base.dep[:a] == nb, no, base.dep[:a]))
+            and other.last == tuple(int(x) + off if x >= lo else int(x) for x in base.last))
+    return off if same else None
 
 
 class _Prepared:
@@ -97,7 +175,7 @@ class _Prepared:
         busy = per_chunk[:, :pp].copy()
         for v in range(1, vpp):
             busy += per_chunk[:, v * pp:(v + 1) * pp]
-        self.pp, self.busy = pp, busy
+        self.schedule, self.pp, self.busy = schedule, pp, busy
         self.compiled = compile_schedule(schedule, pp, m, vpp)
         self.step = np.empty(k)
         self.end = np.empty((k, pp))
@@ -187,13 +265,18 @@ def _loop_ends(compiled: CompiledSchedule, dur: list[float], lag: list[float]) -
     return [ends[i] for i in compiled.last]
 
 
-def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndarray) -> np.ndarray:
+def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndarray,
+                offsets: np.ndarray | None = None):
     """(K, pp) end of each stage's last op, running the compiled levels over all K rows at once.
 
     In a steady state (``pptune.cost.steady``) the rows are checked for periodicity every few levels; rows
     that repeat themselves (after one period or after several: a critical cycle of the pipeline may span many
     micro-batches) get the ends later ops read extrapolated, skip the copied levels and leave the batch; the
     others run on. Leaving copies only the positions later levels still read, not the whole history.
+
+    ``offsets`` (K,): rows of a longer shape of the same family (``_run_family``): their copied region is
+    longer by this many positions. Then the result is ``(ends, unsettled)``: rows with an offset that did not
+    settle before the last check are left out (``unsettled``, their ends undefined).
     """
     n = compiled.num_ops
     starts = compiled.level_starts
@@ -210,23 +293,35 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     block_end = block_start = 0
     dur = lag = end[:0]
     left: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows that left: (rows, ends finish reads, early)
+    unsettled = np.zeros(durations.shape[0], dtype=bool)
+    if offsets is not None and check >= levels:  # no check at all: a longer shape's rows cannot run here
+        unsettled = offsets > 0
+        rows = rows[~unsettled]
+        end = end[:, ~unsettled]
+        run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
     level = 0
     while level < levels:
         if level == check:
-            done = _skip(steady, starts, end, level, compiled.pp)
+            done = _skip(steady, starts, end, level, compiled.pp, None if offsets is None else offsets[rows])
+            # Check every few periods, less often the longer the rows take to settle.
+            check += max(steady.period, 8, min((check - first) // 2, 64))
+            if check >= steady.copy_end - max(steady.period, 8):
+                check = levels
+            drop = done.copy()
+            if check == levels and offsets is not None:  # the last check: longer shapes' rows cannot run on here
+                late = ~done & (offsets[rows] > 0)
+                unsettled[rows[late]] = True
+                drop |= late
             if done.any():  # these rows are finished once the levels after the copied region have run
                 left.append(_leaving(compiled, steady, end, done, rows))
-                keep = ~done
+            if drop.any():
+                keep = ~drop
                 rows = rows[keep]
                 if not len(rows):
                     break
                 end = _keep_columns(end, keep, _history_start(steady, starts, level, compiled.pp), starts[level], last)
                 run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
                 block_end = 0  # re-gather durations for the remaining rows
-            # Check every few periods, less often the longer the rows take to settle.
-            check += max(steady.period, 8, min((check - first) // 2, 64))
-            if check >= steady.copy_end - max(steady.period, 8):
-                check = levels
         a, b = starts[level], starts[level + 1]
         if b > block_end:  # gather durations and lags block by block, not for the whole shape at once
             block_start, block_end = a, starts[min(level + 64, levels)]
@@ -244,7 +339,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
         gone = np.concatenate([r for r, _, _ in left])
         result[gone] = _finish(compiled, steady, np.concatenate([t for _, t, _ in left], axis=1),
                                np.concatenate([e for _, _, e in left], axis=1), durs_t[:, gone], lags_t[:, gone])
-    return result
+    return result if offsets is None else (result, unsettled)
 
 
 def _history_start(steady: SteadyState, starts: tuple[int, ...], level: int, pp: int) -> int:
@@ -314,7 +409,8 @@ def _first_check(steady: SteadyState, starts: tuple[int, ...]) -> int:
     return next((lv for lv in range(steady.copy_first, steady.copy_end) if starts[lv] >= floor), len(starts) - 1)
 
 
-def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: int, pp: int) -> np.ndarray:
+def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: int, pp: int,
+          offsets: np.ndarray | None = None) -> np.ndarray:
     """Rows that repeat themselves over the window before ``level``: fill what later ops read (in place).
 
     A row repeats itself with ``k`` periods when every end of the window equals the end ``k`` periods
@@ -339,10 +435,19 @@ def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: 
         stop = starts[steady.copy_end]
         fill = np.concatenate((np.array([p for p in steady.lasts if p >= here], dtype=np.int64),
                                np.arange(max(steady.needed_from, here), stop)))
+        # A longer shape's row (``offsets``): base position p holds its position p + offset; ends it read before
+        # ``here`` (from needed_from on) are then moved too.
+        early = np.arange(min(steady.needed_from, here), here) if offsets is not None else fill[:0]
         for k in np.unique(cycles[done]).tolist():
             cols = np.flatnonzero(cycles == k)
-            periods = (fill - here) // (k * shift) + 1
-            end[fill[:, None], cols] = end[(fill - periods * k * shift)[:, None], cols] + periods[:, None] * lam[cols]
+            if offsets is None or not offsets[cols].any():
+                periods = (fill - here) // (k * shift) + 1
+                end[fill[:, None], cols] = end[(fill - periods * k * shift)[:, None], cols] + periods[:, None] * lam[cols]
+                continue
+            to = np.concatenate((early, fill))[:, None]
+            at = to + offsets[cols][None, :]
+            periods = np.maximum((at - here) // (k * shift) + 1, 0)  # 0: a simulated end, shared with the base
+            end[to, cols[None, :]] = end[at - periods * k * shift, cols[None, :]] + periods * lam[cols]
     return done
 
 

@@ -1,0 +1,61 @@
+"""Shapes that differ only in their micro-batch count run as one family on the shortest one's levels and agree with
+the event loop, whether their rows settle there (offset fill) or are sent back to their own shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pptune.cost import sim_batch
+from pptune.cost.compiled import compile_schedule
+from pptune.cost.schedule import simulate
+
+
+def _rows(rng, k: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fwd = np.repeat(rng.uniform(1.0, 2.0, (k, 1)), chunks, axis=1)
+    fwd[:, 0] *= 0.5  # a light first stage (embedding only), a heavier last one (head)
+    fwd[:, -1] += rng.uniform(0.0, 0.5, k)
+    fwd[1::2] += rng.uniform(0.0, 0.05, (len(fwd[1::2]), chunks))  # some rows with uneven stages
+    p2p = np.repeat(rng.uniform(0.0, 0.6, (k, 1)), chunks - 1, axis=1)
+    return fwd, 2.0 * fwd, p2p
+
+
+CASES = [("1f1b", 16, (48, 96, 192), 1), ("1f1b", 24, (96, 192), 1), ("interleaved_1f1b", 4, (24, 48), 3)]
+
+
+@pytest.mark.parametrize(("schedule", "pp", "ms", "vpp"), CASES)
+@pytest.mark.parametrize("force_back", [False, True])
+def test_a_family_agrees_with_the_event_loop(schedule, pp, ms, vpp, force_back, monkeypatch):
+    rng = np.random.default_rng(pp + vpp)
+    base, longest = compile_schedule(schedule, pp, ms[0], vpp), compile_schedule(schedule, pp, ms[-1], vpp)
+    assert sim_batch._long_enough(base) and sim_batch._family_offset(base, longest) is not None
+    k = 6
+    items = [(schedule, pp, m, vpp, *_rows(rng, k, pp * vpp)) for m in ms]
+    filled, real_skip = [], sim_batch._skip
+
+    def spy(steady, starts, end, level, stages, offsets=None):
+        done = real_skip(steady, starts, end, level, stages, offsets)
+        if offsets is not None:
+            if force_back:  # longer shapes' rows never settle on the base: all go back to their own shape
+                done &= offsets == 0
+            filled.append(int((done & (offsets > 0)).sum()))
+        return done
+
+    monkeypatch.setattr(sim_batch, "_skip", spy)
+    monkeypatch.setattr(sim_batch, "_LOOP_OPS_PER_LEVEL", 0)
+    results = sim_batch.simulate_batches([(*item, None) for item in items])
+    assert (sum(filled) == 0) == force_back  # the offset fill ran (or was forced off)
+    for (_, _, m, _, fwd, bwd, p2p), got in zip(items, results, strict=True):
+        for i in range(k):
+            ref = simulate(fwd[i].tolist(), bwd[i].tolist(), schedule=schedule, num_microbatches=m, vpp=vpp,
+                           p2p_ms=p2p[i].tolist())
+            assert got.step_ms[i] == pytest.approx(ref.step_ms, rel=1e-12), (m, i)
+            assert got.end_ms[i].tolist() == pytest.approx(list(ref.end_ms), rel=1e-12), (m, i)
+
+
+def test_shapes_of_another_schedule_or_depth_are_not_family():
+    base = compile_schedule("1f1b", 16, 48)
+    assert sim_batch._family_offset(base, compile_schedule("1f1b", 16, 96)) is not None
+    assert sim_batch._family_offset(base, compile_schedule("gpipe", 16, 96)) is None
+    assert sim_batch._family_offset(base, compile_schedule("1f1b", 8, 96)) is None
+    assert sim_batch._family_offset(compile_schedule("1f1b", 16, 96), base) is None  # shorter than the base
