@@ -299,29 +299,35 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
         rows = rows[~unsettled]
         end = end[:, ~unsettled]
         run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
+    alive = np.ones(len(rows), dtype=bool)  # columns of ``end`` still to be run (others left, not yet dropped)
     level = 0
     while level < levels:
         if level == check:
-            done = _skip(steady, starts, end, level, compiled.pp, None if offsets is None else offsets[rows])
+            done = _skip(steady, starts, end, level, compiled.pp, None if offsets is None else offsets[rows], alive)
             # Check every few periods, less often the longer the rows take to settle.
             check += max(steady.period, 8, min((check - first) // 2, 64))
             if check >= steady.copy_end - max(steady.period, 8):
                 check = levels
             drop = done.copy()
             if check == levels and offsets is not None:  # the last check: longer shapes' rows cannot run on here
-                late = ~done & (offsets[rows] > 0)
+                late = alive & ~done & (offsets[rows] > 0)
                 unsettled[rows[late]] = True
                 drop |= late
             if done.any():  # these rows are finished once the levels after the copied region have run
                 left.append(_leaving(compiled, steady, end, done, rows))
             if drop.any():
-                keep = ~drop
-                rows = rows[keep]
-                if not len(rows):
+                alive &= ~drop
+                if not alive.any():
                     break
-                end = _keep_columns(end, keep, _history_start(steady, starts, level, compiled.pp), starts[level], last)
-                run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
-                block_end = 0  # re-gather durations for the remaining rows
+                # Drop the columns (copying the history later levels read) only once they are half the array:
+                # until then running them on costs less than the copy.
+                if 2 * alive.sum() <= len(alive):
+                    rows = rows[alive]
+                    end = _keep_columns(end, alive, _history_start(steady, starts, level, compiled.pp), starts[level],
+                                        last)
+                    alive = np.ones(len(rows), dtype=bool)
+                    run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
+                    block_end = 0  # re-gather durations for the remaining rows
         a, b = starts[level], starts[level + 1]
         if b > block_end:  # gather durations and lags block by block, not for the whole shape at once
             block_start, block_end = a, starts[min(level + 64, levels)]
@@ -334,7 +340,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
         out += dur[a - block_start:b - block_start]
         level += 1
     else:
-        result[rows] = end[last].T
+        result[rows[alive]] = end[last][:, alive].T
     if left:  # one run of the levels after the copied region for every row that skipped it
         gone = np.concatenate([r for r, _, _ in left])
         result[gone] = _finish(compiled, steady, np.concatenate([t for _, t, _ in left], axis=1),
@@ -410,7 +416,7 @@ def _first_check(steady: SteadyState, starts: tuple[int, ...]) -> int:
 
 
 def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: int, pp: int,
-          offsets: np.ndarray | None = None) -> np.ndarray:
+          offsets: np.ndarray | None = None, alive: np.ndarray | None = None) -> np.ndarray:
     """Rows that repeat themselves over the window before ``level``: fill what later ops read (in place).
 
     A row repeats itself with ``k`` periods when every end of the window equals the end ``k`` periods
@@ -424,10 +430,12 @@ def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: 
     step = window - end[here - reach - shift:here - shift]
     lam = step[-1].copy()
     done = np.all(np.abs(step - lam) <= _ULPS * scale, axis=0)
+    if alive is not None:  # columns of rows that left already are not looked at again
+        done &= alive
     cycles = np.where(done, 1, 0)
     floor = starts[steady.copy_first - steady.period]  # the copies' sources start here
     kmax = min((here - reach - floor) // shift, _max_cycles(pp))
-    todo = np.flatnonzero(~done)
+    todo = np.flatnonzero(~done if alive is None else ~done & alive)
     if kmax >= 2 and len(todo):
         cycles[todo], lam[todo] = _cycles(end, here, reach, shift, kmax, todo, scale[todo])
         done = cycles > 0

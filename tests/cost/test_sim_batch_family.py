@@ -33,8 +33,8 @@ def test_a_family_agrees_with_the_event_loop(schedule, pp, ms, vpp, force_back, 
     items = [(schedule, pp, m, vpp, *_rows(rng, k, pp * vpp)) for m in ms]
     filled, real_skip = [], sim_batch._skip
 
-    def spy(steady, starts, end, level, stages, offsets=None):
-        done = real_skip(steady, starts, end, level, stages, offsets)
+    def spy(steady, starts, end, level, stages, offsets=None, alive=None):
+        done = real_skip(steady, starts, end, level, stages, offsets, alive)
         if offsets is not None:
             if force_back:  # longer shapes' rows never settle on the base: all go back to their own shape
                 done &= offsets == 0
