@@ -70,6 +70,8 @@ def clear_cost_caches() -> None:
     importlib.import_module("pptune.cost.estimate")._simulate.cache_clear()  # the package attribute is the function
     layers._CACHE.clear()
     bulk_chunks._ARRAYS.clear()
+    bulk_chunks._TP_STAGES.clear()
+    bulk_chunks._P2P_LINKS.clear()
     bulk._TERMS.clear()
     bulk._SPLITS.clear()
     bulk._UNITS.clear()

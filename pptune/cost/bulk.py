@@ -178,6 +178,7 @@ class _Group:
         shapes: dict[tuple, list[int]] = {}
         for i, c in enumerate(configs):
             shapes.setdefault((c.schedule, c.pp, c.num_microbatches, c.vpp), []).append(i)
+        self.shapes = {shape: (idx, configs[idx[0]]) for shape, idx in shapes.items()}
         # Per shape: the rows of the group, their pipelines with p2p (sim) and without (bare: the bubble).
         self.sim: list[tuple[tuple, np.ndarray, np.ndarray]] = []
         self.bare: list[tuple[tuple, np.ndarray, np.ndarray]] = []
@@ -275,7 +276,9 @@ class _Group:
     def _memory(self, states_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, pp) totals as memory.stage_memory adds its parts, and the activations part."""
         configs, ch = self.configs, self.chunks
-        units = np.array([_units(c) for c in configs])
+        units = np.empty((len(configs), configs[0].pp), dtype=np.int64)
+        for rows, config in self.shapes.values():
+            units[rows] = _units(config)
         activations = units * ch.kept_bytes
         logits = np.zeros_like(activations)
         heads = np.flatnonzero(ch.head_stage >= 0)

@@ -175,27 +175,35 @@ def _range_max(stack, t: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.
     return np.where(length > 0, np.maximum(a, b), 0)
 
 
+# Per (cluster, tp, dp, pp, message bytes): the TP collectives of each stage, kept across calls like the layer tables.
+_TP_STAGES: dict[tuple, tuple[Cluster, np.ndarray]] = {}
+
+
 def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row_layout, pp):
     """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head.
 
     ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it (tp = 1: zeros)."""
     chunks = blocks.shape[1]
     roles = ("block", "embedding", "head")
-    cache: dict[tuple, np.ndarray] = {}
 
     def by_stage(tp: int, dp: int, message: int) -> np.ndarray:  # (direction, role, stage)
-        key = (tp, dp, message)
-        if key not in cache:
-            if tp == 1:
-                cache[key] = np.zeros((2, len(roles), pp))
-                return cache[key]
+        key = (id(cluster), tp, dp, pp, message)
+        hit = _TP_STAGES.get(key)
+        if hit is not None and hit[0] is cluster:
+            return hit[1]
+        if tp == 1:
+            value = np.zeros((2, len(roles), pp))
+        else:
             links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
             distinct_links = list(dict.fromkeys(links))
             link_of_stage = np.array([distinct_links.index(link) for link in links])
             per_link = np.array([[comm.tp_layer_ms(r, message, tp, link) for r in roles]
                                  for link in distinct_links])  # (link, role, direction)
-            cache[key] = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
-        return cache[key]
+            value = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
+        if len(_TP_STAGES) >= 4096:
+            _TP_STAGES.clear()
+        _TP_STAGES[key] = (cluster, value)
+        return value
 
     # The message depends only on the layer table (micro-batch size, dtype, sequence parallelism) and the layout:
     # once per distinct pair.
@@ -220,6 +228,10 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
     return out[0], out[1]
 
 
+# Per (cluster, tp, dp, pp, chunk boundaries): each boundary's link latency and bytes per ms.
+_P2P_LINKS: dict[tuple, tuple[Cluster, list[float], list[float]]] = {}
+
+
 def _p2p(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]], row_layout: np.ndarray,
          pp: int) -> np.ndarray:
     """p2p time per chunk boundary (chunks._p2p): latency + bytes / bandwidth, 0 for an empty message.
@@ -227,14 +239,14 @@ def _p2p(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]], r
     ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it."""
     lat, per_ms = [], []
     for tp, dp in layouts:
-        lat.append([])
-        per_ms.append([])
-        for c in range(nbytes.shape[1]):
-            stage = c % pp
-            if stage == pp - 1:  # interleaving wraps from the last stage back to the first
-                link = comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp)
-            else:
-                link = comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=stage)
-            lat[-1].append(link.latency_ms)
-            per_ms[-1].append(link.gbps * 1e6)
+        key = (id(cluster), tp, dp, pp, nbytes.shape[1])
+        hit = _P2P_LINKS.get(key)
+        if hit is None or hit[0] is not cluster:
+            links = [comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp) if c % pp == pp - 1  # interleaving wraps
+                     else comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=c % pp) for c in range(nbytes.shape[1])]
+            if len(_P2P_LINKS) >= 4096:
+                _P2P_LINKS.clear()
+            hit = _P2P_LINKS[key] = (cluster, [x.latency_ms for x in links], [x.gbps * 1e6 for x in links])
+        lat.append(hit[1])
+        per_ms.append(hit[2])
     return np.where(nbytes > 0, np.array(lat)[row_layout] + nbytes / np.array(per_ms)[row_layout], 0.0)
