@@ -65,19 +65,20 @@ def time_plan(target: str, runs: int) -> dict:
 
 def clear_cost_caches() -> None:
     """Empty every cache of the cost model (what a fresh process starts with)."""
-    from pptune.cost import bulk, bulk_chunks, compiled, layers, orders, partition, steady
+    from pptune.cost import bulk, bulk_chunks, compiled, layers, orders, partition, sim_batch, steady
 
     importlib.import_module("pptune.cost.estimate")._simulate.cache_clear()  # the package attribute is the function
     layers._CACHE.clear()
     bulk_chunks._ARRAYS.clear()
     bulk_chunks._TP_STAGES.clear()
     bulk_chunks._P2P_LINKS.clear()
+    sim_batch._UNIONS.clear()
     bulk._TERMS.clear()
     bulk._SPLITS.clear()
     bulk._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
                steady.steady_state, partition._ds_balanced, partition._ds_cuts, partition._ds_uniform, partition.min_max_split,
-               partition.type_weights):
+               partition.type_weights, sim_batch._family_offset):
         fn.cache_clear()
 
 

@@ -122,23 +122,23 @@ class _SimPool:
     def add(self, shape: tuple, rows: np.ndarray) -> np.ndarray:
         """Pool index of every row of ``rows`` (K, columns); rows seen before are not added again."""
         rows = np.ascontiguousarray(rows)
-        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))[:, 0]
-        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        raw, width = rows.tobytes(), rows.dtype.itemsize * rows.shape[1]
         seen = self.index.setdefault(shape, {})
         count = self.count.get(shape, 0)
-        where = np.empty(len(distinct), dtype=np.int64)
+        where = []
         new = []
-        for u, key in enumerate(distinct.tolist()):
-            i = seen.get(key)
-            if i is None:
-                i = seen[key] = count
+        for i in range(len(rows)):  # a dict of the rows' bytes: cheaper than sorting them (np.unique)
+            key = raw[i * width:(i + 1) * width]
+            j = seen.get(key)
+            if j is None:
+                j = seen[key] = count
                 count += 1
-                new.append(first[u])
-            where[u] = i
+                new.append(i)
+            where.append(j)
         if new:
-            self.rows.setdefault(shape, []).append(rows[np.array(new)])
+            self.rows.setdefault(shape, []).append(rows[new] if len(new) < len(rows) else rows)
         self.count[shape] = count
-        return where[inverse.reshape(-1)]
+        return np.array(where, dtype=np.int64)
 
     def run(self) -> None:
         items = []

@@ -225,31 +225,15 @@ def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], wi
     """Run the disjoint union of the shapes' op graphs, level by level, ``width`` rows (missing rows: zeros)."""
     if len(parts) == 1:
         return [_level_ends(*parts[0])]
-    counts = np.zeros((len(parts), max(c.num_levels for c, _, _ in parts)), dtype=np.int64)
-    for i, (c, _, _) in enumerate(parts):
-        counts[i, :c.num_levels] = np.diff(c.level_starts)
-    starts = np.concatenate(([0], np.cumsum(counts.sum(axis=0))))
-    first = starts[:-1][None, :] + np.cumsum(counts, axis=0) - counts  # (shape, level): its first position
-    n = int(starts[-1])
-    prev, dep = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    dur, lag = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    durs = np.zeros((sum(d.shape[1] for _, d, _ in parts), width))  # (duration slot, row)
-    lags = np.zeros((sum(g.shape[1] for _, _, g in parts), width))
-    lasts, d_off, g_off = [], 0, 0
-    for i, (c, d, g) in enumerate(parts):
-        level = np.repeat(np.arange(c.num_levels), counts[i, :c.num_levels])
-        pos = first[i, level] + np.arange(c.num_ops) - np.asarray(c.level_starts)[level]
-        to = np.append(pos, n)  # its sentinel is the union's
-        prev[pos], dep[pos] = to[c.prev], to[c.dep]
-        dur[pos], lag[pos] = c.dur + d_off, c.lag + g_off
+    u = _union(tuple(c for c, _, _ in parts))
+    durs = np.zeros((u.dur_offsets[-1], width))  # (duration slot, row)
+    lags = np.zeros((u.lag_offsets[-1], width))
+    for (_, d, g), d_off, g_off in zip(parts, u.dur_offsets, u.lag_offsets, strict=False):
         durs[d_off:d_off + d.shape[1], :d.shape[0]] = d.T
         lags[g_off:g_off + g.shape[1], :g.shape[0]] = g.T
-        d_off, g_off = d_off + d.shape[1], g_off + g.shape[1]
-        lasts.append(pos[list(c.last)])
-    level_starts = tuple(starts.tolist())
-    runs = _runs(prev, level_starts, n)
-    end = np.zeros((n + 1, width))
-    durs, lags = durs[dur], lags[lag]  # per position
+    level_starts, runs, prev, dep = u.level_starts, u.runs, u.prev, u.dep
+    end = np.zeros((u.n + 1, width))
+    durs, lags = durs[u.dur], lags[u.lag]  # per position
     for lv in range(len(level_starts) - 1):
         a, b = level_starts[lv], level_starts[lv + 1]
         out = end[a:b]
@@ -257,7 +241,59 @@ def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], wi
         before = end[run:run + b - a] if run >= 0 else end[prev[a:b]]
         np.maximum(before, end[dep[a:b]] + lags[a:b], out=out)
         out += durs[a:b]
-    return [end[last][:, :d.shape[0]].T for last, (_, d, _) in zip(lasts, parts, strict=True)]
+    return [end[last][:, :d.shape[0]].T for last, (_, d, _) in zip(u.lasts, parts, strict=True)]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Union:
+    """The disjoint union of several compiled shapes' op graphs, level by level (positions as in CompiledSchedule)."""
+
+    shapes: tuple[CompiledSchedule, ...]
+    n: int
+    prev: np.ndarray
+    dep: np.ndarray
+    dur: np.ndarray  # into the shapes' duration slots, one block per shape (``dur_offsets``)
+    lag: np.ndarray
+    level_starts: tuple[int, ...]
+    runs: tuple[int, ...]
+    lasts: list[np.ndarray]
+    dur_offsets: list[int]  # each shape's first duration slot, then the total
+    lag_offsets: list[int]
+
+
+_UNIONS: dict[tuple[int, ...], _Union] = {}
+
+
+def _union(shapes: tuple[CompiledSchedule, ...]) -> _Union:
+    """The union of ``shapes`` (kept across calls: the planner pools the same shapes again)."""
+    key = tuple(id(c) for c in shapes)
+    hit = _UNIONS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit.shapes, shapes, strict=True)):
+        return hit
+    counts = np.zeros((len(shapes), max(c.num_levels for c in shapes)), dtype=np.int64)
+    for i, c in enumerate(shapes):
+        counts[i, :c.num_levels] = np.diff(c.level_starts)
+    starts = np.concatenate(([0], np.cumsum(counts.sum(axis=0))))
+    first = starts[:-1][None, :] + np.cumsum(counts, axis=0) - counts  # (shape, level): its first position
+    n = int(starts[-1])
+    prev, dep = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    dur, lag = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    lasts, d_offs, g_offs = [], [0], [0]
+    for i, c in enumerate(shapes):
+        level = np.repeat(np.arange(c.num_levels), counts[i, :c.num_levels])
+        pos = first[i, level] + np.arange(c.num_ops) - np.asarray(c.level_starts)[level]
+        to = np.append(pos, n)  # its sentinel is the union's
+        prev[pos], dep[pos] = to[c.prev], to[c.dep]
+        dur[pos], lag[pos] = c.dur + d_offs[-1], c.lag + g_offs[-1]
+        d_offs.append(d_offs[-1] + 3 * c.chunks)  # fwd, bwd, w per chunk
+        g_offs.append(g_offs[-1] + c.chunks)  # a lag per chunk boundary and the no-lag slot
+        lasts.append(pos[list(c.last)])
+    level_starts = tuple(starts.tolist())
+    if len(_UNIONS) >= 64:
+        _UNIONS.clear()
+    out = _UNIONS[key] = _Union(shapes=shapes, n=n, prev=prev, dep=dep, dur=dur, lag=lag, level_starts=level_starts,
+                                runs=_runs(prev, level_starts, n), lasts=lasts, dur_offsets=d_offs, lag_offsets=g_offs)
+    return out
 
 
 def _loop_ends(compiled: CompiledSchedule, dur: list[float], lag: list[float]) -> list[float]:
