@@ -172,14 +172,28 @@ class _Group:
             row_tables.append(table)
         self.tables = row_tables
         self.seq_len = (next(iter(profile.values())) if isinstance(profile, Mapping) else profile).seq_len
-        self.chunks: GroupChunks = group_chunks(configs, [table_arrays(t) for t in self.tables], np.array(bounds),
-                                                cluster, seq_len=self.seq_len, w_share=W_SHARE_OF_BACKWARD)
+        # Chunk costs and pipelines do not depend on the ZeRO stage: compute them once per representative row
+        # (every field group_chunks reads; the table stands for micro-batch size, dtype, sequence parallelism).
+        reps: dict[tuple, int] = {}
+        inverse, rep = [], []
+        for i, (c, t, b) in enumerate(zip(configs, row_tables, bounds, strict=True)):
+            key = (id(t), id(b), c.recompute, c.tp, c.dp, c.schedule, c.num_microbatches, c.target)
+            j = reps.get(key)
+            if j is None:
+                j = reps[key] = len(rep)
+                rep.append(i)
+            inverse.append(j)
+        self.inverse = np.array(inverse)
+        self.rep_configs = [configs[i] for i in rep]
+        self.chunks: GroupChunks = group_chunks(self.rep_configs, [table_arrays(row_tables[i]) for i in rep],
+                                                np.array([bounds[i] for i in rep]), cluster, seq_len=self.seq_len,
+                                                w_share=W_SHARE_OF_BACKWARD)
         ch = self.chunks
         shapes: dict[tuple, list[int]] = {}
-        for i, c in enumerate(configs):
+        for i, c in enumerate(self.rep_configs):
             shapes.setdefault((c.schedule, c.pp, c.num_microbatches, c.vpp), []).append(i)
-        self.shapes = {shape: (idx, configs[idx[0]]) for shape, idx in shapes.items()}
-        # Per shape: the rows of the group, their pipelines with p2p (sim) and without (bare: the bubble).
+        self.shapes = {shape: (idx, self.rep_configs[idx[0]]) for shape, idx in shapes.items()}
+        # Per shape: the representative rows, their pipelines with p2p (sim) and without (bare: the bubble).
         self.sim: list[tuple[tuple, np.ndarray, np.ndarray]] = []
         self.bare: list[tuple[tuple, np.ndarray, np.ndarray]] = []
         for shape, idx in shapes.items():
@@ -196,10 +210,10 @@ class _Group:
 
     def finish(self, pool: _SimPool) -> list[EstimateSummary]:
         configs, ch, cluster = self.configs, self.chunks, self.cluster
-        k, pp = len(configs), configs[0].pp
-        step, end, bubble = _gather(pool, self.sim, k, pp, ("step_ms", "end_ms", "bubble_fraction"))
-        bare_step, busy = _gather(pool, self.bare, k, pp, ("step_ms", "busy_ms"))
-        rows = np.arange(k)
+        k, pp, inv = len(configs), configs[0].pp, self.inverse
+        reps = len(self.rep_configs)
+        step, end, bubble = (x[inv] for x in _gather(pool, self.sim, reps, pp, ("step_ms", "end_ms", "bubble_fraction")))
+        bare_step, busy = (x[inv] for x in _gather(pool, self.bare, reps, pp, ("step_ms", "busy_ms")))
         crit = busy.argmax(axis=1)  # the first busiest stage, as max(range(pp), key=...) picks
         # Per-stage terms of each distinct (table, boundaries, ZeRO, target, dtype), spread over the rows.
         distinct: dict[tuple, int] = {}
@@ -225,8 +239,8 @@ class _Group:
         tail = np.maximum(((end + extra) + sync).max(axis=1), step)
         vpp = configs[0].vpp
         parts = {
-            "compute_ms": ch.compute_ms[rows, crit], "bubble_ms": bare_step - busy[rows, crit],
-            "pp_comm_ms": step - bare_step, "tp_comm_ms": ch.tp_comm_ms[rows, crit], "dp_comm_ms": tail - step,
+            "compute_ms": ch.compute_ms[inv, crit], "bubble_ms": bare_step - busy[np.arange(k), crit],
+            "pp_comm_ms": step - bare_step, "tp_comm_ms": ch.tp_comm_ms[inv, crit], "dp_comm_ms": tail - step,
             "optimizer_ms": np.array([s.optimizer_ms for s in states])[which],
             "overhead_ms": cluster.per_microbatch_overhead_ms * m * vpp + cluster.per_step_overhead_ms,
         }
@@ -275,13 +289,14 @@ class _Group:
 
     def _memory(self, states_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, pp) totals as memory.stage_memory adds its parts, and the activations part."""
-        configs, ch = self.configs, self.chunks
-        units = np.empty((len(configs), configs[0].pp), dtype=np.int64)
+        configs, ch, inv = self.configs, self.chunks, self.inverse
+        units = np.empty((len(self.rep_configs), configs[0].pp), dtype=np.int64)
         for rows, config in self.shapes.values():
             units[rows] = _units(config)
-        activations = units * ch.kept_bytes
+        activations = (units * ch.kept_bytes)[inv]
         logits = np.zeros_like(activations)
-        heads = np.flatnonzero(ch.head_stage >= 0)
+        head_stage = ch.head_stage[inv]
+        heads = np.flatnonzero(head_stage >= 0)
         if len(heads):
             per_table: dict[int, int] = {}
             values = []
@@ -293,8 +308,8 @@ class _Group:
                     v = per_table[id(table)] = round(copies * table.output_bytes[table.head_index] * 4
                                                      / table.act_bytes)
                 values.append(v)
-            logits[heads, ch.head_stage[heads]] = values
-        parts = states_sum + activations + ch.work_bytes + logits
+            logits[heads, head_stage[heads]] = values
+        parts = states_sum + activations + ch.work_bytes[inv] + logits
         reserve = RESERVE_FIXED_BYTES + np.rint(RESERVE_FRACTION * parts).astype(np.int64)
         return parts + reserve, activations
 
