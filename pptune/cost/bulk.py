@@ -31,13 +31,16 @@ from pptune.cost.memory import (
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD
 from pptune.cost.sim_batch import BatchSchedule, simulate_batches
-from pptune.cost.types import Breakdown, EstimateSummary
+from pptune.cost.types import Breakdown, EstimateSummary, positional_constructor
 from pptune.errors import PptuneError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 
 _OK = object()
+# Thousands of results per call: positional constructors (fields in order; a test checks the order).
+_SUMMARY = positional_constructor(EstimateSummary)
+_BREAKDOWN = positional_constructor(Breakdown)
 
 
 def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
@@ -266,14 +269,8 @@ class _Group:
                 worst = mem.index(pk)
                 reason = (f"stage {worst} needs {pk / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB of a {gpu.name} "
                           f"(activations {int(activations[i, worst]) / 2**30:.1f} GiB)")
-            out.append(EstimateSummary(
-                step_time_ms=step_i, breakdown=Breakdown(compute_ms=bd[0], bubble_ms=bd[1], pp_comm_ms=bd[2],
-                                                         tp_comm_ms=bd[3], dp_comm_ms=bd[4], optimizer_ms=bd[5],
-                                                         overhead_ms=bd[6]),
-                samples_per_s=smp, tokens_per_s=smp * seq_len, tflops_per_gpu=tfl, mfu=mfu,
-                bubble_fraction=bub, peak_memory_bytes=pk, memory_per_stage_bytes=tuple(mem), feasible=reason is None,
-                infeasible_reason=reason, boundaries=bounds,
-            ))
+            out.append(_SUMMARY(step_i, _BREAKDOWN(*bd), smp, smp * seq_len, tfl, mfu, bub, pk, tuple(mem),
+                                reason is None, reason, bounds))
         return out
 
     def _unit_flops(self) -> np.ndarray:

@@ -149,3 +149,17 @@ def test_analytic_gpt3_on_h100_is_plausible():
     assert est.feasible, est.infeasible_reason
     assert 0.2 < est.mfu < 0.8
     assert "h100-80g" in CLUSTER_PRESETS
+
+
+def test_positional_constructor_builds_the_same_frozen_object():
+    from pptune.cost.types import Breakdown, EstimateSummary, positional_constructor
+
+    values = dict(compute_ms=1.0, bubble_ms=2.0, pp_comm_ms=3.0, tp_comm_ms=4.0, dp_comm_ms=5.0, optimizer_ms=6.0,
+                  overhead_ms=7.0)
+    made = positional_constructor(Breakdown)(*values.values())
+    assert made == Breakdown(**values) and hash(made) == hash(Breakdown(**values))
+    assert list(values) == [f.name for f in dataclasses.fields(Breakdown)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.compute_ms = 0.0  # type: ignore[misc]
+    summary = positional_constructor(EstimateSummary)(*[made.compute_ms] * 12)
+    assert [getattr(summary, f.name) for f in dataclasses.fields(EstimateSummary)] == [1.0] * 12
