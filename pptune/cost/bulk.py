@@ -223,7 +223,7 @@ class _Group:
         which = np.empty(k, dtype=np.int64)
         states = []
         for i, (t, b, c) in enumerate(zip(self.tables, self.bounds, configs, strict=True)):
-            key = (id(t), b, c.zero_stage, c.target, c.dtype, c.dp)
+            key = (id(t), id(b), c.zero_stage, c.target, c.dtype, c.dp)  # b: one object per split (estimate_many)
             j = distinct.get(key)
             if j is None:
                 j = distinct[key] = len(states)

@@ -226,21 +226,28 @@ def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], wi
     if len(parts) == 1:
         return [_level_ends(*parts[0])]
     u = _union(tuple(c for c, _, _ in parts))
-    durs = np.zeros((u.dur_offsets[-1], width))  # (duration slot, row)
-    lags = np.zeros((u.lag_offsets[-1], width))
+    slots = np.zeros((u.dur_offsets[-1] + u.lag_offsets[-1], width))  # (duration slots, then lag slots; row)
+    lag_base = u.dur_offsets[-1]
     for (_, d, g), d_off, g_off in zip(parts, u.dur_offsets, u.lag_offsets, strict=False):
-        durs[d_off:d_off + d.shape[1], :d.shape[0]] = d.T
-        lags[g_off:g_off + g.shape[1], :g.shape[0]] = g.T
+        slots[d_off:d_off + d.shape[1], :d.shape[0]] = d.T
+        slots[lag_base + g_off:lag_base + g_off + g.shape[1], :g.shape[0]] = g.T
     level_starts, runs, prev, dep = u.level_starts, u.runs, u.prev, u.dep
-    end = np.zeros((u.n + 1, width))
-    durs, lags = durs[u.dur], lags[u.lag]  # per position
-    for lv in range(len(level_starts) - 1):
+    end = np.empty((u.n + 1, width))  # every position is written by its level before it is read
+    end[-1] = 0.0
+    levels = len(level_starts) - 1
+    block_end = block_start = 0
+    durs = lags = slots[:0]
+    for lv in range(levels):
         a, b = level_starts[lv], level_starts[lv + 1]
+        if b > block_end:  # durations and lags of a block of levels at a time (one gather each)
+            block_start, block_end = a, level_starts[min(lv + 64, levels)]
+            durs = slots[u.dur[block_start:block_end]]
+            lags = slots[u.lag[block_start:block_end] + lag_base]
         out = end[a:b]
         run = runs[lv]
         before = end[run:run + b - a] if run >= 0 else end[prev[a:b]]
-        np.maximum(before, end[dep[a:b]] + lags[a:b], out=out)
-        out += durs[a:b]
+        np.maximum(before, end[dep[a:b]] + lags[a - block_start:b - block_start], out=out)
+        out += durs[a - block_start:b - block_start]
     return [end[last][:, :d.shape[0]].T for last, (_, d, _) in zip(u.lasts, parts, strict=True)]
 
 
