@@ -24,15 +24,14 @@ class TableArrays:
     """A LayerTable's prefix sums and per-layer values as numpy arrays (length n + 1 for prefix sums)."""
 
     table: LayerTable
-    fwd: np.ndarray
-    bwd: np.ndarray
-    attn: np.ndarray
-    saved: np.ndarray
-    attn_saved: np.ndarray
-    blocks: np.ndarray
-    group_input: np.ndarray  # prefix sums of what a one-layer checkpoint keeps: the previous layer's output
+    floats: np.ndarray  # (n + 1, 3) prefix sums of fwd_ms, bwd_ms, attn_fwd_ms (one gather serves all three)
+    ints: np.ndarray  # (n + 1, 4) prefix sums of saved_bytes, attn_saved_bytes, group input bytes, blocks
     out: np.ndarray  # per layer output bytes
     saved_max_padded: np.ndarray  # sparse table (levels, n): [k, i] = max(saved_bytes[i : i + 2**k]), 0-padded
+
+
+FLOATS = ("fwd", "bwd", "attn")
+INTS = ("saved", "attn_saved", "group_input", "blocks")  # group_input: what a one-layer checkpoint keeps
 
 
 _ARRAYS: dict[int, TableArrays] = {}
@@ -62,14 +61,28 @@ def _build(table: LayerTable) -> TableArrays:
     for k, row in enumerate(levels):
         padded[k, :len(row)] = row
     group_input = [table.input_bytes] + list(table.output_bytes[:-1])
-    return TableArrays(
-        table=table, fwd=np.array(cum["fwd_ms"], dtype=np.float64), bwd=np.array(cum["bwd_ms"], dtype=np.float64),
-        attn=np.array(cum["attn_fwd_ms"], dtype=np.float64), saved=np.array(cum["saved_bytes"], dtype=np.int64),
-        attn_saved=np.array(cum["attn_saved_bytes"], dtype=np.int64),
-        blocks=np.array(cum["blocks"], dtype=np.int64),
-        group_input=np.concatenate(([0], np.cumsum(np.array(group_input, dtype=np.int64)))),
-        out=np.array(table.output_bytes, dtype=np.int64), saved_max_padded=padded,
-    )
+    floats = np.array([cum["fwd_ms"], cum["bwd_ms"], cum["attn_fwd_ms"]], dtype=np.float64).T
+    ints = np.array([cum["saved_bytes"], cum["attn_saved_bytes"],
+                     np.concatenate(([0], np.cumsum(np.array(group_input, dtype=np.int64)))), cum["blocks"]],
+                    dtype=np.int64).T
+    return TableArrays(table=table, floats=np.ascontiguousarray(floats), ints=np.ascontiguousarray(ints),
+                       out=np.array(table.output_bytes, dtype=np.int64), saved_max_padded=padded)
+
+
+_STACKS: dict[tuple[int, ...], tuple[list[TableArrays], dict[str, np.ndarray]]] = {}
+
+
+def _stacked(distinct: list[TableArrays]) -> dict[str, np.ndarray]:
+    """The distinct tables' arrays stacked (first axis: table), kept across calls per table set."""
+    key = tuple(id(a) for a in distinct)
+    hit = _STACKS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], distinct, strict=True)):
+        return hit[1]
+    out = {name: np.stack([getattr(a, name) for a in distinct]) for name in ("floats", "ints", "out", "saved_max_padded")}
+    if len(_STACKS) >= 256:
+        _STACKS.clear()
+    _STACKS[key] = (distinct, out)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,12 +123,13 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     t = np.array([where[id(a)] for a in row_tables])[:, None]
     first, last = bounds[:, :-1], bounds[:, 1:]
 
-    def stack(name: str) -> np.ndarray:
-        return np.stack([getattr(a, name) for a in distinct])
+    stacks = _stacked(distinct)
+    floats, ints = stacks["floats"], stacks["ints"]
+    sums = {**dict(zip(FLOATS, np.moveaxis(floats[t, last] - floats[t, first], 2, 0), strict=True)),
+            **dict(zip(INTS, np.moveaxis(ints[t, last] - ints[t, first], 2, 0), strict=True))}  # (K, chunks) each
 
     def diff(name: str) -> np.ndarray:
-        stacked = stack(name)
-        return stacked[t, last] - stacked[t, first]
+        return sums[name]
 
     def per_row(values: list) -> np.ndarray:
         return np.array(values)[t]
@@ -139,15 +153,15 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     # Activations per chunk, as memory.chunk_activation_bytes: saved tensors (less the attention scores with
     # selective recompute), or with one-layer checkpoints each layer's input plus the largest layer's saved set.
     kept = np.where(interval == 0, diff("saved") - np.where(selective, diff("attn_saved"), 0), diff("group_input"))
-    work = np.where(interval == 0, 0, _range_max(stack, t, first, last))
+    work = np.where(interval == 0, 0, _range_max(stacks["saved_max_padded"], t, first, last))
     is_ds = np.array([c.target == "deepspeed" for c in configs])[:, None]
     n = per_row([a.table.num_layers for a in distinct])
-    kept = kept + np.where(is_ds & (last < n), stack("out")[t, last - 1], 0)
+    kept = kept + np.where(is_ds & (last < n), stacks["out"][t, last - 1], 0)
     for i in np.flatnonzero(interval[:, 0] > 1):  # every:K with K > 1: the scalar function per chunk
         for c in range(chunks):
             kept[i, c], work[i, c] = chunk_activation_bytes(row_tables[i].table, int(first[i, c]), int(last[i, c]),
                                                             configs[i])
-    nbytes = stack("out")[t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
+    nbytes = stacks["out"][t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
     return GroupChunks(
         fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp),
         compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
@@ -165,11 +179,10 @@ def _per_stage(x: np.ndarray, pp: int, combine=np.add) -> np.ndarray:
     return out
 
 
-def _range_max(stack, t: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """max(saved_bytes[first:last]) per chunk from the sparse tables (0 for an empty chunk)."""
+def _range_max(tables: np.ndarray, t: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """max(saved_bytes[first:last]) per chunk from the sparse tables ``(T, levels, n)`` (0 for an empty chunk)."""
     length = last - first
     level = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
-    tables = stack("saved_max_padded")  # (T, levels, n)
     a = tables[t, level, first]
     b = tables[t, level, np.maximum(last - (1 << level), 0)]
     return np.where(length > 0, np.maximum(a, b), 0)
