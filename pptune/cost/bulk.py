@@ -229,8 +229,8 @@ class _Group:
                 j = distinct[key] = len(states)
                 states.append(_stage_terms(t, b, c, cluster))
             which[i] = j
-        extra = np.array([s.extra for s in states])[which]
-        sync = np.array([s.sync for s in states])[which]
+        times = np.stack([s.arrays[0] for s in states])[which]  # (K, 2, pp): extra, sync
+        extra, sync = times[:, 0], times[:, 1]
         m = np.array([c.num_microbatches for c in configs])
         if any(c.zero_stage >= 2 for c in configs):  # the same per-element arithmetic as estimate._dp_tail
             for i, c in enumerate(configs):
@@ -250,7 +250,7 @@ class _Group:
         total = parts["compute_ms"]
         for name in list(parts)[1:]:  # Breakdown.step_ms adds the parts left to right
             total = total + parts[name]
-        memory, activations = self._memory(np.array([s.states for s in states])[which])
+        memory, activations = self._memory(np.stack([s.arrays[1] for s in states])[which])
         peak = memory.max(axis=1)
         gbs = np.array([c.global_batch_size for c in configs])
         samples = gbs / (total / 1e3)
@@ -328,6 +328,7 @@ class _StageTerms(SimpleNamespace):
     zero_gather: list[float]
     optimizer_ms: float
     states: list[int]
+    arrays: tuple[np.ndarray, np.ndarray]  # ([extra, sync] (2, pp) float, states (pp,) int)
 
 
 _TERMS: dict[tuple, _StageTerms] = {}
@@ -363,6 +364,7 @@ def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelCon
                         zero_reduce=zero_reduce, zero_gather=zero_gather,
                         optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), states=states,
                         cluster=cluster)
+    terms.arrays = (np.array([terms.extra, sync]), np.array(states, dtype=np.int64))  # what finish() stacks
     if len(_TERMS) > 65536:
         _TERMS.clear()
     _TERMS[key] = terms
