@@ -232,7 +232,7 @@ def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], wi
         slots[d_off:d_off + d.shape[1], :d.shape[0]] = d.T
         slots[lag_base + g_off:lag_base + g_off + g.shape[1], :g.shape[0]] = g.T
     level_starts, runs, prev, dep = u.level_starts, u.runs, u.prev, u.dep
-    end = np.empty((u.n + 1, width))  # every position is written by its level before it is read
+    end = _uninitialised((u.n + 1, width))  # every position is written by its level before it is read
     end[-1] = 0.0
     levels = len(level_starts) - 1
     block_end = block_start = 0
@@ -303,6 +303,11 @@ def _union(shapes: tuple[CompiledSchedule, ...]) -> _Union:
     return out
 
 
+def _uninitialised(shape: tuple[int, int]) -> np.ndarray:
+    """An array for simulated ends that the caller writes before it reads (a test fills it with NaN)."""
+    return np.empty(shape)
+
+
 def _loop_ends(compiled: CompiledSchedule, dur: list[float], lag: list[float]) -> list[float]:
     ends = _run(compiled, dur, lag)
     return [ends[i] for i in compiled.last]
@@ -328,7 +333,8 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     prev, dep, dur_idx, lag_idx, runs = compiled.prev, compiled.dep, compiled.dur, compiled.lag, compiled.prev_runs
     result = np.empty((durations.shape[0], len(last)))
     rows = np.arange(durations.shape[0])  # the rows still running
-    end = np.zeros((n + 1, len(rows)))  # row n: the zero every op without an input reads
+    end = _uninitialised((n + 1, len(rows)))  # written level by level before anything reads it
+    end[-1] = 0.0  # row n: the zero every op without an input reads
     steady = steady_state(compiled)
     check = first = _first_check(steady, starts) if steady is not None else levels
     durs_t, lags_t = np.ascontiguousarray(durations.T), np.ascontiguousarray(lags.T)  # (slots, rows)
@@ -399,7 +405,7 @@ def _history_start(steady: SteadyState, starts: tuple[int, ...], level: int, pp:
 def _keep_columns(end: np.ndarray, keep: np.ndarray, lo: int, here: int, last: list[int]) -> np.ndarray:
     """``end[:, keep]`` for positions ``[lo, here)``, the stage-last ones and the zero sentinel: what is read
     again (positions from ``here`` on are written by their own level before anything reads them)."""
-    out = np.empty((end.shape[0], int(keep.sum())))
+    out = _uninitialised((end.shape[0], int(keep.sum())))
     out[lo:here] = end[lo:here, keep]
     out[-1] = 0.0
     early = [p for p in last if p < lo]

@@ -59,3 +59,20 @@ def test_shapes_of_another_schedule_or_depth_are_not_family():
     assert sim_batch._family_offset(base, compile_schedule("gpipe", 16, 96)) is None
     assert sim_batch._family_offset(base, compile_schedule("1f1b", 8, 96)) is None
     assert sim_batch._family_offset(compile_schedule("1f1b", 16, 96), base) is None  # shorter than the base
+
+
+def test_no_simulated_end_is_read_before_it_is_written(monkeypatch):
+    """The batched simulator allocates its end arrays uninitialised: filled with NaN (which max() propagates),
+    every result must still equal the event loop's, through families, skips, compaction and the union."""
+    monkeypatch.setattr(sim_batch, "_uninitialised", lambda shape: np.full(shape, np.nan))
+    monkeypatch.setattr(sim_batch, "_LOOP_OPS_PER_LEVEL", 0)
+    rng = np.random.default_rng(7)
+    items = [(schedule, pp, m, vpp, *_rows(rng, 6, pp * vpp), None)
+             for schedule, pp, ms, vpp in CASES for m in ms]
+    items += [("1f1b", 8, 4, 1, *_rows(rng, 5, 8), None), ("interleaved_1f1b", 2, 4, 2, *_rows(rng, 3, 4), None)]
+    for (schedule, _, m, vpp, fwd, bwd, p2p, _), got in zip(items, sim_batch.simulate_batches(items), strict=True):
+        assert not np.isnan(got.end_ms).any()
+        for i in range(len(fwd)):
+            ref = simulate(fwd[i].tolist(), bwd[i].tolist(), schedule=schedule, num_microbatches=m, vpp=vpp,
+                           p2p_ms=p2p[i].tolist())
+            assert got.step_ms[i] == pytest.approx(ref.step_ms, rel=1e-12)
