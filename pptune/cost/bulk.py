@@ -260,18 +260,18 @@ class _Group:
         peaks = np.array([gpu.peak_tflops(c.dtype) for c in configs])
         limit = gpu.memory_bytes
         seq_len = self.seq_len
-        out = []
-        for i, (step_i, smp, tfl, mfu, bub, pk, mem, bounds, *bd) in enumerate(zip(
-                total.tolist(), samples.tolist(), tflops.tolist(), (tflops / peaks).tolist(), bubble.tolist(),
-                peak.tolist(), memory.tolist(), self.bounds, *(v.tolist() for v in parts.values()), strict=True)):
-            reason = None
-            if pk > limit:
-                worst = mem.index(pk)
-                reason = (f"stage {worst} needs {pk / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB of a {gpu.name} "
+        over = peak > limit
+        reasons: list[str | None] = [None] * k
+        for i in np.flatnonzero(over).tolist():
+            pk = int(peak[i])
+            worst = int(memory[i].argmax())  # the first stage with the peak
+            reasons[i] = (f"stage {worst} needs {pk / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB of a {gpu.name} "
                           f"(activations {int(activations[i, worst]) / 2**30:.1f} GiB)")
-            out.append(_SUMMARY(step_i, _BREAKDOWN(*bd), smp, smp * seq_len, tfl, mfu, bub, pk, tuple(mem),
-                                reason is None, reason, bounds))
-        return out
+        # map() over columns: the per-row work is only the two constructors.
+        breakdowns = map(_BREAKDOWN, *(v.tolist() for v in parts.values()))
+        return list(map(_SUMMARY, total.tolist(), breakdowns, samples.tolist(), (samples * seq_len).tolist(),
+                        tflops.tolist(), (tflops / peaks).tolist(), bubble.tolist(), peak.tolist(),
+                        map(tuple, memory.tolist()), (~over).tolist(), reasons, self.bounds))
 
     def _unit_flops(self) -> np.ndarray:
         """(K,) model FLOPs of one micro-batch and one replica, once per layer table (micro-batch size)."""
