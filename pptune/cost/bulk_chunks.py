@@ -153,10 +153,14 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     # Activations per chunk, as memory.chunk_activation_bytes: saved tensors (less the attention scores with
     # selective recompute), or with one-layer checkpoints each layer's input plus the largest layer's saved set.
     kept = np.where(interval == 0, diff("saved") - np.where(selective, diff("attn_saved"), 0), diff("group_input"))
-    work = np.where(interval == 0, 0, _range_max(stacks["saved_max_padded"], t, first, last))
+    if (interval > 0).any():
+        work = np.where(interval == 0, 0, _range_max(stacks["saved_max_padded"], t, first, last))
+    else:  # no checkpointed chunk: no recompute working set
+        work = np.zeros((k, chunks), dtype=np.int64)
     is_ds = np.array([c.target == "deepspeed" for c in configs])[:, None]
-    n = per_row([a.table.num_layers for a in distinct])
-    kept = kept + np.where(is_ds & (last < n), stacks["out"][t, last - 1], 0)
+    if is_ds.any():  # DeepSpeed keeps each stage's output buffer too (Megatron rows add nothing)
+        n = per_row([a.table.num_layers for a in distinct])
+        kept = kept + np.where(is_ds & (last < n), stacks["out"][t, last - 1], 0)
     for i in np.flatnonzero(interval[:, 0] > 1):  # every:K with K > 1: the scalar function per chunk
         for c in range(chunks):
             kept[i, c], work[i, c] = chunk_activation_bytes(row_tables[i].table, int(first[i, c]), int(last[i, c]),
