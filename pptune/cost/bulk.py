@@ -257,16 +257,19 @@ class _Group:
         flops = self._unit_flops() * m * np.array([c.dp for c in configs])
         tflops = flops / np.array([c.world_size for c in configs]) / (total / 1e3) / 1e12
         gpu = cluster.gpu
-        peaks = np.array([gpu.peak_tflops(c.dtype) for c in configs])
+        by_dtype = {d: gpu.peak_tflops(d) for d in {c.dtype for c in configs}}
+        peaks = np.array([by_dtype[c.dtype] for c in configs])
         limit = gpu.memory_bytes
         seq_len = self.seq_len
         over = peak > limit
         reasons: list[str | None] = [None] * k
-        for i in np.flatnonzero(over).tolist():
-            pk = int(peak[i])
-            worst = int(memory[i].argmax())  # the first stage with the peak
-            reasons[i] = (f"stage {worst} needs {pk / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB of a {gpu.name} "
-                          f"(activations {int(activations[i, worst]) / 2**30:.1f} GiB)")
+        rows = np.flatnonzero(over)
+        if len(rows):
+            worst = memory[rows].argmax(axis=1)  # the first stage with the peak
+            tail = f" GiB > {limit / 2**30:.1f} GiB of a {gpu.name} (activations "
+            for i, w, pk, act in zip(rows.tolist(), worst.tolist(), peak[rows].tolist(),
+                                     activations[rows, worst].tolist(), strict=True):
+                reasons[i] = f"stage {w} needs {pk / 2**30:.1f}{tail}{int(act) / 2**30:.1f} GiB)"
         # map() over columns: the per-row work is only the two constructors.
         breakdowns = map(_BREAKDOWN, *(v.tolist() for v in parts.values()))
         return list(map(_SUMMARY, total.tolist(), breakdowns, samples.tolist(), (samples * seq_len).tolist(),
