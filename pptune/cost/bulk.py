@@ -1,10 +1,13 @@
 """estimate_many(): what estimate() predicts, for thousands of configurations at once (the exhaustive planner's path).
 
-Configurations are grouped by layout (tp, pp, dp, vpp); a group's chunk and stage costs are numpy arrays
-(``pptune.cost.bulk_chunks``); the pipelines of all groups are pooled by schedule shape, duplicates removed
-(ZeRO stage and target do not change the schedule) and simulated together (``pptune.cost.sim_batch``); the
-per-stage terms that depend only on (layer table, boundaries, ZeRO, target, dtype) -- parameters, DP
+Configurations are grouped by pipeline shape (pp, vpp; tp and dp vary by row); a group's chunk and stage costs
+are numpy arrays (``pptune.cost.bulk_chunks``), computed once per row that differs in more than its ZeRO stage;
+the pipelines of all groups are pooled by schedule shape, duplicate rows removed, and simulated together
+(``pptune.cost.sim_batch``, where shapes differing only in micro-batch count share one run); the per-stage
+terms that depend only on (layer table, boundaries, ZeRO, target, dtype, dp) -- parameters, DP
 synchronisation, optimizer step, model-state memory -- are computed once with estimate()'s own helpers.
+Caches kept across calls hold only per-stage work that does not depend on the configuration list: layer
+tables, splits, compiled schedules, per-stage terms, link costs per (tp, dp, stage).
 The arithmetic follows estimate() operation by operation, so the figures agree within 1e-9 relative
 (``tests/cost/test_bulk.py`` checks it on random configurations: a change to estimate() must be made here too).
 """
