@@ -6,8 +6,8 @@ the pipelines of all groups are pooled by schedule shape, duplicate rows removed
 (``pptune.cost.sim_batch``, where shapes differing only in micro-batch count share one run); the per-stage
 terms that depend only on (layer table, boundaries, ZeRO, target, dtype, dp) -- parameters, DP
 synchronisation, optimizer step, model-state memory -- are computed once with estimate()'s own helpers.
-Caches kept across calls hold only per-stage work that does not depend on the configuration list: layer
-tables, splits, compiled schedules, per-stage terms, link costs per (tp, dp, stage).
+Caches kept across calls hold structure and per-stage work, never a configuration's result: layer tables (and
+stacks of them), splits, compiled schedules (and unions of them), per-stage terms, link costs per (tp, dp, stage).
 The arithmetic follows estimate() operation by operation, so the figures agree within 1e-9 relative
 (``tests/cost/test_bulk.py`` checks it on random configurations: a change to estimate() must be made here too).
 """
