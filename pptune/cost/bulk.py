@@ -221,7 +221,7 @@ class _Group:
         step, end, bubble = (x[inv] for x in _gather(pool, self.sim, reps, pp, ("step_ms", "end_ms", "bubble_fraction")))
         bare_step, busy = (x[inv] for x in _gather(pool, self.bare, reps, pp, ("step_ms", "busy_ms")))
         crit = busy.argmax(axis=1)  # the first busiest stage, as max(range(pp), key=...) picks
-        # Per-stage terms of each distinct (table, boundaries, ZeRO, target, dtype), spread over the rows.
+        # Per-stage terms of each distinct (table, boundaries, ZeRO, target, dtype, dp), spread over the rows.
         distinct: dict[tuple, int] = {}
         which = np.empty(k, dtype=np.int64)
         states = []
