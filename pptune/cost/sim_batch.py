@@ -296,7 +296,7 @@ def _union(shapes: tuple[CompiledSchedule, ...]) -> _Union:
         g_offs.append(g_offs[-1] + c.chunks)  # a lag per chunk boundary and the no-lag slot
         lasts.append(pos[list(c.last)])
     level_starts = tuple(starts.tolist())
-    if len(_UNIONS) >= 64:
+    if len(_UNIONS) >= 16:  # a union of big shapes holds a few MB of indices
         _UNIONS.clear()
     out = _UNIONS[key] = _Union(shapes=shapes, n=n, prev=prev, dep=dep, dur=dur, lag=lag, level_starts=level_starts,
                                 runs=_runs(prev, level_starts, n), lasts=lasts, dur_offsets=d_offs, lag_offsets=g_offs)
