@@ -65,7 +65,7 @@ def time_plan(target: str, runs: int) -> dict:
 
 def clear_cost_caches() -> None:
     """Empty every cache of the cost model (what a fresh process starts with)."""
-    from pptune.cost import bulk, bulk_chunks, compiled, layers, orders, partition, sim_batch, steady
+    from pptune.cost import bulk, bulk_chunks, comm, compiled, layers, orders, partition, sim_batch, steady
 
     importlib.import_module("pptune.cost.estimate")._simulate.cache_clear()  # the package attribute is the function
     layers._CACHE.clear()
@@ -79,7 +79,8 @@ def clear_cost_caches() -> None:
     bulk._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
                steady.steady_state, partition._ds_balanced, partition._ds_cuts, partition._ds_uniform, partition.min_max_split,
-               partition.type_weights, sim_batch._family_offset):
+               partition.type_weights, sim_batch._family_offset, comm._link, comm._tp_far, comm._dp_far,
+               comm._pair_far):
         fn.cache_clear()
 
 

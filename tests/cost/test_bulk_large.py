@@ -32,3 +32,40 @@ def test_bulk_equals_estimate_on_gpt3_175b_at_1024_gpus(target):
     deep = [c for c in configs if c.pp >= 32 and c.num_microbatches * c.vpp >= 192]
     for config in rng.sample(deep, 12) + rng.sample(configs, 12):
         _assert_same(got[config], estimate(profiles[config.tp], cluster, config).summary(), config)
+
+
+def test_the_benchmark_cold_start_empties_every_cost_model_cache(make_profile, make_cluster, monkeypatch):
+    """bench_plan_speed's cold figures mean every cache empty: each module-level cache of pptune.cost (a dict named
+    _UPPER or an lru_cache) that estimate_many fills must be emptied by clear_cost_caches."""
+    import functools
+    import importlib
+    import pkgutil
+
+    from bench_plan_speed import clear_cost_caches
+
+    import pptune.cost
+    from pptune.cost import sim_batch
+    from pptune.parallel import ParallelConfig
+
+    monkeypatch.setattr(sim_batch, "_LOOP_OPS_PER_LEVEL", 0)  # small shapes through the numpy paths (unions)
+    profile = make_profile(blocks=8, edge_ms=0.5)
+    cluster = make_cluster(16, gpus_per_node=4)
+    configs = [ParallelConfig(tp=tp, pp=pp, dp=16 // (tp * pp), num_microbatches=m, schedule=s, vpp=v, zero_stage=z,
+                              partition=part, target="megatron")
+               for tp in (1, 2) for pp in (2, 4) for m in (8, 64, 128) for z in (0, 1) for part in ("balanced", "parameters")
+               for s, v in (("1f1b", 1), ("interleaved_1f1b", 2)) if m % pp == 0]
+    estimate_many({1: profile, 2: profile}, cluster, configs)
+    estimate(profile, cluster, configs[0])
+    caches = []
+    for info in pkgutil.iter_modules(pptune.cost.__path__):
+        module = importlib.import_module(f"pptune.cost.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, functools._lru_cache_wrapper) and value.__module__ == module.__name__:
+                caches.append((f"{info.name}.{name}", lambda v=value: v.cache_info().currsize))
+            elif isinstance(value, dict) and name.startswith("_") and name[1:].isupper():
+                caches.append((f"{info.name}.{name}", lambda v=value: len(v)))
+    filled = [name for name, size in caches if size()]
+    assert {"bulk._TERMS", "bulk_chunks._TP_STAGES", "compiled.compile_schedule", "sim_batch._family_offset",
+            "sim_batch._UNIONS"} <= set(filled)  # the call did fill the caches this test is about
+    clear_cost_caches()
+    assert [name for name, size in caches if size()] == []
