@@ -61,6 +61,7 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
     out: list = [None] * len(configs)
     checked: dict[tuple, object] = {}
     splits: dict[tuple, object] = {}
+    interned: dict[tuple[int, ...], tuple[int, ...]] = {}
     groups: dict[tuple, tuple[list[int], list[tuple[int, ...]]]] = {}
     for i, c in enumerate(configs):
         prof = profile if profiles is None else profiles[c.tp]
@@ -74,7 +75,10 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
         key = (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
         bounds = splits.get(key)
         if bounds is None:
-            bounds = splits[key] = _split(prof, c, key)
+            bounds = _split(prof, c, key)
+            if isinstance(bounds, tuple):  # one object per distinct split: later keys use its identity
+                bounds = interned.setdefault(bounds, bounds)
+            splits[key] = bounds
         if isinstance(bounds, PptuneError):
             out[i] = bounds
             continue
@@ -166,16 +170,20 @@ class _Group:
     def __init__(self, profile: Profile | Mapping[int, Profile], cluster: Cluster, configs: list[ParallelConfig],
                  bounds: list[tuple[int, ...]], indices: list[int], pool: _SimPool) -> None:
         self.cluster, self.configs, self.bounds, self.indices = cluster, configs, bounds, indices
-        tables: dict[tuple, LayerTable] = {}
-        row_tables = []
+        tables: dict[tuple, int] = {}
+        self.distinct_tables: list[LayerTable] = []  # and per row its index into them (table_index)
+        table_index = []
         for c in configs:
             key = (c.tp, c.micro_batch_size, c.dtype, c.sequence_parallel)
-            table = tables.get(key)
-            if table is None:
+            j = tables.get(key)
+            if j is None:
                 prof = profile[c.tp] if isinstance(profile, Mapping) else profile
-                table = tables[key] = layer_table(prof, micro_batch_size=c.micro_batch_size, tp=c.tp, dtype=c.dtype,
-                                                  sequence_parallel=c.sequence_parallel)
-            row_tables.append(table)
+                j = tables[key] = len(self.distinct_tables)
+                self.distinct_tables.append(layer_table(prof, micro_batch_size=c.micro_batch_size, tp=c.tp,
+                                                        dtype=c.dtype, sequence_parallel=c.sequence_parallel))
+            table_index.append(j)
+        self.table_index = np.array(table_index)
+        row_tables = [self.distinct_tables[j] for j in table_index]
         self.tables = row_tables
         self.seq_len = (next(iter(profile.values())) if isinstance(profile, Mapping) else profile).seq_len
         # Chunk costs and pipelines do not depend on the ZeRO stage: compute them once per representative row
@@ -221,12 +229,14 @@ class _Group:
         step, end, bubble = (x[inv] for x in _gather(pool, self.sim, reps, pp, ("step_ms", "end_ms", "bubble_fraction")))
         bare_step, busy = (x[inv] for x in _gather(pool, self.bare, reps, pp, ("step_ms", "busy_ms")))
         crit = busy.argmax(axis=1)  # the first busiest stage, as max(range(pp), key=...) picks
-        # Per-stage terms of each distinct (table, boundaries, ZeRO, target, dtype, dp), spread over the rows.
+        # Per-stage terms of each distinct (tp, boundaries, ZeRO, target, dtype, dp), spread over the rows.
         distinct: dict[tuple, int] = {}
         which = np.empty(k, dtype=np.int64)
         states = []
         for i, (t, b, c) in enumerate(zip(self.tables, self.bounds, configs, strict=True)):
-            key = (id(t), id(b), c.zero_stage, c.target, c.dtype, c.dp)  # b: one object per split (estimate_many)
+            # The terms depend on the table's parameters (the same for every table of one tp), not its micro-batch
+            # size; b is one object per distinct split (estimate_many interns them).
+            key = (c.tp, id(b), c.zero_stage, c.target, c.dtype, c.dp)
             j = distinct.get(key)
             if j is None:
                 j = distinct[key] = len(states)
@@ -281,14 +291,10 @@ class _Group:
 
     def _unit_flops(self) -> np.ndarray:
         """(K,) model FLOPs of one micro-batch and one replica, once per layer table (micro-batch size)."""
-        per_table: dict[int, float] = {}
-        out = []
-        for t, c in zip(self.tables, self.configs, strict=True):
-            v = per_table.get(id(t))
-            if v is None:
-                v = per_table[id(t)] = _unit_flops(t, c, self.seq_len)
-            out.append(v)
-        return np.array(out)
+        first = {j: i for i, j in reversed(list(enumerate(self.table_index.tolist())))}  # a row of each table
+        per_table = np.array([_unit_flops(t, self.configs[first[j]], self.seq_len)
+                              for j, t in enumerate(self.distinct_tables)])
+        return per_table[self.table_index]
 
     def _memory(self, states_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, pp) totals as memory.stage_memory adds its parts, and the activations part."""
@@ -300,18 +306,11 @@ class _Group:
         logits = np.zeros_like(activations)
         head_stage = ch.head_stage[inv]
         heads = np.flatnonzero(head_stage >= 0)
-        if len(heads):
-            per_table: dict[int, int] = {}
-            values = []
-            for i in heads.tolist():
-                table = self.tables[i]
-                v = per_table.get(id(table))
-                if v is None:
-                    copies = 1 if table.profile_source == "analytic" else 2
-                    v = per_table[id(table)] = round(copies * table.output_bytes[table.head_index] * 4
-                                                     / table.act_bytes)
-                values.append(v)
-            logits[heads, head_stage[heads]] = values
+        if len(heads):  # the head stage's fp32 logits (two copies in a measured profile), once per table
+            per_table = np.array([0 if t.head_index is None else
+                                  round((1 if t.profile_source == "analytic" else 2) * t.output_bytes[t.head_index] * 4
+                                        / t.act_bytes) for t in self.distinct_tables], dtype=np.int64)
+            logits[heads, head_stage[heads]] = per_table[self.table_index[heads]]
         parts = states_sum + activations + ch.work_bytes[inv] + logits
         reserve = RESERVE_FIXED_BYTES + np.rint(RESERVE_FRACTION * parts).astype(np.int64)
         return parts + reserve, activations
