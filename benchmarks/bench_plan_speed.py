@@ -7,7 +7,8 @@ Run: ``python benchmarks/bench_plan_speed.py [--runs 3] [--out results/benchmark
    figures), wall-clock median of ``--runs`` runs, with the configurations it evaluated.
 2. The bulk cost model (``pptune.cost.bulk.estimate_many``) on the same two spaces: configurations per
    second, cold (one call in a fresh process, as the planner makes it: every cost-model cache empty) and
-   warm (caches kept: layer tables, splits, compiled schedules; no result reused), CPU seconds (other
+   warm (caches of structure and per-stage work kept: layer tables, splits, compiled schedules and their unions,
+   per-stage terms and link tables; no result reused), CPU seconds (other
    processes on the machine matter less) and wall seconds; and for comparison ``estimate()`` called once per
    configuration from a cold start (the path the search used).
 
