@@ -20,7 +20,19 @@ def _rows(rng, k: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return fwd, 2.0 * fwd, p2p
 
 
-CASES = [("1f1b", 16, (48, 96, 192), 1), ("1f1b", 24, (96, 192), 1), ("interleaved_1f1b", 4, (24, 48), 3)]
+CASES = [("1f1b", 16, (48, 96, 192), 1), ("1f1b", 24, (96, 192), 1), ("interleaved_1f1b", 4, (24, 48), 3),
+         ("zb_h1", 8, (48, 96), 1)]
+
+
+def _item(schedule, pp, m, vpp, rows):
+    """simulate_batches' item (the weight-gradient share: half the backward, zb_h1 only)."""
+    fwd, bwd, p2p = rows
+    return (schedule, pp, m, vpp, fwd, bwd, p2p, 0.5 * bwd if schedule == "zb_h1" else None)
+
+
+def _reference(schedule, m, vpp, fwd, bwd, p2p, w, i):
+    return simulate(fwd[i].tolist(), bwd[i].tolist(), schedule=schedule, num_microbatches=m, vpp=vpp,
+                    p2p_ms=p2p[i].tolist(), w_ms=None if w is None else w[i].tolist())
 
 
 @pytest.mark.parametrize(("schedule", "pp", "ms", "vpp"), CASES)
@@ -30,7 +42,7 @@ def test_a_family_agrees_with_the_event_loop(schedule, pp, ms, vpp, force_back, 
     base, longest = compile_schedule(schedule, pp, ms[0], vpp), compile_schedule(schedule, pp, ms[-1], vpp)
     assert sim_batch._long_enough(base) and sim_batch._family_offset(base, longest) is not None
     k = 6
-    items = [(schedule, pp, m, vpp, *_rows(rng, k, pp * vpp)) for m in ms]
+    items = [_item(schedule, pp, m, vpp, _rows(rng, k, pp * vpp)) for m in ms]
     filled, real_skip = [], sim_batch._skip
 
     def spy(steady, starts, end, level, stages, offsets=None, alive=None):
@@ -43,12 +55,11 @@ def test_a_family_agrees_with_the_event_loop(schedule, pp, ms, vpp, force_back, 
 
     monkeypatch.setattr(sim_batch, "_skip", spy)
     monkeypatch.setattr(sim_batch, "_LOOP_OPS_PER_LEVEL", 0)
-    results = sim_batch.simulate_batches([(*item, None) for item in items])
+    results = sim_batch.simulate_batches(items)
     assert (sum(filled) == 0) == force_back  # the offset fill ran (or was forced off)
-    for (_, _, m, _, fwd, bwd, p2p), got in zip(items, results, strict=True):
+    for (_, _, m, _, fwd, bwd, p2p, w), got in zip(items, results, strict=True):
         for i in range(k):
-            ref = simulate(fwd[i].tolist(), bwd[i].tolist(), schedule=schedule, num_microbatches=m, vpp=vpp,
-                           p2p_ms=p2p[i].tolist())
+            ref = _reference(schedule, m, vpp, fwd, bwd, p2p, w, i)
             assert got.step_ms[i] == pytest.approx(ref.step_ms, rel=1e-12), (m, i)
             assert got.end_ms[i].tolist() == pytest.approx(list(ref.end_ms), rel=1e-12), (m, i)
 
@@ -67,12 +78,10 @@ def test_no_simulated_end_is_read_before_it_is_written(monkeypatch):
     monkeypatch.setattr(sim_batch, "_uninitialised", lambda shape: np.full(shape, np.nan))
     monkeypatch.setattr(sim_batch, "_LOOP_OPS_PER_LEVEL", 0)
     rng = np.random.default_rng(7)
-    items = [(schedule, pp, m, vpp, *_rows(rng, 6, pp * vpp), None)
-             for schedule, pp, ms, vpp in CASES for m in ms]
-    items += [("1f1b", 8, 4, 1, *_rows(rng, 5, 8), None), ("interleaved_1f1b", 2, 4, 2, *_rows(rng, 3, 4), None)]
-    for (schedule, _, m, vpp, fwd, bwd, p2p, _), got in zip(items, sim_batch.simulate_batches(items), strict=True):
+    items = [_item(schedule, pp, m, vpp, _rows(rng, 6, pp * vpp)) for schedule, pp, ms, vpp in CASES for m in ms]
+    items += [_item("1f1b", 8, 4, 1, _rows(rng, 5, 8)), _item("interleaved_1f1b", 2, 4, 2, _rows(rng, 3, 4))]
+    for (schedule, _, m, vpp, fwd, bwd, p2p, w), got in zip(items, sim_batch.simulate_batches(items), strict=True):
         assert not np.isnan(got.end_ms).any()
         for i in range(len(fwd)):
-            ref = simulate(fwd[i].tolist(), bwd[i].tolist(), schedule=schedule, num_microbatches=m, vpp=vpp,
-                           p2p_ms=p2p[i].tolist())
+            ref = _reference(schedule, m, vpp, fwd, bwd, p2p, w, i)
             assert got.step_ms[i] == pytest.approx(ref.step_ms, rel=1e-12)
