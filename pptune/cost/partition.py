@@ -125,16 +125,13 @@ def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]
     n = len(weights)
     if num_parts > n:
         raise ConfigError(f"cannot split {n} layers into {num_parts} non-empty chunks")
-    prefix = [0.0, *accumulate(weights)]
+    prefix, runs = _run_sums(weights)
     # The optimum lies in [max(largest layer, mean part), mean part + largest layer]: packing every part up to
     # that upper cap overfills none and leaves less than a mean part for the last one.
     low = max(max(weights), prefix[-1] / num_parts)
     high = prefix[-1] / num_parts + max(weights)
-    p = np.array(prefix)
-    first, last = np.triu_indices(n + 1, 1)
-    runs = p[last] - p[first]  # the same subtraction _greedy makes
-    inside = runs[(runs >= low) & (runs <= high * (1 + 1e-12))]
-    candidates = np.unique(inside).tolist() + [prefix[-1]]  # the whole model always fits in one part
+    inside = runs[np.searchsorted(runs, low, side="left"):np.searchsorted(runs, high * (1 + 1e-12), side="right")]
+    candidates = inside.tolist() + [prefix[-1]]  # the whole model always fits in one part
     lo, hi = 0, len(candidates) - 1
     while lo < hi:
         mid = (lo + hi) // 2
@@ -145,6 +142,16 @@ def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]
     best = _greedy(prefix, num_parts, candidates[hi])
     assert best is not None
     return best
+
+
+@functools.lru_cache(maxsize=256)
+def _run_sums(weights: tuple[float, ...]) -> tuple[list[float], np.ndarray]:
+    """The prefix sums of ``weights`` and the sorted distinct sums of all contiguous runs (the same subtraction
+    _greedy makes), once per weight vector: every part count of a pipeline searches the same sums."""
+    prefix = [0.0, *accumulate(weights)]
+    p = np.array(prefix)
+    first, last = np.triu_indices(len(prefix), 1)
+    return prefix, np.unique(p[last] - p[first])
 
 
 def _greedy(prefix: list[float], parts: int, cap: float) -> tuple[int, ...] | None:
