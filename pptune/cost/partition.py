@@ -154,18 +154,29 @@ def _run_sums(weights: tuple[float, ...]) -> tuple[list[float], np.ndarray]:
     return prefix, np.unique(p[last] - p[first])
 
 
+# Above this many parts one vectorised search per probe beats a bisect per part.
+_VECTOR_PARTS = 12
+
+
 def _greedy(prefix: list[float], parts: int, cap: float) -> tuple[int, ...] | None:
     """Left-to-right packing with every part <= cap, leaving one layer for each later part; None if impossible."""
     n = len(prefix) - 1
     bounds = [0]
     start = 0
+    furthest = None
+    if parts > _VECTOR_PARTS:  # every start's furthest stop in one search (the same sums bisect compares)
+        p = np.array(prefix)
+        furthest = (np.searchsorted(p, p + cap * (1 + 1e-12), side="right") - 1).tolist()
     for k in range(parts):
         left = parts - k - 1
         if k == parts - 1:
             stop = n
         else:
             # Furthest stop with prefix[stop] - prefix[start] <= cap (small slack for float sums).
-            stop = bisect.bisect_right(prefix, prefix[start] + cap * (1 + 1e-12), start + 1) - 1
+            if furthest is None:
+                stop = bisect.bisect_right(prefix, prefix[start] + cap * (1 + 1e-12), start + 1) - 1
+            else:
+                stop = furthest[start]
             stop = min(stop, n - left)
             if stop <= start:
                 return None
