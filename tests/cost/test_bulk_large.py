@@ -69,3 +69,14 @@ def test_the_benchmark_cold_start_empties_every_cost_model_cache(make_profile, m
             "sim_batch._UNIONS"} <= set(filled)  # the call did fill the caches this test is about
     clear_cost_caches()
     assert [name for name, size in caches if size()] == []
+
+
+def test_the_bit_identity_check_counts_every_differing_value():
+    from check_bulk_identical import compare
+
+    row = {"step_time_ms": (1.5).hex(), "feasible": True, "infeasible_reason": None}
+    assert compare([row, ["error", "x"]], [dict(row), ["error", "x"]]) == (0, 0.0)
+    moved = {**row, "step_time_ms": (1.5 * (1 + 1e-12)).hex()}
+    differ, worst = compare([row], [moved])
+    assert differ == 1 and 0 < worst < 2e-12
+    assert compare([row, ["error", "x"]], [{**row, "feasible": False}, ["error", "y"]]) == (2, float("inf"))
