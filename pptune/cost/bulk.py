@@ -242,7 +242,7 @@ class _Group:
                 j = distinct[key] = len(states)
                 states.append(_stage_terms(t, b, c, cluster))
             which[i] = j
-        times = np.stack([s.arrays[0] for s in states])[which]  # (K, 2, pp): extra, sync
+        times = np.stack([s.times for s in states])[which]  # (K, 2, pp): extra, sync
         extra, sync = times[:, 0], times[:, 1]
         m = np.array([c.num_microbatches for c in configs])
         if any(c.zero_stage >= 2 for c in configs):  # the same per-element arithmetic as estimate._dp_tail
@@ -263,7 +263,7 @@ class _Group:
         total = parts["compute_ms"]
         for name in list(parts)[1:]:  # Breakdown.step_ms adds the parts left to right
             total = total + parts[name]
-        memory, activations = self._memory(np.stack([s.arrays[1] for s in states])[which])
+        memory, activations = self._memory(np.stack([s.states for s in states])[which])
         peak = memory.max(axis=1)
         gbs = np.array([c.global_batch_size for c in configs])
         samples = gbs / (total / 1e3)
@@ -327,13 +327,11 @@ def _gather(pool: _SimPool, refs: list[tuple[tuple, np.ndarray, np.ndarray]], k:
 
 
 class _StageTerms(SimpleNamespace):
-    extra: list[float]
-    sync: list[float]
+    times: np.ndarray  # (2, pp): tied all-reduce after the last op ("extra"), DP gradient sync
+    states: np.ndarray  # (pp,) int model-state bytes
     zero_reduce: list[float]  # per micro-batch ZeRO-2/3 traffic (comm.zero_microbatch_ms), per stage
     zero_gather: list[float]
     optimizer_ms: float
-    states: list[int]
-    arrays: tuple[np.ndarray, np.ndarray]  # ([extra, sync] (2, pp) float, states (pp,) int)
 
 
 _TERMS: dict[tuple, _StageTerms] = {}
@@ -365,11 +363,9 @@ def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelCon
         zero_gather.append(zero[1])
     states = [round(p * w_b / (dp if config.zero_stage >= 3 else 1)) + round(p * g_b / (dp if config.zero_stage >= 2 else 1))
               + round(p * o_b / (dp if optimizer_partitioned(config) else 1)) for p in params]
-    terms = _StageTerms(extra=[tied_ms if s in (0, pp - 1) else 0.0 for s in range(pp)], sync=sync,
-                        zero_reduce=zero_reduce, zero_gather=zero_gather,
-                        optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), states=states,
-                        cluster=cluster)
-    terms.arrays = (np.array([terms.extra, sync]), np.array(states, dtype=np.int64))  # what finish() stacks
+    terms = _StageTerms(times=np.array([[tied_ms if s in (0, pp - 1) else 0.0 for s in range(pp)], sync]),
+                        states=np.array(states, dtype=np.int64), zero_reduce=zero_reduce, zero_gather=zero_gather,
+                        optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), cluster=cluster)
     if len(_TERMS) > 65536:
         _TERMS.clear()
     _TERMS[key] = terms
