@@ -125,11 +125,9 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
 
     stacks = _stacked(distinct)
     floats, ints = stacks["floats"], stacks["ints"]
-    sums = {**dict(zip(FLOATS, np.moveaxis(floats[t, last] - floats[t, first], 2, 0), strict=True)),
-            **dict(zip(INTS, np.moveaxis(ints[t, last] - ints[t, first], 2, 0), strict=True))}  # (K, chunks) each
-
-    def diff(name: str) -> np.ndarray:
-        return sums[name]
+    # Each prefix sum's difference over every chunk, (K, chunks): one gather per matrix.
+    diff = {**dict(zip(FLOATS, np.moveaxis(floats[t, last] - floats[t, first], 2, 0), strict=True)),
+            **dict(zip(INTS, np.moveaxis(ints[t, last] - ints[t, first], 2, 0), strict=True))}
 
     def per_row(values: list) -> np.ndarray:
         return np.array(values)[t]
@@ -137,22 +135,22 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     interval = np.array([c.recompute_interval for c in configs])[:, None]
     selective = np.array([c.recompute == "selective" for c in configs])[:, None]
     m = np.array([c.num_microbatches for c in configs])[:, None]
-    fwd, bwd = diff("fwd"), diff("bwd")
+    fwd, bwd = diff["fwd"], diff["bwd"]
     cf = fwd
-    cb = bwd + np.where(interval > 0, fwd, np.where(selective, diff("attn"), 0.0))
+    cb = bwd + np.where(interval > 0, fwd, np.where(selective, diff["attn"], 0.0))
     emb = per_row([-1 if a.table.embedding_index is None else a.table.embedding_index for a in distinct])
     head = per_row([-1 if a.table.head_index is None else a.table.head_index for a in distinct])
     emb_in = (emb >= 0) & (first <= emb) & (emb < last)
     head_in = (head >= 0) & (first <= head) & (head < last)
     if any(tp > 1 for tp, _ in distinct_layouts):  # tp = 1 rows: no TP collectives (zeros)
-        tf, tb = _tp_comm(row_tables, diff("blocks"), emb_in, head_in, cluster, seq_len, distinct_layouts, row_layout,
+        tf, tb = _tp_comm(row_tables, diff["blocks"], emb_in, head_in, cluster, seq_len, distinct_layouts, row_layout,
                           pp)
         tb = np.where(interval > 0, tb + tf, tb)
     else:
         tf = tb = np.zeros((k, chunks))
     # Activations per chunk, as memory.chunk_activation_bytes: saved tensors (less the attention scores with
     # selective recompute), or with one-layer checkpoints each layer's input plus the largest layer's saved set.
-    kept = np.where(interval == 0, diff("saved") - np.where(selective, diff("attn_saved"), 0), diff("group_input"))
+    kept = np.where(interval == 0, diff["saved"] - np.where(selective, diff["attn_saved"], 0), diff["group_input"])
     if (interval > 0).any():
         work = np.where(interval == 0, 0, _range_max(stacks["saved_max_padded"], t, first, last))
     else:  # no checkpointed chunk: no recompute working set
