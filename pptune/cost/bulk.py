@@ -172,6 +172,7 @@ class _Group:
         self.cluster, self.configs, self.bounds, self.indices = cluster, configs, bounds, indices
         tables: dict[tuple, int] = {}
         self.distinct_tables: list[LayerTable] = []  # and per row its index into them (table_index)
+        self.table_config: list[ParallelConfig] = []  # a configuration of each distinct table
         table_index = []
         for c in configs:
             key = (c.tp, c.micro_batch_size, c.dtype, c.sequence_parallel)
@@ -179,6 +180,7 @@ class _Group:
             if j is None:
                 prof = profile[c.tp] if isinstance(profile, Mapping) else profile
                 j = tables[key] = len(self.distinct_tables)
+                self.table_config.append(c)
                 self.distinct_tables.append(layer_table(prof, micro_batch_size=c.micro_batch_size, tp=c.tp,
                                                         dtype=c.dtype, sequence_parallel=c.sequence_parallel))
             table_index.append(j)
@@ -291,9 +293,8 @@ class _Group:
 
     def _unit_flops(self) -> np.ndarray:
         """(K,) model FLOPs of one micro-batch and one replica, once per layer table (micro-batch size)."""
-        first = {j: i for i, j in reversed(list(enumerate(self.table_index.tolist())))}  # a row of each table
-        per_table = np.array([_unit_flops(t, self.configs[first[j]], self.seq_len)
-                              for j, t in enumerate(self.distinct_tables)])
+        per_table = np.array([_unit_flops(t, c, self.seq_len)
+                              for t, c in zip(self.distinct_tables, self.table_config, strict=True)])
         return per_table[self.table_index]
 
     def _memory(self, states_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
