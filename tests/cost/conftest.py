@@ -84,3 +84,21 @@ def make_profile():
 @pytest.fixture
 def make_cluster():
     return synthetic_cluster
+
+
+@pytest.fixture
+def skipped_rows(monkeypatch):
+    """Run the batched simulator through numpy only and record, per periodicity check, how many rows left there."""
+    from pptune.cost import sim_batch
+
+    left: list[int] = []
+    real_skip = sim_batch._skip
+
+    def counting(*args):
+        done = real_skip(*args)
+        left.append(int(done.sum()))
+        return done
+
+    monkeypatch.setattr(sim_batch, "_skip", counting)
+    monkeypatch.setattr(sim_batch, "_LOOP_OPS_PER_LEVEL", 0)
+    return left

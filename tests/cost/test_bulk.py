@@ -59,11 +59,11 @@ def _assert_same(got, ref, config) -> None:
 
 
 def _compare(profile, cluster, configs) -> int:
-    """How many configurations were estimated (not rejected) and agreed."""
+    """How many configurations were estimated (not rejected) and agreed; ``profile`` may be ``{tp: profile}``."""
     same = 0
     for config, got in zip(configs, estimate_many(profile, cluster, configs), strict=True):
         try:
-            ref = estimate(profile, cluster, config)
+            ref = estimate(profile[config.tp] if isinstance(profile, dict) else profile, cluster, config)
         except PptuneError as exc:
             assert isinstance(got, PptuneError) and str(got) == str(exc), config.label()
             continue
@@ -88,11 +88,15 @@ def test_bulk_equals_estimate_on_synthetic_profiles(make_profile, make_cluster, 
     assert _compare(profile, cluster, configs) > 150
 
 
+def _gpt2_medium_by_tp(cluster) -> dict:
+    spec = PRESETS["gpt2-medium"]
+    return {tp: analytic_profile(spec, cluster.gpu, tp=tp, micro_batch_sizes=(1, 2, 4)) for tp in (1, 2, 4)}
+
+
 def test_bulk_equals_estimate_on_an_analytic_model():
     rng = random.Random(11)
     cluster = load_cluster("a100-80g", num_gpus=32)
-    spec = PRESETS["gpt2-medium"]
-    by_tp = {tp: analytic_profile(spec, cluster.gpu, tp=tp, micro_batch_sizes=(1, 2, 4)) for tp in (1, 2, 4)}
+    by_tp = _gpt2_medium_by_tp(cluster)
     configs = _random_configs(rng, 300, 32)
     for tp, profile in by_tp.items():
         _compare(profile, cluster, [c for c in configs if c.tp == tp])
@@ -114,14 +118,6 @@ def test_bulk_with_one_profile_per_tp_pools_layouts_and_equals_estimate():
     """{tp: profile} with every tp and dp in one call: rows of one pipeline shape share a group."""
     rng = random.Random(5)
     cluster = load_cluster("a100-80g", num_gpus=32)
-    spec = PRESETS["gpt2-medium"]
-    by_tp = {tp: analytic_profile(spec, cluster.gpu, tp=tp, micro_batch_sizes=(1, 2, 4)) for tp in (1, 2, 4)}
     configs = _random_configs(rng, 300, 32)
     assert len({(c.tp, c.dp) for c in configs if c.pp == 2}) > 1
-    for config, got in zip(configs, estimate_many(by_tp, cluster, configs), strict=True):
-        try:
-            ref = estimate(by_tp[config.tp], cluster, config)
-        except PptuneError as exc:
-            assert isinstance(got, PptuneError) and str(got) == str(exc), config.label()
-            continue
-        _assert_same(got, ref.summary(), config)
+    _compare(_gpt2_medium_by_tp(cluster), cluster, configs)
