@@ -80,7 +80,7 @@ def clear_cost_caches() -> None:
     bulk._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
                steady.steady_state, partition._ds_balanced, partition._ds_cuts, partition._ds_uniform, partition.min_max_split,
-               partition.type_weights, partition._run_sums, sim_batch._family_offset, comm._link, comm._tp_far,
+               partition.type_weights, partition._run_sums, steady.family_offset, comm._link, comm._tp_far,
                comm._dp_far, comm._pair_far):
         fn.cache_clear()
 

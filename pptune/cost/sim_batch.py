@@ -7,25 +7,24 @@ over (ops of the level) x K; every op's end is ``max(end of the stage's previous
 + duration``, the same IEEE operations in the same order as the event loop, hence the same numbers
 (``tests/cost/test_sim_batch.py`` checks equality). Small shapes with few rows go through the event loop,
 where numpy's per-call cost would dominate. Long steady states are skipped once every row is periodic
-(``pptune.cost.steady``): those results agree with the event loop to about 1e-12 relative instead of exactly.
+(``pptune.cost.steady``, ``pptune.cost.sim_skip``): those results agree with the event loop to about 1e-12
+relative instead of exactly.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from pptune.cost.compiled import CompiledSchedule, _runs, compile_schedule
 from pptune.cost.schedule import _run
-from pptune.cost.steady import SteadyState, steady_state
+from pptune.cost.sim_skip import finish_after_region, first_check, history_start, leaving
+from pptune.cost.sim_skip import skip as _skip  # a name of this module, so tests can wrap it
+from pptune.cost.steady import family_offset, long_enough, steady_state
 
 # Below this many (ops x rows) per level the plain event loop per row is cheaper than numpy calls.
 _LOOP_OPS_PER_LEVEL = 40
-# Periodicity test: one period's step may differ between window positions by this many float ulps of the
-# values (the rounding of the event loop's own additions); the skip then errs by at most that per period.
-_ULPS = 64
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,16 +90,16 @@ def _run_family(family: list[_Prepared]) -> None:
     (``offsets``). A row that has not settled when the base's region runs out is simulated on its own shape.
     """
     family.sort(key=lambda p: p.compiled.m)
-    base = next((p for p in family if _long_enough(p.compiled)), None)
+    base = next((p for p in family if long_enough(p.compiled)), None)
     members = [p for p in family if p is not base and base is not None
-               and _family_offset(base.compiled, p.compiled) is not None]
+               and family_offset(base.compiled, p.compiled) is not None]
     for p in family:
         if p is not base and p not in members:
             p.ends = _level_ends(p.compiled, p.durations, p.lags)
     if base is None:
         return
     group = [base, *members]
-    offsets = np.concatenate([np.full(len(p.rest), 0 if p is base else _family_offset(base.compiled, p.compiled))
+    offsets = np.concatenate([np.full(len(p.rest), 0 if p is base else family_offset(base.compiled, p.compiled))
                               for p in group])
     ends, unsettled = _level_ends(base.compiled, np.concatenate([p.durations for p in group]),
                                   np.concatenate([p.lags for p in group]), offsets=offsets)
@@ -112,47 +111,6 @@ def _run_family(family: list[_Prepared]) -> None:
         if redo.any():
             p.ends[redo] = _level_ends(p.compiled, p.durations[redo], p.lags[redo])
         at += k
-
-
-def _long_enough(compiled: CompiledSchedule) -> bool:
-    """Whether the copied region is long enough for the rows of longer shapes to settle in (deep 1F1B pipelines
-    settle after up to about 3 pp levels; a shorter base would send most rows back to their own shape)."""
-    steady = steady_state(compiled)
-    return steady is not None and steady.copy_end - steady.copy_first >= max(3 * compiled.pp, 3 * steady.period)
-
-
-@functools.lru_cache(maxsize=256)
-def _family_offset(base: CompiledSchedule, other: CompiledSchedule) -> int | None:
-    """Positions by which ``other``'s ops after its copied region follow ``base``'s (a whole number of steady
-    periods), or None when ``other`` is not ``base`` with more periods: checked op by op, once per pair."""
-    sb, so = steady_state(base), steady_state(other)
-    if (sb is None or so is None or other.m <= base.m or (sb.period, sb.shift, sb.copy_first, sb.reach)
-            != (so.period, so.shift, so.copy_first, so.reach) or (so.copy_end - sb.copy_end) % sb.period):
-        return None
-    off = (so.copy_end - sb.copy_end) // sb.period * sb.shift
-    nb, no = base.num_ops, other.num_ops
-    if no - nb != off or so.needed_from - sb.needed_from != off:
-        return None
-    a = base.level_starts[sb.copy_end]  # base positions [0, a) are other's [0, a); [a, nb) are other's + off
-    extra = sb.copy_end - sb.copy_first  # levels: other's starts after the region are base's shifted
-    if (tuple(x + off for x in base.level_starts[sb.copy_end:]) != other.level_starts[so.copy_end:]
-            or other.level_starts[:sb.copy_end + 1] != base.level_starts[:sb.copy_end + 1] or extra <= 0):
-        return None
-    where = np.concatenate([np.arange(a), np.arange(a, nb) + off])
-    # Ops after the region read the region's last ends (from needed_from on): other's, ``off`` later.
-    lo = sb.needed_from
-
-    def moved(x: np.ndarray) -> np.ndarray:  # base pointers in other's numbering (sentinel to sentinel)
-        return np.where(x == nb, no, np.where(x >= lo, x + off, x))
-
-    same = (np.array_equal(other.dur[where], base.dur) and np.array_equal(other.lag[where], base.lag)
-            and np.array_equal(other.stage[where], base.stage)
-            and np.array_equal(other.prev[where[a:]], moved(base.prev[a:]))
-            and np.array_equal(other.dep[where[a:]], moved(base.dep[a:]))
-            and np.array_equal(other.prev[:a], np.where(base.prev[:a] == nb, no, base.prev[:a]))
-            and np.array_equal(other.dep[:a], np.where(base.dep[:a] == nb, no, base.dep[:a]))
-            and other.last == tuple(int(x) + off if x >= lo else int(x) for x in base.last))
-    return off if same else None
 
 
 class _Prepared:
@@ -336,7 +294,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
     end = _uninitialised((n + 1, len(rows)))  # written level by level before anything reads it
     end[-1] = 0.0  # row n: the zero every op without an input reads
     steady = steady_state(compiled)
-    check = first = _first_check(steady, starts) if steady is not None else levels
+    check = first = first_check(steady, starts) if steady is not None else levels
     durs_t, lags_t = np.ascontiguousarray(durations.T), np.ascontiguousarray(lags.T)  # (slots, rows)
     run_durs, run_lags = durs_t, lags_t  # the columns of the rows still running
     block_end = block_start = 0
@@ -363,7 +321,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
                 unsettled[rows[late]] = True
                 drop |= late
             if done.any():  # these rows are finished once the levels after the copied region have run
-                left.append(_leaving(compiled, steady, end, done, rows))
+                left.append(leaving(compiled, steady, end, done, rows))
             if drop.any():
                 alive &= ~drop
                 if not alive.any():
@@ -372,7 +330,7 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
                 # until then running them on costs less than the copy.
                 if 2 * alive.sum() <= len(alive):
                     rows = rows[alive]
-                    end = _keep_columns(end, alive, _history_start(steady, starts, level, compiled.pp), starts[level],
+                    end = _keep_columns(end, alive, history_start(steady, starts, level, compiled.pp), starts[level],
                                         last)
                     alive = np.ones(len(rows), dtype=bool)
                     run_durs, run_lags = durs_t[:, rows], lags_t[:, rows]
@@ -392,14 +350,9 @@ def _level_ends(compiled: CompiledSchedule, durations: np.ndarray, lags: np.ndar
         result[rows[alive]] = end[last][:, alive].T
     if left:  # one run of the levels after the copied region for every row that skipped it
         gone = np.concatenate([r for r, _, _ in left])
-        result[gone] = _finish(compiled, steady, np.concatenate([t for _, t, _ in left], axis=1),
+        result[gone] = finish_after_region(compiled, steady, np.concatenate([t for _, t, _ in left], axis=1),
                                np.concatenate([e for _, _, e in left], axis=1), durs_t[:, gone], lags_t[:, gone])
     return result if offsets is None else (result, unsettled)
-
-
-def _history_start(steady: SteadyState, starts: tuple[int, ...], level: int, pp: int) -> int:
-    """The first position the levels from ``level`` on (and later periodicity checks) may read."""
-    return max(0, min(starts[level] - steady.reach - _max_cycles(pp) * steady.shift, steady.needed_from))
 
 
 def _keep_columns(end: np.ndarray, keep: np.ndarray, lo: int, here: int, last: list[int]) -> np.ndarray:
@@ -412,129 +365,3 @@ def _keep_columns(end: np.ndarray, keep: np.ndarray, lo: int, here: int, last: l
     if early:
         out[early] = end[early][:, keep]
     return out
-
-
-def _leaving(compiled: CompiledSchedule, steady: SteadyState, end: np.ndarray, done: np.ndarray,
-             rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the levels after the copied region read of the ``done`` columns (positions ``needed_from`` up to the
-    region's end), and their stage-last ends before that."""
-    a = compiled.level_starts[steady.copy_end]
-    lo = min(steady.needed_from, a)
-    early = [p for p in compiled.last if p < lo]
-    return rows[done], end[lo:a, done], end[early][:, done]
-
-
-def _finish(compiled: CompiledSchedule, steady: SteadyState, head: np.ndarray, early: np.ndarray,
-            durs_t: np.ndarray, lags_t: np.ndarray) -> np.ndarray:
-    """Run the levels after the copied region; (rows, pp) stage-last ends.
-
-    ``head``: the ends of positions ``lo = min(needed_from, region end)`` up to the region's end (what those
-    levels read), ``early``: the stage-last ends before ``lo``. Positions are offset by ``lo``.
-    """
-    starts = compiled.level_starts
-    a = starts[steady.copy_end]
-    lo = a - head.shape[0]
-    tail = np.empty((compiled.num_ops + 1 - lo, head.shape[1]))  # positions lo..n; later ones written below
-    tail[:a - lo] = head
-    tail[-1] = 0.0
-    prev, dep = compiled.prev[a:] - lo, compiled.dep[a:] - lo
-    dur, lag = durs_t[compiled.dur[a:]], lags_t[compiled.lag[a:]]
-    for lv in range(steady.copy_end, len(starts) - 1):
-        i, j = starts[lv] - a, starts[lv + 1] - a
-        out = tail[i + a - lo:j + a - lo]
-        np.maximum(tail[prev[i:j]], tail[dep[i:j]] + lag[i:j], out=out)
-        out += dur[i:j]
-    last = np.array(compiled.last)
-    result = np.empty((len(last), tail.shape[1]))
-    inside = last >= lo
-    result[inside] = tail[last[inside] - lo]
-    result[~inside] = early
-    return result.T
-
-
-def _max_cycles(pp: int) -> int:
-    """How many periods back the periodicity test reads: the longest critical cycle it looks for (a cycle
-    through every stage of a 1F1B pipeline spans up to pp micro-batches, one period each)."""
-    return pp + 1
-
-
-def _first_check(steady: SteadyState, starts: tuple[int, ...]) -> int:
-    """The first level whose window (``reach`` positions back) lies inside the copied region."""
-    floor = starts[steady.copy_first] + steady.reach
-    return next((lv for lv in range(steady.copy_first, steady.copy_end) if starts[lv] >= floor), len(starts) - 1)
-
-
-def _skip(steady: SteadyState, starts: tuple[int, ...], end: np.ndarray, level: int, pp: int,
-          offsets: np.ndarray | None = None, alive: np.ndarray | None = None) -> np.ndarray:
-    """Rows that repeat themselves over the window before ``level``: fill what later ops read (in place).
-
-    A row repeats itself with ``k`` periods when every end of the window equals the end ``k`` periods
-    earlier plus one constant: by induction (``pptune.cost.steady``) so does every later end of the copied
-    region. ``k = 1`` is the common case; a pipeline whose slowest cycle runs through several stages (p2p
-    lags on every boundary) repeats only after that cycle's micro-batches, so larger ``k`` are tried too.
-    """
-    here, shift, reach = starts[level], steady.shift, steady.reach
-    window = end[here - reach:here]
-    scale = np.finfo(np.float64).eps * np.abs(window).max(axis=0)
-    step = window - end[here - reach - shift:here - shift]
-    lam = step[-1].copy()
-    done = np.all(np.abs(step - lam) <= _ULPS * scale, axis=0)
-    if alive is not None:  # columns of rows that left already are not looked at again
-        done &= alive
-    cycles = np.where(done, 1, 0)
-    floor = starts[steady.copy_first - steady.period]  # the copies' sources start here
-    kmax = min((here - reach - floor) // shift, _max_cycles(pp))
-    todo = np.flatnonzero(~done if alive is None else ~done & alive)
-    if kmax >= 2 and len(todo):
-        cycles[todo], lam[todo] = _cycles(end, here, reach, shift, kmax, todo, scale[todo])
-        done = cycles > 0
-    if done.any():
-        stop = starts[steady.copy_end]
-        fill = np.concatenate((np.array([p for p in steady.lasts if p >= here], dtype=np.int64),
-                               np.arange(max(steady.needed_from, here), stop)))
-        # A longer shape's row (``offsets``): base position p holds its position p + offset; ends it read before
-        # ``here`` (from needed_from on) are then moved too.
-        early = np.arange(min(steady.needed_from, here), here) if offsets is not None else fill[:0]
-        for k in np.unique(cycles[done]).tolist():
-            cols = np.flatnonzero(cycles == k)
-            if offsets is None or not offsets[cols].any():
-                periods = (fill - here) // (k * shift) + 1
-                end[fill[:, None], cols] = end[(fill - periods * k * shift)[:, None], cols] + periods[:, None] * lam[cols]
-                continue
-            to = np.concatenate((early, fill))[:, None]
-            at = to + offsets[cols][None, :]
-            periods = np.maximum((at - here) // (k * shift) + 1, 0)  # 0: a simulated end, shared with the base
-            end[to, cols[None, :]] = end[at - periods * k * shift, cols[None, :]] + periods * lam[cols]
-    return done
-
-
-def _cycles(end: np.ndarray, here: int, reach: int, shift: int, kmax: int, cols: np.ndarray,
-            scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column of ``cols``: the smallest k in [2, kmax] for which every end of the window (the ``reach``
-    positions before ``here``) equals the end k periods earlier plus one constant (to k * 64 ulps), and that
-    constant; 0 where none. Eight sampled window positions shortlist the k; the smallest on the list is then
-    tested on the whole window (a few rounds)."""
-    ks = np.arange(2, kmax + 1)
-    tol = _ULPS * scale  # (rows,), times k below
-    sample = here - 1 - np.unique(np.linspace(0, reach - 1, 8).astype(np.int64))
-    now = end[sample][:, cols]  # (sample, rows)
-    step = now[None, :, :] - end[sample[None, :] - ks[:, None] * shift][:, :, cols]  # (k, sample, rows)
-    short = np.all(np.abs(step - step[:, :1]) <= ks[:, None, None] * tol, axis=1)  # (k, rows)
-    out = np.zeros(len(cols), dtype=np.int64)
-    lam = np.zeros(len(cols))
-    rows = np.arange(len(cols))
-    window = end[here - reach:here][:, cols]
-    back = np.arange(here - reach, here)[:, None]
-    for _ in range(4):  # a few false positives of the shortlist per row at most
-        has = short.any(axis=0)
-        if not has.any():
-            break
-        r = rows[has]
-        k = ks[short[:, has].argmax(axis=0)]
-        sub = window[:, r] - end[back - k[None, :] * shift, cols[r]]
-        ok = np.all(np.abs(sub - sub[-1]) <= k * tol[r], axis=0)
-        out[r[ok]] = k[ok]
-        lam[r[ok]] = sub[-1, ok]
-        short[:, r[ok]] = False
-        short[k[~ok] - 2, r[~ok]] = False
-    return out, lam

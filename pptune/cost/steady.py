@@ -105,3 +105,44 @@ def _longest_run(good: np.ndarray, shift: np.ndarray) -> tuple[int, int] | None:
         elif start is None:
             start = i
     return best
+
+
+def long_enough(compiled: CompiledSchedule) -> bool:
+    """Whether the copied region is long enough for the rows of longer shapes to settle in (deep 1F1B pipelines
+    settle after up to about 3 pp levels; a shorter base would send most rows back to their own shape)."""
+    steady = steady_state(compiled)
+    return steady is not None and steady.copy_end - steady.copy_first >= max(3 * compiled.pp, 3 * steady.period)
+
+
+@functools.lru_cache(maxsize=256)
+def family_offset(base: CompiledSchedule, other: CompiledSchedule) -> int | None:
+    """Positions by which ``other``'s ops after its copied region follow ``base``'s (a whole number of steady
+    periods), or None when ``other`` is not ``base`` with more periods: checked op by op, once per pair."""
+    sb, so = steady_state(base), steady_state(other)
+    if (sb is None or so is None or other.m <= base.m or (sb.period, sb.shift, sb.copy_first, sb.reach)
+            != (so.period, so.shift, so.copy_first, so.reach) or (so.copy_end - sb.copy_end) % sb.period):
+        return None
+    off = (so.copy_end - sb.copy_end) // sb.period * sb.shift
+    nb, no = base.num_ops, other.num_ops
+    if no - nb != off or so.needed_from - sb.needed_from != off:
+        return None
+    a = base.level_starts[sb.copy_end]  # base positions [0, a) are other's [0, a); [a, nb) are other's + off
+    extra = sb.copy_end - sb.copy_first  # levels: other's starts after the region are base's shifted
+    if (tuple(x + off for x in base.level_starts[sb.copy_end:]) != other.level_starts[so.copy_end:]
+            or other.level_starts[:sb.copy_end + 1] != base.level_starts[:sb.copy_end + 1] or extra <= 0):
+        return None
+    where = np.concatenate([np.arange(a), np.arange(a, nb) + off])
+    # Ops after the region read the region's last ends (from needed_from on): other's, ``off`` later.
+    lo = sb.needed_from
+
+    def moved(x: np.ndarray) -> np.ndarray:  # base pointers in other's numbering (sentinel to sentinel)
+        return np.where(x == nb, no, np.where(x >= lo, x + off, x))
+
+    same = (np.array_equal(other.dur[where], base.dur) and np.array_equal(other.lag[where], base.lag)
+            and np.array_equal(other.stage[where], base.stage)
+            and np.array_equal(other.prev[where[a:]], moved(base.prev[a:]))
+            and np.array_equal(other.dep[where[a:]], moved(base.dep[a:]))
+            and np.array_equal(other.prev[:a], np.where(base.prev[:a] == nb, no, base.prev[:a]))
+            and np.array_equal(other.dep[:a], np.where(base.dep[:a] == nb, no, base.dep[:a]))
+            and other.last == tuple(int(x) + off if x >= lo else int(x) for x in base.last))
+    return off if same else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pptune.cost import sim_batch
+from pptune.cost import sim_batch, steady
 from pptune.cost.compiled import compile_schedule
 from pptune.cost.schedule import simulate
 
@@ -40,7 +40,7 @@ def _reference(schedule, m, vpp, fwd, bwd, p2p, w, i):
 def test_a_family_agrees_with_the_event_loop(schedule, pp, ms, vpp, force_back, monkeypatch):
     rng = np.random.default_rng(pp + vpp)
     base, longest = compile_schedule(schedule, pp, ms[0], vpp), compile_schedule(schedule, pp, ms[-1], vpp)
-    assert sim_batch._long_enough(base) and sim_batch._family_offset(base, longest) is not None
+    assert steady.long_enough(base) and steady.family_offset(base, longest) is not None
     k = 6
     items = [_item(schedule, pp, m, vpp, _rows(rng, k, pp * vpp)) for m in ms]
     filled, real_skip = [], sim_batch._skip
@@ -66,10 +66,10 @@ def test_a_family_agrees_with_the_event_loop(schedule, pp, ms, vpp, force_back, 
 
 def test_shapes_of_another_schedule_or_depth_are_not_family():
     base = compile_schedule("1f1b", 16, 48)
-    assert sim_batch._family_offset(base, compile_schedule("1f1b", 16, 96)) is not None
-    assert sim_batch._family_offset(base, compile_schedule("gpipe", 16, 96)) is None
-    assert sim_batch._family_offset(base, compile_schedule("1f1b", 8, 96)) is None
-    assert sim_batch._family_offset(compile_schedule("1f1b", 16, 96), base) is None  # shorter than the base
+    assert steady.family_offset(base, compile_schedule("1f1b", 16, 96)) is not None
+    assert steady.family_offset(base, compile_schedule("gpipe", 16, 96)) is None
+    assert steady.family_offset(base, compile_schedule("1f1b", 8, 96)) is None
+    assert steady.family_offset(compile_schedule("1f1b", 16, 96), base) is None  # shorter than the base
 
 
 def test_no_simulated_end_is_read_before_it_is_written(monkeypatch):
