@@ -2,7 +2,8 @@
 
 Recompute adds forward work to the backward: ``full`` and ``every:K`` re-run every layer's forward once
 (DeepSpeed checkpoints each K-layer group and re-runs it in backward, so K changes memory, not time),
-``selective`` re-runs the attention core (its FLOP share ``s / (6h + s)`` of a block's forward).
+``selective`` re-runs the attention core: the profile's ``attn_fwd_ms`` (an analytic profile's
+unfused scores are memory-bound, several times their FLOP share), else that FLOP share ``s / (6h + s)``.
 TP collectives are not overlapped with compute (Megatron's default), so they lengthen each op;
 recompute repeats the forward's collectives.
 """

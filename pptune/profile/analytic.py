@@ -37,6 +37,8 @@ from pptune.errors import ConfigError
 from pptune.hardware import GPU
 from pptune.model.spec import TransformerSpec
 from pptune.profile.flops import (
+    ATTN_OPS_FLASH,
+    ATTN_OPS_UNFUSED,
     DTYPE_BYTES,
     FLASH_BWD_FACTOR,
     Gemm,
@@ -99,6 +101,25 @@ def work_ms(work: Work, gpu: GPU, dtype: str) -> tuple[float, float]:
     bwd = bwd_gemm + attn_bwd + memory_ms(work.bwd_bytes, gpu)
     launch_ms = gpu.launch_overhead_us / 1e3
     return overlap_ms(work.fwd_ops * launch_ms, fwd), overlap_ms(work.bwd_ops * launch_ms, bwd)
+
+
+def attn_core_fwd_ms(work: Work, gpu: GPU, dtype: str) -> float:
+    """Forward time of the attention core alone (what selective recompute re-runs in the backward).
+
+    Megatron's selective recompute checkpoints ``CoreAttention``: ``Q K^T``, the scaled masked softmax, the
+    attention dropout and ``A V`` (Korthikanti et al. MLSys'23, Sec 5). Unfused, those kernels move the ``s x s``
+    scores and are memory-bound, so their time is far above their FLOP share; fused, it is the flash kernel.
+    The same launch floor as a pass applies (its kernels re-launch).
+    """
+    if not work.attn_flops:
+        return 0.0
+    if work.attn_fused:
+        gpu_ms = gemm_ms(work.attn_flops * (1 - work.attn_causal_skip), gpu, dtype)
+        ops = ATTN_OPS_FLASH
+    else:
+        gpu_ms = sum(gemm_shape_ms(g, gpu, dtype) for g in work.attn_gemms) + memory_ms(work.attn_fwd_bytes, gpu)
+        ops = ATTN_OPS_UNFUSED
+    return overlap_ms(ops * gpu.launch_overhead_us / 1e3, gpu_ms)
 
 
 def analytic_profile(
@@ -169,7 +190,7 @@ def analytic_profile(
 def _timing(work: Work, gpu: GPU, dtype: str, b: int, saved: int, output: int) -> LayerTiming:
     fwd, bwd = work_ms(work, gpu, dtype)
     return LayerTiming(micro_batch_size=b, fwd_ms=fwd, bwd_ms=bwd, saved_bytes=saved, output_bytes=output,
-                       fwd_flops=work.fwd_flops)
+                       fwd_flops=work.fwd_flops, attn_fwd_ms=min(fwd, attn_core_fwd_ms(work, gpu, dtype)))
 
 
 def _layer(index: int, name: str, kind: str, role: str, params: int, e: int, timings: tuple[LayerTiming, ...],

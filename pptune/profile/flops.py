@@ -75,6 +75,7 @@ class Work:
     attn_causal_skip: float  # share of attn_flops a causal fused kernel skips (0.5) or 0
     fwd_bytes: float  # memory-bound forward traffic (elementwise ops; GEMM operands are the GEMMs')
     bwd_bytes: float  # memory-bound backward traffic
+    attn_fwd_bytes: float = 0.0  # the attention core's share of fwd_bytes (unfused softmax, dropout, context copy)
     fwd_ops: int = 0  # kernels the framework launches in the forward (each costs host time)
     bwd_ops: int = 0  # kernels launched in the backward
 
@@ -86,6 +87,11 @@ class Work:
     @property
     def _attn_gemms(self) -> int:
         return 0 if self.attn_fused or not self.attn_flops else 2
+
+    @property
+    def attn_gemms(self) -> tuple[Gemm, ...]:
+        """The unfused attention's two batched GEMMs (``Q K^T``, ``A V``); none for a fused kernel."""
+        return self.gemms[len(self.gemms) - self._attn_gemms:]
 
     @property
     def fwd_flops(self) -> float:
@@ -144,15 +150,18 @@ def block_work(spec: TransformerSpec, *, b: int, s: int, tp: int, dtype: str, se
     mlp_act = (3 if spec.mlp == "swiglu" else 2) * tokens * f / tp * e  # GELU: read, write; SwiGLU: read 2, write 1
     rope = 2 * tokens * (h + kv) / tp * e if spec.position == "rope" else 0.0  # rotate Q and K in place
     fwd = norms + residual + mlp_act + rope
+    attn_bytes = 0.0
     if not flash:  # s x s scores (Korthikanti Sec 4.1): softmax reads and writes them, dropout too plus its mask
         scores = b * heads * s * s
-        fwd += 2 * scores * e + (2 * scores * e + scores * drop if drop else 0.0) + 2 * n / tp * e  # + context copy
+        attn_bytes = 2 * scores * e + (2 * scores * e + scores * drop if drop else 0.0) + 2 * n / tp * e  # + context copy
+        fwd += attn_bytes
     ops = weights + (ATTN_OPS_FLASH if flash else ATTN_OPS_UNFUSED) + NORM_RESIDUAL_ACT_OPS + (2 if rope else 0)
     comm = 2 if tp > 1 else 0  # the attention's and the MLP's all-reduce, each direction
     tensors = weights + (weights + 4 if spec.norm == "layernorm" else 2)  # weights; biases and norm scales/shifts
     weights_elems = sum(g.k * g.n for g in gemms[:weights])
     return Work(gemms=tuple(gemms), attn_flops=attn, attn_fused=flash, attn_causal_skip=0.5 if flash else 0.0,
-                fwd_bytes=fwd, bwd_bytes=2 * fwd + grad_accumulate_bytes(weights_elems, e), fwd_ops=ops + comm,
+                fwd_bytes=fwd, bwd_bytes=2 * fwd + grad_accumulate_bytes(weights_elems, e), attn_fwd_bytes=attn_bytes,
+                fwd_ops=ops + comm,
                 bwd_ops=2 * ops + tensors * GRAD_ACCUMULATE_OPS_PER_TENSOR + comm)
 
 

@@ -23,13 +23,14 @@ def compute_scale_of(calibration: dict[str, Any], *, origin: str = "cluster") ->
 
 
 def scaled_profile(profile: Profile, scale: float) -> Profile:
-    """``profile`` with every layer's forward and backward times (and their spreads) multiplied by ``scale``."""
+    """``profile`` with every layer's forward and backward times (spreads, attention share) multiplied by ``scale``."""
     if scale == 1.0:
         return profile
     layers = tuple(
         dataclasses.replace(layer, timings=tuple(
             dataclasses.replace(t, fwd_ms=t.fwd_ms * scale, bwd_ms=t.bwd_ms * scale,
-                                fwd_spread_ms=t.fwd_spread_ms * scale, bwd_spread_ms=t.bwd_spread_ms * scale)
+                                fwd_spread_ms=t.fwd_spread_ms * scale, bwd_spread_ms=t.bwd_spread_ms * scale,
+                                attn_fwd_ms=t.attn_fwd_ms * scale)
             for t in layer.timings))
         for layer in profile.layers
     )

@@ -36,6 +36,7 @@ class LayerTiming:
     saved_bytes: int  # bytes autograd saves for backward (no recompute), storages de-duplicated
     output_bytes: int  # the activation this layer hands to the next one (a pipeline p2p message)
     fwd_flops: float = 0.0  # model FLOPs of the forward pass (0 when unknown)
+    attn_fwd_ms: float = 0.0  # share of fwd_ms in the attention core (what selective recompute re-runs); 0 = unknown
     peak_allocated_bytes: int | None = None  # CUDA only: peak allocated during fwd+bwd above the baseline
 
 
@@ -80,7 +81,7 @@ def _mix(a: LayerTiming, b: LayerTiming, w: float, mbs: int) -> LayerTiming:
         micro_batch_size=mbs, fwd_ms=f(a.fwd_ms, b.fwd_ms), bwd_ms=f(a.bwd_ms, b.bwd_ms),
         fwd_spread_ms=f(a.fwd_spread_ms, b.fwd_spread_ms), bwd_spread_ms=f(a.bwd_spread_ms, b.bwd_spread_ms),
         saved_bytes=round(f(a.saved_bytes, b.saved_bytes)), output_bytes=round(f(a.output_bytes, b.output_bytes)),
-        fwd_flops=f(a.fwd_flops, b.fwd_flops),
+        fwd_flops=f(a.fwd_flops, b.fwd_flops), attn_fwd_ms=f(a.attn_fwd_ms, b.attn_fwd_ms),
         peak_allocated_bytes=None if a.peak_allocated_bytes is None or b.peak_allocated_bytes is None
         else round(f(a.peak_allocated_bytes, b.peak_allocated_bytes)),
     )
@@ -90,7 +91,7 @@ def _scale(a: LayerTiming, k: float, mbs: int) -> LayerTiming:
     return LayerTiming(
         micro_batch_size=mbs, fwd_ms=a.fwd_ms * k, bwd_ms=a.bwd_ms * k, fwd_spread_ms=a.fwd_spread_ms * k,
         bwd_spread_ms=a.bwd_spread_ms * k, saved_bytes=round(a.saved_bytes * k), output_bytes=round(a.output_bytes * k),
-        fwd_flops=a.fwd_flops * k,
+        fwd_flops=a.fwd_flops * k, attn_fwd_ms=a.attn_fwd_ms * k,
         peak_allocated_bytes=None if a.peak_allocated_bytes is None else round(a.peak_allocated_bytes * k),
     )
 
@@ -296,5 +297,6 @@ def _parse_timing(r: _Reader) -> LayerTiming:
         saved_bytes=r.integer("saved_bytes"),
         output_bytes=r.integer("output_bytes"),
         fwd_flops=r.number("fwd_flops", required=False, default=0.0),
+        attn_fwd_ms=r.number("attn_fwd_ms", required=False, default=0.0),
         peak_allocated_bytes=r.integer("peak_allocated_bytes", required=False),
     )

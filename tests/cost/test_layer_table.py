@@ -63,3 +63,23 @@ def test_tied_embedding_copy(make_profile):
     assert table.tied_copy_on(0, head + 1) == 0  # embedding and head on one stage: one module
     untied = layer_table(make_profile(blocks=4, edge_ms=0.1), micro_batch_size=1, tp=1, dtype="bf16")
     assert untied.tied_param_count == 0
+
+
+def test_selective_recompute_reads_the_profiles_attention_time():
+    # An analytic profile knows its attention core's time (memory-bound when unfused); a profile without one
+    # (measured, or written before the field) falls back to the attention's FLOP share s / (6h + s).
+    import dataclasses
+
+    spec = PRESETS["gpt3-1.3b"]
+    profile = analytic_profile(spec, H100, tp=1, micro_batch_sizes=(2,), flash_attention=False)
+    block = profile.layers[1].timings[0]
+    got = layer_table(profile, micro_batch_size=2, tp=2, dtype="bf16")
+    assert got.attn_fwd_ms[1] == pytest.approx(block.attn_fwd_ms / 2)  # re-sharded like the forward
+    assert got.attn_fwd_ms[0] == got.attn_fwd_ms[got.head_index] == 0.0
+    unknown = dataclasses.replace(profile, layers=tuple(
+        dataclasses.replace(layer, timings=tuple(dataclasses.replace(t, attn_fwd_ms=0.0) for t in layer.timings))
+        for layer in profile.layers))
+    fallback = layer_table(unknown, micro_batch_size=2, tp=2, dtype="bf16")
+    s, h = spec.seq_len, spec.hidden_size
+    assert fallback.attn_fwd_ms[1] == pytest.approx(fallback.fwd_ms[1] * s / (6 * h + s))
+    assert got.attn_fwd_ms[1] > 2 * fallback.attn_fwd_ms[1]

@@ -7,7 +7,7 @@ import pytest
 from pptune.errors import ConfigError
 from pptune.hardware import GPU_PRESETS
 from pptune.model.spec import PRESETS, parse_spec
-from pptune.profile.analytic import analytic_profile, gemm_ms, memory_ms
+from pptune.profile.analytic import analytic_profile, gemm_ms, memory_ms, overlap_ms
 from pptune.profile.schema import load_profile, save_profile
 
 A100 = GPU_PRESETS["A100-SXM4-80GB"]
@@ -133,3 +133,25 @@ def test_seq_len_override_and_round_trip(tmp_path) -> None:
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         analytic_profile(PRESETS["gpt2-medium"], A100, **kwargs)
+
+
+@pytest.mark.parametrize("flash", [False, True])
+def test_attention_core_time_is_what_its_kernels_take(flash: bool) -> None:
+    # Selective recompute re-runs the attention core: its time, not its FLOP share, is what the backward adds.
+    spec = PRESETS["gpt3-175b"]
+    b, tp = 1, 8
+    profile = analytic_profile(spec, A100, tp=tp, dtype="fp16", micro_batch_sizes=(b,), flash_attention=flash)
+    emb, block, head = (profile.layers[i].timings[0] for i in (0, 1, -1))
+    assert emb.attn_fwd_ms == head.attn_fwd_ms == 0.0
+    s, h, heads, d = spec.seq_len, spec.hidden_size, spec.num_heads // tp, spec.head_dim
+    e = 2
+    if flash:  # one causal kernel: half of 4*b*s^2*h/tp FLOPs
+        gpu_ms = gemm_ms(2.0 * b * s * s * h / tp, A100, "fp16")
+    else:  # Q K^T and A V (memory-bound here), softmax and dropout over the scores, the context copy
+        scores = b * heads * s * s
+        qk = max(gemm_ms(2.0 * scores * d, A100, "fp16"), memory_ms(e * b * heads * (2 * s * d + s * s), A100))
+        gpu_ms = 2 * qk + memory_ms(2 * scores * e + 2 * scores * e + scores + 2 * b * s * h / tp * e, A100)
+        assert block.attn_fwd_ms > 3 * block.fwd_ms * s / (6 * h + s)  # far above the FLOP share
+    launches = (1 if flash else 5) * A100.launch_overhead_us / 1e3  # its kernels re-launch: the host floor applies
+    assert block.attn_fwd_ms == pytest.approx(overlap_ms(launches, gpu_ms), rel=1e-9)
+    assert block.attn_fwd_ms < block.fwd_ms

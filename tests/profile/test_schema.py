@@ -76,6 +76,7 @@ MALFORMED = [
     ("missing layer kind", _set("layers.1.kind", DELETE), "'layers[1].kind'"),
     ("missing time", _set("layers.1.timings.0.fwd_ms", DELETE), "'layers[1].timings[0].fwd_ms'"),
     ("negative time", _set("layers.2.timings.1.bwd_ms", -1.0), "'layers[2].timings[1].bwd_ms'"),
+    ("negative attention time", _set("layers.1.timings.0.attn_fwd_ms", -0.5), "'layers[1].timings[0].attn_fwd_ms'"),
     ("NaN time", _set("layers.0.timings.0.fwd_ms", math.nan), "'layers[0].timings[0].fwd_ms'"),
     ("infinite time", _set("layers.0.timings.0.fwd_ms", math.inf), "'layers[0].timings[0].fwd_ms'"),
     ("string seq_len", _set("seq_len", "128"), "'seq_len'"),
@@ -128,7 +129,8 @@ def test_valid_spec_is_kept(tmp_path: Path) -> None:
 
 def _layer_profile(points: dict[int, float]) -> LayerProfile:
     timings = tuple(LayerTiming(micro_batch_size=m, fwd_ms=t, bwd_ms=2 * t, saved_bytes=int(100 * t),
-                                output_bytes=int(10 * t), fwd_flops=1e3 * t, peak_allocated_bytes=int(50 * t))
+                                output_bytes=int(10 * t), fwd_flops=1e3 * t, peak_allocated_bytes=int(50 * t),
+                                attn_fwd_ms=t / 10)
                     for m, t in sorted(points.items()))
     return LayerProfile(index=0, name="block.0", kind="B", role="block", param_count=1, param_bytes=4, timings=timings)
 
@@ -141,9 +143,20 @@ def test_timing_is_exact_at_profiled_sizes_and_linear_between() -> None:
     assert (t3.saved_bytes, t3.output_bytes, t3.peak_allocated_bytes) == (1200, 120, 600)
     t6 = layer.timing(6)
     assert t6.fwd_ms == pytest.approx(22.0) and t6.fwd_flops == pytest.approx(22e3)
+    assert t3.attn_fwd_ms == pytest.approx(1.2) and t6.attn_fwd_ms == pytest.approx(2.2)
 
 
 def test_timing_beyond_the_profiled_sizes_scales_the_nearest_per_sample() -> None:
     layer = _layer_profile({2: 10.0, 4: 14.0})
     assert layer.timing(8).fwd_ms == pytest.approx(28.0) and layer.timing(16).fwd_ms == pytest.approx(56.0)
     assert layer.timing(1).fwd_ms == pytest.approx(5.0) and layer.timing(1).saved_bytes == 500
+    assert layer.timing(8).attn_fwd_ms == pytest.approx(2.8)
+
+
+def test_attention_time_is_optional_and_round_trips(tmp_path: Path) -> None:
+    data = copy.deepcopy(_profile())
+    data["layers"][1]["timings"][0]["attn_fwd_ms"] = 0.25
+    profile = load_profile(_write(tmp_path, data))
+    assert profile.layers[1].timings[0].attn_fwd_ms == 0.25
+    assert profile.layers[1].timings[1].attn_fwd_ms == 0.0  # absent: unknown (files written before the field)
+    assert load_profile(save_profile(profile, tmp_path / "again.json")) == profile
