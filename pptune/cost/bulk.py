@@ -22,6 +22,7 @@ import numpy as np
 from pptune.cost import comm
 from pptune.cost.bulk_chunks import GroupChunks, group_chunks, table_arrays
 from pptune.cost.checks import check_config
+from pptune.cost.chunks import BLOCKING_SENDS
 from pptune.cost.estimate import _model_flops, _optimizer_ms, _stage_params
 from pptune.cost.layers import LayerTable, layer_table
 from pptune.cost.memory import (
@@ -212,13 +213,22 @@ class _Group:
         # Per shape: the representative rows, their pipelines with p2p (sim) and without (bare: the bubble).
         self.sim: list[tuple[tuple, np.ndarray, np.ndarray]] = []
         self.bare: list[tuple[tuple, np.ndarray, np.ndarray]] = []
+        blocking = np.array([c.target in BLOCKING_SENDS for c in self.rep_configs])
         for shape, idx in shapes.items():
             rows = np.array(idx)
             parts = [ch.fwd_ms[rows], ch.bwd_ms[rows]]
             if shape[0] == "zb_h1":
                 parts.append(ch.weight_grad_ms[rows])
             p2p = ch.p2p_ms[rows]
-            self.sim.append((shape, rows, pool.add(shape, np.concatenate([*parts, p2p], axis=1))))
+            sends = blocking[rows]
+            if p2p.any() and sends.any():  # the send is the sender's work (chunks.blocking_sends), no lag
+                sent = [parts[0].copy(), parts[1].copy(), *parts[2:]]
+                sent[0][sends, :-1] += p2p[sends]
+                sent[1][sends, 1:] += p2p[sends]
+                lags = np.where(sends[:, None], 0.0, p2p)
+                self.sim.append((shape, rows, pool.add(shape, np.concatenate([*sent, lags], axis=1))))
+            else:
+                self.sim.append((shape, rows, pool.add(shape, np.concatenate([*parts, p2p], axis=1))))
             if p2p.any():
                 self.bare.append((shape, rows, pool.add(shape, np.concatenate([*parts, np.zeros_like(p2p)], axis=1))))
             else:

@@ -6,6 +6,13 @@ Recompute adds forward work to the backward: ``full`` and ``every:K`` re-run eve
 unfused scores are memory-bound, several times their FLOP share), else that FLOP share ``s / (6h + s)``.
 TP collectives are not overlapped with compute (Megatron's default), so they lengthen each op;
 recompute repeats the forward's collectives.
+
+Pipeline messages: Megatron posts its sends and receives asynchronously (``batch_isend_irecv``), so a
+message is a lag between the sender's op and the receiver's. DeepSpeed's pipeline engine sends and receives
+synchronously (``deepspeed.runtime.pipe.p2p.send`` asserts ``async_op == False``; a blocking NCCL send holds
+the sender's stream until the transfer is done), so there the transfer is part of the sender's op
+(``blocking_sends``): a forward ends with sending its output downstream, a backward with sending its input
+gradient upstream, and the receiver has the message when that op ends.
 """
 
 from __future__ import annotations
@@ -96,3 +103,16 @@ def _p2p(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,
         times.append(comm.p2p_ms(nbytes, link))
         sizes.append(nbytes)
     return tuple(times), tuple(sizes)
+
+
+# Engines whose pipeline sends block the sender until the transfer is done (see the module docstring).
+BLOCKING_SENDS = frozenset({"deepspeed"})
+
+
+def blocking_sends(fwd_ms: tuple[float, ...], bwd_ms: tuple[float, ...],
+                   p2p_ms: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """(forward, backward, lags) per chunk when each send is part of its sender's op: no lag left."""
+    n = len(fwd_ms)
+    fwd = tuple(f + p2p_ms[c] if c < n - 1 else f for c, f in enumerate(fwd_ms))
+    bwd = tuple(b + p2p_ms[c - 1] if c > 0 else b for c, b in enumerate(bwd_ms))
+    return fwd, bwd, (0.0,) * len(p2p_ms)

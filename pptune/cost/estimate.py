@@ -3,7 +3,8 @@
 The step is split so that ``breakdown.step_ms`` is the prediction and each part explains itself:
 - compute_ms / tp_comm_ms: the critical stage's (most busy) own compute and exposed TP collectives.
 - bubble_ms: the rest of the pipeline makespan without p2p lags (warm-up, cool-down, imbalance waits).
-- pp_comm_ms: what the p2p lags add to that makespan.
+- pp_comm_ms: what the p2p messages add to that makespan (lags; DeepSpeed's blocking sends lengthen the
+  sender's op instead, see ``pptune.cost.chunks``).
 - dp_comm_ms: the tail after the last backward: each stage reduces its gradients (and the tied embedding
   between first and last stage) once its own last op ends; the step waits for the slowest.
   DeepSpeed's pipeline engine does not overlap the reduction (``ReduceGrads`` follows the schedule);
@@ -21,7 +22,7 @@ import functools
 
 from pptune.cost import comm
 from pptune.cost.checks import check_config
-from pptune.cost.chunks import chunk_costs
+from pptune.cost.chunks import BLOCKING_SENDS, blocking_sends, chunk_costs
 from pptune.cost.layers import LayerTable, layer_table
 from pptune.cost.memory import bytes_per_param, optimizer_partitioned, stage_memory
 from pptune.cost.partition import stage_boundaries
@@ -57,8 +58,10 @@ def estimate(profile: Profile, cluster: Cluster, config: ParallelConfig, *, time
     bounds = stage_boundaries(profile, config)
     costs = chunk_costs(table, bounds, config, cluster, seq_len=profile.seq_len, w_share=W_SHARE_OF_BACKWARD)
     pp, m = config.pp, config.num_microbatches
-    sim = _simulate(costs.fwd_ms, costs.bwd_ms, costs.weight_grad_ms, config.schedule, m, costs.p2p_ms, config.vpp,
-                    timeline)
+    fwd, bwd, lags = costs.fwd_ms, costs.bwd_ms, costs.p2p_ms
+    if config.target in BLOCKING_SENDS and any(lags):
+        fwd, bwd, lags = blocking_sends(fwd, bwd, lags)
+    sim = _simulate(fwd, bwd, costs.weight_grad_ms, config.schedule, m, lags, config.vpp, timeline)
     bare = sim if not any(costs.p2p_ms) else _simulate(costs.fwd_ms, costs.bwd_ms, costs.weight_grad_ms,
                                                        config.schedule, m, (0.0,) * len(costs.p2p_ms), config.vpp,
                                                        False)

@@ -1,0 +1,46 @@
+"""Chunk costs: DeepSpeed's blocking pipeline sends against Megatron's asynchronous ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from pptune.cost import estimate
+from pptune.cost.chunks import blocking_sends, chunk_costs
+from pptune.cost.layers import layer_table
+from pptune.cost.partition import stage_boundaries
+from pptune.cost.schedule import W_SHARE_OF_BACKWARD, simulate
+from pptune.parallel import ParallelConfig
+
+
+def test_a_blocking_send_keeps_the_sender_busy():
+    # pp 2, m 2, 1F1B, F 1 ms, B 2 ms, 0.5 ms per message. Asynchronous (a lag): stage 0 runs F0 F1 back to back
+    # and ends B1 at 10.0. Blocking: F0 holds stage 0 until its send is done (1.5), stage 1's B0 until the
+    # gradient is sent (5.0), so F1 ends at 3.0 and stage 1's B1 at 8.5; stage 0's B1 ends at 10.5.
+    fwd, bwd, p2p = (1.0, 1.0), (2.0, 2.0), (0.5,)
+    assert blocking_sends(fwd, bwd, p2p) == ((1.5, 1.0), (2.0, 2.5), (0.0,))
+    lag = simulate(fwd, bwd, schedule="1f1b", num_microbatches=2, p2p_ms=p2p)
+    block = simulate(*blocking_sends(fwd, bwd, p2p)[:2], schedule="1f1b", num_microbatches=2, p2p_ms=0.0)
+    assert lag.step_ms == pytest.approx(10.0) and block.step_ms == pytest.approx(10.5)
+
+
+@pytest.mark.parametrize("target", ["deepspeed", "megatron"])
+def test_only_deepspeed_pipelines_block_on_sends(make_profile, make_cluster, target):
+    profile = make_profile(blocks=8, edge_ms=0.5)
+    cluster = make_cluster(4, gpus_per_node=1, inter_gbps=0.5)  # every stage boundary crosses a slow link
+    config = ParallelConfig(pp=4, num_microbatches=8, target=target)
+    est = estimate(profile, cluster, config)
+    table = layer_table(profile, micro_batch_size=1, tp=1, dtype=config.dtype)
+    costs = chunk_costs(table, stage_boundaries(profile, config), config, cluster, seq_len=profile.seq_len,
+                        w_share=W_SHARE_OF_BACKWARD)
+    assert min(costs.p2p_ms) > 0.5  # messages matter here
+
+    def step(fwd, bwd, lags):
+        return simulate(fwd, bwd, schedule="1f1b", num_microbatches=8, p2p_ms=lags).step_ms
+
+    bare = step(costs.fwd_ms, costs.bwd_ms, 0.0)
+    lagged = step(costs.fwd_ms, costs.bwd_ms, costs.p2p_ms)
+    blocked = step(*blocking_sends(costs.fwd_ms, costs.bwd_ms, costs.p2p_ms))
+    assert blocked > lagged
+    want = blocked if target == "deepspeed" else lagged
+    assert est.breakdown.pp_comm_ms == pytest.approx(want - bare, rel=1e-12)
+    assert est.breakdown.bubble_ms + est.breakdown.compute_ms == pytest.approx(bare, rel=1e-12)
