@@ -28,6 +28,7 @@ from pptune.cost.layers import LayerTable, layer_table
 from pptune.cost.memory import (
     RESERVE_FIXED_BYTES,
     RESERVE_FRACTION,
+    bf16_optimizer,
     bytes_per_param,
     inflight_units,
     optimizer_partitioned,
@@ -365,10 +366,12 @@ def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelCon
     if tied:
         tied_ms = comm.all_reduce_ms(tied * grad_bytes, 2, comm.first_last_link(cluster, tp=config.tp, dp=dp, pp=pp))
     sync, zero_reduce, zero_gather = [], [], []
+    gather = bf16_optimizer(config)
     for s in range(pp):
         n = table.param_count[bounds[s]] if config.target == "megatron" else params[s]
         link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
-        sync.append(comm.dp_grad_sync_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link))
+        sync.append(comm.dp_grad_sync_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link,
+                                         gather_after_all_reduce=gather))
         zero = comm.zero_microbatch_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link)
         zero_reduce.append(zero[0])
         zero_gather.append(zero[1])

@@ -140,14 +140,20 @@ def tp_layer_ms(role: str, message_bytes: float, tp: int, link: Link) -> tuple[f
     return n_fwd * one, n_bwd * one
 
 
-def dp_grad_sync_ms(grad_bytes: float, param_bytes: float, *, dp: int, zero_stage: int, link: Link) -> float:
+def dp_grad_sync_ms(grad_bytes: float, param_bytes: float, *, dp: int, zero_stage: int, link: Link,
+                    gather_after_all_reduce: bool = False) -> float:
     """Data-parallel gradient synchronisation of one stage's gradients.
 
     ZeRO 0: all-reduce the gradients. ZeRO >= 1: reduce-scatter the gradients, then all-gather the
     updated parameters (same total volume as an all-reduce when grads and weights share a dtype).
+    ``gather_after_all_reduce``: DeepSpeed's BF16_Optimizer (``memory.bf16_optimizer``) all-reduces every
+    gradient (pipe engine ``_bf16_reduce_grads``), steps its own 1/dp partition and all-gathers the updated
+    16-bit weights (``update_lp_params``), at ZeRO 0 as at ZeRO 1: half as much traffic again.
     """
     if dp <= 1:
         return 0.0
+    if gather_after_all_reduce:
+        return all_reduce_ms(grad_bytes, dp, link) + all_gather_ms(param_bytes, dp, link)
     if zero_stage == 0:
         return all_reduce_ms(grad_bytes, dp, link)
     return reduce_scatter_ms(grad_bytes, dp, link) + all_gather_ms(param_bytes, dp, link)

@@ -24,7 +24,7 @@ from pptune.cost import comm
 from pptune.cost.checks import check_config
 from pptune.cost.chunks import BLOCKING_SENDS, blocking_sends, chunk_costs
 from pptune.cost.layers import LayerTable, layer_table
-from pptune.cost.memory import bytes_per_param, optimizer_partitioned, stage_memory
+from pptune.cost.memory import bf16_optimizer, bytes_per_param, optimizer_partitioned, stage_memory
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD, ScheduleResult, simulate
 from pptune.cost.types import Breakdown, Estimate, StageCost
@@ -148,7 +148,8 @@ def _dp_tail(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig,
             first = bounds[s]
             n = table.param_count[first]  # the last bucket: the stage's first layer
         link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
-        sync = comm.dp_grad_sync_ms(n * grad_bytes, n * weight_bytes, dp=dp, zero_stage=config.zero_stage, link=link)
+        sync = comm.dp_grad_sync_ms(n * grad_bytes, n * weight_bytes, dp=dp, zero_stage=config.zero_stage, link=link,
+                                    gather_after_all_reduce=bf16_optimizer(config))
         reduce_ms, gather_ms = comm.zero_microbatch_ms(n * grad_bytes, n * weight_bytes, dp=dp,
                                                        zero_stage=config.zero_stage, link=link)
         sync += comm.zero_exposed_ms(reduce_ms, gather_ms, zero_stage=config.zero_stage,

@@ -41,9 +41,15 @@ def bytes_per_param(config: ParallelConfig) -> tuple[float, float, float]:
     return 2.0, grad, 12.0
 
 
+def bf16_optimizer(config: ParallelConfig) -> bool:
+    """Whether DeepSpeed runs its BF16_Optimizer: bf16 in the pipeline engine at ZeRO 0, or ZeRO 1 with the fp32
+    gradient accumulation pptune emits (engine ``_do_optimizer_sanity_check``); ZeRO 2/3 use the ZeRO optimizer."""
+    return config.target == "deepspeed" and config.dtype == "bf16" and config.zero_stage <= 1
+
+
 def optimizer_partitioned(config: ParallelConfig) -> bool:
     """Whether the optimizer states are split over the data-parallel group."""
-    return config.zero_stage >= 1 or (config.target == "deepspeed" and config.dtype == "bf16")
+    return config.zero_stage >= 1 or bf16_optimizer(config)
 
 
 def inflight_units(config: ParallelConfig, stage: int) -> int:

@@ -86,8 +86,8 @@ def test_estimate_charges_zero3_its_gathers(make_profile, make_cluster) -> None:
 
     cluster = make_cluster(8)
 
-    def dp_comm(profile, z: int) -> float:
-        cfg = ParallelConfig(dp=8, micro_batch_size=1, num_microbatches=16, zero_stage=z, dtype="bf16")
+    def dp_comm(profile, z: int, dtype: str = "fp16") -> float:
+        cfg = ParallelConfig(dp=8, micro_batch_size=1, num_microbatches=16, zero_stage=z, dtype=dtype)
         return estimate(profile, cluster, cfg).breakdown.dp_comm_ms
 
     slow, fast = make_profile(), make_profile(block_fwd_ms=1e-4, block_bwd_ms=2e-4)
@@ -96,3 +96,20 @@ def test_estimate_charges_zero3_its_gathers(make_profile, make_cluster) -> None:
     # ZeRO-3's gathers hide behind long compute and show when there is none to hide behind.
     assert dp_comm(slow, 3) == pytest.approx(dp_comm(slow, 1))
     assert dp_comm(fast, 3) > dp_comm(fast, 2) > dp_comm(fast, 1)
+    # bf16 at ZeRO 0/1 runs DeepSpeed's BF16_Optimizer: a full all-reduce, then the weights' all-gather.
+    assert dp_comm(slow, 1, "bf16") == pytest.approx(1.5 * dp_comm(slow, 1), rel=0.01)
+    assert dp_comm(slow, 0, "bf16") == pytest.approx(dp_comm(slow, 1, "bf16"))
+    assert dp_comm(slow, 0, "fp16") == pytest.approx(dp_comm(slow, 1), rel=0.01)  # FP16_Optimizer: all-reduce only
+
+
+def test_bf16_optimizer_all_reduces_then_gathers() -> None:
+    from pptune.cost.comm import Link, all_gather_ms, all_reduce_ms, dp_grad_sync_ms, reduce_scatter_ms
+
+    link = Link(gbps=25.0, latency_us=10.0)
+    grads, weights = 2e9, 2e9
+    assert dp_grad_sync_ms(grads, weights, dp=8, zero_stage=1, link=link) == pytest.approx(
+        reduce_scatter_ms(grads, 8, link) + all_gather_ms(weights, 8, link))
+    for zero in (0, 1):
+        assert dp_grad_sync_ms(grads, weights, dp=8, zero_stage=zero, link=link, gather_after_all_reduce=True) == \
+            pytest.approx(all_reduce_ms(grads, 8, link) + all_gather_ms(weights, 8, link))
+    assert dp_grad_sync_ms(grads, weights, dp=1, zero_stage=1, link=link, gather_after_all_reduce=True) == 0.0
