@@ -88,8 +88,12 @@ def _p2p(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,
          cluster: Cluster) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Message time per chunk boundary: the chunk's last output (per tp rank; 1/tp with sequence parallel).
 
-    DeepSpeed sends the full activation from every tp rank (``pipe_partitioned`` only matters with a
-    Megatron mpu); Megatron with sequence parallelism sends the sequence-sharded ``[s/t, b, h]``.
+    DeepSpeed is charged the full activation from every tp rank, which is what its engine sends without a
+    model-parallel grid (pptune's own runtime). With a Megatron mpu and tp > 1 it partitions the message
+    (``pipe_partitioned``/``grad_partitioned``, on by default and in pptune's ds_config): each rank sends 1/tp
+    and the receiver all-gathers it inside its forward (``PartitionedTensor.full``), and a stage keeps 1/tp of
+    its output buffer. That is not modelled yet (README, known limits). Megatron with sequence parallelism
+    sends the sequence-sharded ``[s/t, b, h]``.
     """
     pp = config.pp
     times, sizes = [], []
