@@ -156,14 +156,21 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     else:  # no checkpointed chunk: no recompute working set
         work = np.zeros((k, chunks), dtype=np.int64)
     is_ds = np.array([c.target == "deepspeed" for c in configs])[:, None]
-    if is_ds.any():  # DeepSpeed keeps each stage's output buffer too (Megatron rows add nothing)
+    tp_row = np.array([c.tp for c in configs])[:, None]
+    if is_ds.any():  # DeepSpeed keeps each stage's output buffer (1/tp of it when tp > 1), Megatron rows nothing
         n = per_row([a.table.num_layers for a in distinct])
-        kept = kept + np.where(is_ds & (last < n), stacks["out"][t, last - 1], 0)
+        kept = kept + np.where(is_ds & (last < n), stacks["out"][t, last - 1] // tp_row, 0)
     for i in np.flatnonzero(interval[:, 0] > 1):  # every:K with K > 1: the scalar function per chunk
         for c in range(chunks):
             kept[i, c], work[i, c] = chunk_activation_bytes(row_tables[i].table, int(first[i, c]), int(last[i, c]),
                                                             configs[i])
     nbytes = stacks["out"][t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
+    parted = (is_ds & (tp_row > 1))[:, 0]  # chunks.partitioned_sends
+    if parted.any() and chunks > 1:  # 1/tp over the link, and the receiving op all-gathers it (chunk_costs)
+        gather = _partition_gathers(nbytes, cluster, distinct_layouts, row_layout, pp)  # (2, K, chunks - 1)
+        tf = tf + np.pad(np.where(parted[:, None], gather[0], 0.0), ((0, 0), (1, 0)))
+        tb = tb + np.pad(np.where(parted[:, None], gather[1], 0.0), ((0, 0), (0, 1)))
+        nbytes = np.where(parted[:, None], nbytes / tp_row, nbytes)
     return GroupChunks(
         fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp),
         compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
@@ -241,6 +248,28 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
         x = x + np.where(head_in, values[:, d, 2], 0.0)
         out.append(x)
     return out[0], out[1]
+
+
+def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]],
+                       row_layout: np.ndarray, pp: int) -> np.ndarray:
+    """All-gather of each boundary's message over the receiver's tp group: (forward on chunk c + 1, backward on c).
+
+    As ``comm.all_gather_ms`` with the tp link of the receiving chunk's stage; rows with tp = 1 get zeros."""
+    boundaries = nbytes.shape[1]
+    lat = np.zeros((2, len(layouts), boundaries))
+    per_ms = np.ones((2, len(layouts), boundaries))
+    share = np.zeros((len(layouts), 1))
+    for i, (tp, dp) in enumerate(layouts):
+        if tp == 1:
+            continue
+        links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
+        for d, offset in ((0, 1), (1, 0)):  # forward: received by chunk c + 1; backward: by chunk c
+            stage = [links[(c + offset) % pp] for c in range(boundaries)]
+            lat[d, i] = [(tp - 1) * x.latency_ms for x in stage]
+            per_ms[d, i] = [x.gbps * 1e6 for x in stage]
+        share[i] = (tp - 1) / tp
+    out = share[row_layout] * (nbytes / per_ms[:, row_layout]) + lat[:, row_layout]
+    return np.where(nbytes > 0, out, 0.0)
 
 
 # Per (cluster, tp, dp, pp, chunk boundaries): each boundary's link latency and bytes per ms.

@@ -13,6 +13,12 @@ synchronously (``deepspeed.runtime.pipe.p2p.send`` asserts ``async_op == False``
 the sender's stream until the transfer is done), so there the transfer is part of the sender's op
 (``blocking_sends``): a forward ends with sending its output downstream, a backward with sending its input
 gradient upstream, and the receiver has the message when that op ends.
+
+With tensor parallelism DeepSpeed partitions each message over the tp ranks (``pipe_partitioned`` and
+``grad_partitioned``, on by default and in pptune's ds_config; they act whenever the PipelineModule has a
+model-parallel grid, as Megatron-DeepSpeed's has): each rank sends 1/tp of it, and the receiving op first
+all-gathers the whole tensor over its tp group (``PartitionedTensor.full`` inside the forward, and inside the
+backward for gradients). That all-gather is TP communication of the receiving chunk, not repeated by recompute.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: Parallel
     selective = config.recompute == "selective"
     message = config.micro_batch_size * seq_len * table.hidden_size * table.act_bytes
     tp_per_stage: list[dict[str, tuple[float, float]]] = []
+    one_link: list[comm.Link] = []
     if config.tp > 1:
         per_link: dict[comm.Link, dict[str, tuple[float, float]]] = {}
         for s in range(config.pp):
@@ -54,6 +61,8 @@ def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: Parallel
             if link not in per_link:
                 per_link[link] = {role: comm.tp_layer_ms(role, message, config.tp, link) for role in comm.TP_COLLECTIVES}
             tp_per_stage.append(per_link[link])
+            one_link.append(link)
+    partitioned = partitioned_sends(config)
     cf, cb, ww, tf, tb = [], [], [], [], []
     emb, head = table.embedding_index, table.head_index
     for c in range(len(boundaries) - 1):
@@ -72,6 +81,11 @@ def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: Parallel
                     t_b += one[role][1]
             if interval:
                 t_b += t_f
+            if partitioned:  # the receiver gathers each partitioned message over its tp group
+                if c > 0:
+                    t_f += comm.all_gather_ms(table.output_bytes[boundaries[c] - 1], config.tp, one_link[c % config.pp])
+                if c < len(boundaries) - 2:
+                    t_b += comm.all_gather_ms(table.output_bytes[last - 1], config.tp, one_link[c % config.pp])
         cf.append(fwd)
         cb.append(bwd + extra)
         ww.append(w_share * bwd)
@@ -88,29 +102,32 @@ def _p2p(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,
          cluster: Cluster) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Message time per chunk boundary: the chunk's last output (per tp rank; 1/tp with sequence parallel).
 
-    DeepSpeed is charged the full activation from every tp rank, which is what its engine sends without a
-    model-parallel grid (pptune's own runtime). With a Megatron mpu and tp > 1 it partitions the message
-    (``pipe_partitioned``/``grad_partitioned``, on by default and in pptune's ds_config): each rank sends 1/tp
-    and the receiver all-gathers it inside its forward (``PartitionedTensor.full``), and a stage keeps 1/tp of
-    its output buffer. That is not modelled yet (README, known limits). Megatron with sequence parallelism
-    sends the sequence-sharded ``[s/t, b, h]``.
+    DeepSpeed with tp > 1 sends 1/tp of the activation from each rank (``partitioned_sends``; the receiver's
+    all-gather is in ``chunk_costs``). Megatron with sequence parallelism sends the sequence-sharded
+    ``[s/t, b, h]``, without it the whole activation from every tp rank.
     """
     pp = config.pp
+    parts = config.tp if partitioned_sends(config) else 1
     times, sizes = [], []
     for c in range(len(boundaries) - 2):
-        nbytes = table.output_bytes[boundaries[c + 1] - 1]  # already 1/tp under sequence parallelism
+        nbytes = table.output_bytes[boundaries[c + 1] - 1] / parts  # already 1/tp under sequence parallelism
         stage = c % pp
         if stage == pp - 1:  # interleaving wraps from the last stage back to the first
             link = comm.first_last_link(cluster, tp=config.tp, dp=config.dp, pp=pp)
         else:
             link = comm.stage_pair_link(cluster, tp=config.tp, dp=config.dp, stage=stage)
         times.append(comm.p2p_ms(nbytes, link))
-        sizes.append(nbytes)
+        sizes.append(round(nbytes))
     return tuple(times), tuple(sizes)
 
 
 # Engines whose pipeline sends block the sender until the transfer is done (see the module docstring).
 BLOCKING_SENDS = frozenset({"deepspeed"})
+
+
+def partitioned_sends(config: ParallelConfig) -> bool:
+    """Whether each pipeline message is split over the tp ranks and gathered by the receiver (DeepSpeed, tp > 1)."""
+    return config.target == "deepspeed" and config.tp > 1
 
 
 def blocking_sends(fwd_ms: tuple[float, ...], bwd_ms: tuple[float, ...],

@@ -76,8 +76,9 @@ def chunk_activation_bytes(table: LayerTable, first: int, last: int, config: Par
             kept += table.output_bytes[g - 1] if g > 0 else table.input_bytes
             work = max(work, table.total("saved_bytes", g, min(g + interval, last)))
     if config.target == "deepspeed" and last < table.num_layers:
-        # The pipe engine holds each in-flight micro-batch's stage output until its backward.
-        kept += table.output_bytes[last - 1]
+        # The pipe engine holds each in-flight micro-batch's stage output until its backward: its 1/tp part
+        # when tp > 1 (pipe_partitioned replaces the full tensor's data by the partition, chunks.partitioned_sends).
+        kept += table.output_bytes[last - 1] // config.tp
     return kept, work
 
 

@@ -44,3 +44,30 @@ def test_only_deepspeed_pipelines_block_on_sends(make_profile, make_cluster, tar
     want = blocked if target == "deepspeed" else lagged
     assert est.breakdown.pp_comm_ms == pytest.approx(want - bare, rel=1e-12)
     assert est.breakdown.bubble_ms + est.breakdown.compute_ms == pytest.approx(bare, rel=1e-12)
+
+
+def test_deepspeed_partitions_messages_over_tp_and_the_receiver_gathers_them(make_profile, make_cluster):
+    from pptune.cost import comm
+    from pptune.cost.memory import stage_memory
+
+    profile = make_profile(blocks=8, edge_ms=0.5)
+    cluster = make_cluster(4, gpus_per_node=2, inter_gbps=5.0)  # tp 2 inside a node, stages on two nodes
+    got = {}
+    for target in ("deepspeed", "megatron"):
+        config = ParallelConfig(tp=2, pp=2, num_microbatches=4, target=target)
+        table = layer_table(profile, micro_batch_size=1, tp=2, dtype=config.dtype)
+        bounds = stage_boundaries(profile, config)
+        got[target] = (chunk_costs(table, bounds, config, cluster, seq_len=profile.seq_len, w_share=W_SHARE_OF_BACKWARD),
+                       stage_memory(table, bounds, config, 0)["activations"], table, bounds)
+    ds, mg = got["deepspeed"][0], got["megatron"][0]
+    table, bounds = got["deepspeed"][2], got["deepspeed"][3]
+    message = table.output_bytes[bounds[1] - 1]
+    inter, intra = comm.inter(cluster), comm.intra(cluster)
+    assert mg.p2p_ms[0] == pytest.approx(comm.p2p_ms(message, inter))
+    assert ds.p2p_ms[0] == pytest.approx(comm.p2p_ms(message / 2, inter))  # each rank sends its half
+    gather = comm.all_gather_ms(message, 2, intra)
+    assert ds.tp_fwd_ms[1] == pytest.approx(mg.tp_fwd_ms[1] + gather)  # stage 1 gathers the activation
+    assert ds.tp_bwd_ms[0] == pytest.approx(mg.tp_bwd_ms[0] + gather)  # stage 0 gathers the gradient
+    assert ds.tp_fwd_ms[0] == pytest.approx(mg.tp_fwd_ms[0]) and ds.tp_bwd_ms[1] == pytest.approx(mg.tp_bwd_ms[1])
+    # DeepSpeed keeps each in-flight output buffer, partitioned: 1/tp of it (Megatron keeps none).
+    assert got["deepspeed"][1] - got["megatron"][1] == 2 * (message // 2)  # stage 0 of 1F1B holds 2 micro-batches
