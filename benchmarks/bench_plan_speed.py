@@ -73,6 +73,7 @@ def clear_cost_caches() -> None:
     bulk_chunks._ARRAYS.clear()
     bulk_chunks._TP_STAGES.clear()
     bulk_chunks._P2P_LINKS.clear()
+    bulk_chunks._GATHER_LINKS.clear()
     bulk_chunks._STACKS.clear()
     sim_batch._UNIONS.clear()
     bulk._TERMS.clear()

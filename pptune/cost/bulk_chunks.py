@@ -250,6 +250,10 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
     return out[0], out[1]
 
 
+# Per (cluster, tp, dp, pp, chunk boundaries): each receiving stage's tp-link latency term and bytes per ms.
+_GATHER_LINKS: dict[tuple, tuple[Cluster, list[list[float]], list[list[float]]]] = {}
+
+
 def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]],
                        row_layout: np.ndarray, pp: int) -> np.ndarray:
     """All-gather of each boundary's message over the receiver's tp group: (forward on chunk c + 1, backward on c).
@@ -262,11 +266,17 @@ def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple
     for i, (tp, dp) in enumerate(layouts):
         if tp == 1:
             continue
-        links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
-        for d, offset in ((0, 1), (1, 0)):  # forward: received by chunk c + 1; backward: by chunk c
-            stage = [links[(c + offset) % pp] for c in range(boundaries)]
-            lat[d, i] = [(tp - 1) * x.latency_ms for x in stage]
-            per_ms[d, i] = [x.gbps * 1e6 for x in stage]
+        key = (id(cluster), tp, dp, pp, boundaries)
+        hit = _GATHER_LINKS.get(key)
+        if hit is None or hit[0] is not cluster:
+            links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
+            # forward: received by chunk c + 1; backward: by chunk c
+            stages = [[links[(c + offset) % pp] for c in range(boundaries)] for offset in (1, 0)]
+            if len(_GATHER_LINKS) >= 4096:
+                _GATHER_LINKS.clear()
+            hit = _GATHER_LINKS[key] = (cluster, [[(tp - 1) * x.latency_ms for x in st] for st in stages],
+                                        [[x.gbps * 1e6 for x in st] for st in stages])
+        lat[:, i], per_ms[:, i] = hit[1], hit[2]
         share[i] = (tp - 1) / tp
     out = share[row_layout] * (nbytes / per_ms[:, row_layout]) + lat[:, row_layout]
     return np.where(nbytes > 0, out, 0.0)
