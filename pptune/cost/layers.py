@@ -141,7 +141,7 @@ def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool) -> LayerTa
         # Selective recompute drops the scores, when the layer saved them (flash attention keeps none).
         leftover = sharded - non_score_sharded_full / tp
         attn_saved.append(round(max(0.0, min(scores_full / tp, leftover)) * byte_ratio))
-        # The profile's attention-core time when it has one (analytic profiles); else its FLOP share,
+        # The profile's attention-core time when it has one (analytic, or measured SDPA); else its FLOP share,
         # 4*b*s^2*h of a block's 24*b*s*h^2 + 4*b*s^2*h (Narayanan et al. SC'21).
         attn_fwd.append(t.attn_fwd_ms * k_time if t.attn_fwd_ms > 0 else fwd[-1] * s / (6 * hidden + s))
     emb = next((i for i, ro in enumerate(roles) if ro == "embedding"), None)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from pptune.profile.attention_time import attention_fwd_ms
 from pptune.profile.saved_bytes import saved_bytes
 from pptune.profile.schema import LayerTiming
 from pptune.profile.timing import Timer, summarize
@@ -33,6 +34,7 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
 _EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ATTENTION_REPEATS = 5  # forwards timing the attention kernels (after the timed forward/backward pairs)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,6 +107,8 @@ def measure_layer(
             fwd_ms.append(f)
             bwd_ms.append(b)
 
+    # The attention core's share of the forward (selective recompute), in extra forwards after the timed ones.
+    attn_ms = attention_fwd_ms(step, timer, repeat=min(repeat, ATTENTION_REPEATS))
     peak = _peak_allocated_bytes(step, grad) if inp.device.type == "cuda" and differentiable else None
     for p in layer.parameters():
         p.grad = None
@@ -113,6 +117,7 @@ def measure_layer(
         micro_batch_size=micro_batch_size, fwd_ms=fwd.median_ms, bwd_ms=bwd.median_ms,
         fwd_spread_ms=fwd.spread_ms, bwd_spread_ms=bwd.spread_ms, saved_bytes=saved,
         output_bytes=output_bytes, fwd_flops=fwd_flops, peak_allocated_bytes=peak,
+        attn_fwd_ms=min(attn_ms, fwd.median_ms),
     )
     return Measured(timing=timing, output=output)
 
