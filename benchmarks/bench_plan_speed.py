@@ -66,7 +66,7 @@ def time_plan(target: str, runs: int) -> dict:
 
 def clear_cost_caches() -> None:
     """Empty every cache of the cost model (what a fresh process starts with)."""
-    from pptune.cost import bulk, bulk_chunks, comm, compiled, layers, orders, partition, sim_batch, steady
+    from pptune.cost import bulk, bulk_chunks, bulk_terms, comm, compiled, layers, orders, partition, sim_batch, steady
 
     importlib.import_module("pptune.cost.estimate")._simulate.cache_clear()  # the package attribute is the function
     layers._CACHE.clear()
@@ -76,7 +76,7 @@ def clear_cost_caches() -> None:
     bulk_chunks._GATHER_LINKS.clear()
     bulk_chunks._STACKS.clear()
     sim_batch._UNIONS.clear()
-    bulk._TERMS.clear()
+    bulk_terms._TERMS.clear()
     bulk._SPLITS.clear()
     bulk._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,

@@ -21,17 +21,15 @@ import numpy as np
 
 from pptune.cost import comm
 from pptune.cost.bulk_chunks import GroupChunks, group_chunks, table_arrays
+from pptune.cost.bulk_terms import stage_terms
 from pptune.cost.checks import check_config
 from pptune.cost.chunks import BLOCKING_SENDS
-from pptune.cost.estimate import _model_flops, _optimizer_ms, _stage_params
+from pptune.cost.estimate import _model_flops
 from pptune.cost.layers import LayerTable, layer_table
 from pptune.cost.memory import (
     RESERVE_FIXED_BYTES,
     RESERVE_FRACTION,
-    bf16_optimizer,
-    bytes_per_param,
     inflight_units,
-    optimizer_partitioned,
 )
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD
@@ -253,17 +251,17 @@ class _Group:
             j = distinct.get(key)
             if j is None:
                 j = distinct[key] = len(states)
-                states.append(_stage_terms(t, b, c, cluster))
+                states.append(stage_terms(t, b, c, cluster))
             which[i] = j
         times = np.stack([s.times for s in states])[which]  # (K, 2, pp): extra, sync
         extra, sync = times[:, 0], times[:, 1]
         m = np.array([c.num_microbatches for c in configs])
         if any(c.zero_stage >= 2 for c in configs):  # the same per-element arithmetic as estimate._dp_tail
             for i, c in enumerate(configs):
-                st = states[which[i]]
+                st = states[which[i]].sync
                 for s in range(pp):
                     sync[i, s] = sync[i, s] + comm.zero_exposed_ms(
-                        st.zero_reduce[s], st.zero_gather[s], zero_stage=c.zero_stage,
+                        st.zero_reduce_ms[s], st.zero_gather_ms[s], zero_stage=c.zero_stage,
                         num_microbatches=c.num_microbatches, busy_ms=float(busy[i, s]))
         tail = np.maximum(((end + extra) + sync).max(axis=1), step)
         vpp = configs[0].vpp
@@ -336,54 +334,6 @@ def _gather(pool: _SimPool, refs: list[tuple[tuple, np.ndarray, np.ndarray]], k:
         for arr, name in zip(out, names, strict=True):
             arr[rows] = getattr(res, name)[idx]
     return out
-
-
-class _StageTerms(SimpleNamespace):
-    times: np.ndarray  # (2, pp): tied all-reduce after the last op ("extra"), DP gradient sync
-    states: np.ndarray  # (pp,) int model-state bytes
-    zero_reduce: list[float]  # per micro-batch ZeRO-2/3 traffic (comm.zero_microbatch_ms), per stage
-    zero_gather: list[float]
-    optimizer_ms: float
-
-
-_TERMS: dict[tuple, _StageTerms] = {}
-
-
-def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster) -> _StageTerms:
-    """Per stage: tied all-reduce and DP sync after the last op (estimate._dp_tail), optimizer step, model states."""
-    # Parameters do not depend on the micro-batch size or recompute: tables of one tp share these terms.
-    key = (table.param_count, table.tied_param_count, table.head_index, table.embedding_index, bounds,
-           config.zero_stage, config.target, config.dtype, config.dp, config.tp, id(cluster))
-    hit = _TERMS.get(key)
-    if hit is not None and hit.cluster is cluster:
-        return hit
-    pp, dp = config.pp, config.dp
-    params = [_stage_params(table, bounds, pp, s) for s in range(pp)]
-    grad_bytes = 4 if config.dtype == "fp32" else 2
-    w_b, g_b, o_b = bytes_per_param(config)
-    tied = table.tied_copy_on(bounds[-2], bounds[-1]) if pp > 1 else 0
-    tied_ms = 0.0
-    if tied:
-        tied_ms = comm.all_reduce_ms(tied * grad_bytes, 2, comm.first_last_link(cluster, tp=config.tp, dp=dp, pp=pp))
-    sync, zero_reduce, zero_gather = [], [], []
-    gather = bf16_optimizer(config)
-    for s in range(pp):
-        n = table.param_count[bounds[s]] if config.target == "megatron" else params[s]
-        link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
-        sync.append(comm.dp_grad_sync_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link,
-                                         gather_after_all_reduce=gather))
-        zero = comm.zero_microbatch_ms(n * grad_bytes, n * w_b, dp=dp, zero_stage=config.zero_stage, link=link)
-        zero_reduce.append(zero[0])
-        zero_gather.append(zero[1])
-    states = [round(p * w_b / (dp if config.zero_stage >= 3 else 1)) + round(p * g_b / (dp if config.zero_stage >= 2 else 1))
-              + round(p * o_b / (dp if optimizer_partitioned(config) else 1)) for p in params]
-    terms = _StageTerms(times=np.array([[tied_ms if s in (0, pp - 1) else 0.0 for s in range(pp)], sync]),
-                        states=np.array(states, dtype=np.int64), zero_reduce=zero_reduce, zero_gather=zero_gather,
-                        optimizer_ms=max(_optimizer_ms(n, config, cluster) for n in params), cluster=cluster)
-    if len(_TERMS) > 65536:
-        _TERMS.clear()
-    _TERMS[key] = terms
-    return terms
 
 
 _UNITS: dict[tuple, list[int]] = {}

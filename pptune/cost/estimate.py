@@ -23,8 +23,9 @@ import functools
 from pptune.cost import comm
 from pptune.cost.checks import check_config
 from pptune.cost.chunks import BLOCKING_SENDS, blocking_sends, chunk_costs
+from pptune.cost.dp_sync import stage_sync
 from pptune.cost.layers import LayerTable, layer_table
-from pptune.cost.memory import bf16_optimizer, bytes_per_param, optimizer_partitioned, stage_memory
+from pptune.cost.memory import optimizer_partitioned, stage_memory
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD, ScheduleResult, simulate
 from pptune.cost.types import Breakdown, Estimate, StageCost
@@ -133,29 +134,13 @@ def _stage_params(table: LayerTable, bounds: tuple[int, ...], pp: int, stage: in
 def _dp_tail(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster,
              sim: ScheduleResult, params: list[int]) -> float:
     """When the last stage finishes reducing its gradients (tied embedding included), from step start."""
-    pp, dp = config.pp, config.dp
-    grad_bytes = 4 if config.dtype == "fp32" else 2  # gradients travel in the training dtype
-    weight_bytes = bytes_per_param(config)[0]
-    tied = table.tied_copy_on(bounds[-2], bounds[-1]) if pp > 1 else 0
-    tied_ms = 0.0
-    if tied:
-        link = comm.first_last_link(cluster, tp=config.tp, dp=dp, pp=pp)
-        tied_ms = comm.all_reduce_ms(tied * grad_bytes, 2, link)
+    terms = stage_sync(table, bounds, config, cluster, params)
     tail = 0.0
-    for s in range(pp):
-        n = params[s]
-        if config.target == "megatron":
-            first = bounds[s]
-            n = table.param_count[first]  # the last bucket: the stage's first layer
-        link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
-        sync = comm.dp_grad_sync_ms(n * grad_bytes, n * weight_bytes, dp=dp, zero_stage=config.zero_stage, link=link,
-                                    gather_after_all_reduce=bf16_optimizer(config))
-        reduce_ms, gather_ms = comm.zero_microbatch_ms(n * grad_bytes, n * weight_bytes, dp=dp,
-                                                       zero_stage=config.zero_stage, link=link)
-        sync += comm.zero_exposed_ms(reduce_ms, gather_ms, zero_stage=config.zero_stage,
-                                     num_microbatches=config.num_microbatches, busy_ms=sim.busy_ms[s])
-        extra = tied_ms if s in (0, pp - 1) else 0.0
-        tail = max(tail, sim.end_ms[s] + extra + sync)
+    for s in range(config.pp):
+        sync = terms.sync_ms[s] + comm.zero_exposed_ms(
+            terms.zero_reduce_ms[s], terms.zero_gather_ms[s], zero_stage=config.zero_stage,
+            num_microbatches=config.num_microbatches, busy_ms=sim.busy_ms[s])
+        tail = max(tail, sim.end_ms[s] + terms.tied_ms[s] + sync)
     return max(tail, sim.step_ms)
 
 
