@@ -197,7 +197,7 @@ def _range_max(tables: np.ndarray, t: np.ndarray, first: np.ndarray, last: np.nd
     return np.where(length > 0, np.maximum(a, b), 0)
 
 
-# Per (cluster, tp, dp, pp, message bytes): the TP collectives of each stage, kept across calls like the layer tables.
+# Per (cluster, tp, dp, pp, message bytes, sequence parallel): the TP collectives of each stage, kept across calls like the layer tables.
 _TP_STAGES: dict[tuple, tuple[Cluster, np.ndarray]] = {}
 
 
@@ -208,8 +208,8 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
     chunks = blocks.shape[1]
     roles = ("block", "embedding", "head")
 
-    def by_stage(tp: int, dp: int, message: int) -> np.ndarray:  # (direction, role, stage)
-        key = (id(cluster), tp, dp, pp, message)
+    def by_stage(tp: int, dp: int, message: int, sp: bool) -> np.ndarray:  # (direction, role, stage)
+        key = (id(cluster), tp, dp, pp, message, sp)
         hit = _TP_STAGES.get(key)
         if hit is not None and hit[0] is cluster:
             return hit[1]
@@ -219,7 +219,7 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
             links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
             distinct_links = list(dict.fromkeys(links))
             link_of_stage = np.array([distinct_links.index(link) for link in links])
-            per_link = np.array([[comm.tp_layer_ms(r, message, tp, link) for r in roles]
+            per_link = np.array([[comm.tp_layer_ms(r, message, tp, link, sequence_parallel=sp) for r in roles]
                                  for link in distinct_links])  # (link, role, direction)
             value = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
         if len(_TP_STAGES) >= 4096:
@@ -227,7 +227,8 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
         _TP_STAGES[key] = (cluster, value)
         return value
 
-    # The message depends only on the layer table (micro-batch size, dtype, sequence parallelism) and the layout:
+    # The message and the collectives depend only on the layer table (micro-batch size, dtype, sequence
+    # parallelism) and the layout:
     # once per distinct pair.
     pairs: dict[tuple, int] = {}
     row_pair = np.empty(len(row_tables), dtype=np.int64)
@@ -238,7 +239,8 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
         if j is None:
             j = pairs[key] = len(arrays)
             tp, dp = layouts[lay]
-            arrays.append(by_stage(tp, dp, a.table.micro_batch_size * seq_len * a.table.hidden_size * a.table.act_bytes))
+            t = a.table
+            arrays.append(by_stage(tp, dp, t.micro_batch_size * seq_len * t.hidden_size * t.act_bytes, t.sequence_parallel))
         row_pair[i] = j
     values = np.stack(arrays)[..., np.arange(chunks) % pp][row_pair]
     out = []

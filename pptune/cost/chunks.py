@@ -59,7 +59,9 @@ def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: Parallel
         for s in range(config.pp):
             link = comm.tp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
             if link not in per_link:
-                per_link[link] = {role: comm.tp_layer_ms(role, message, config.tp, link) for role in comm.TP_COLLECTIVES}
+                per_link[link] = {role: comm.tp_layer_ms(role, message, config.tp, link,
+                                                           sequence_parallel=config.sequence_parallel)
+                                  for role in comm.TP_COLLECTIVES}
             tp_per_stage.append(per_link[link])
             one_link.append(link)
     partitioned = partitioned_sends(config)

@@ -123,20 +123,30 @@ def reduce_scatter_ms(nbytes: float, k: int, link: Link) -> float:
 all_gather_ms = reduce_scatter_ms  # same volume and steps, reversed
 
 
-# Tensor-parallel collectives per layer and direction (Megatron, Shoeybi et al. 2019, Fig. 4):
-# a block all-reduces its [b, s, h] output twice in forward (attention, MLP) and its input gradient
-# twice in backward; the vocab-parallel embedding once in forward; the column-parallel LM head once in
-# backward. Sequence parallelism swaps each all-reduce for an all-gather + reduce-scatter of the same
-# total volume (Korthikanti et al. 2023), so the ring time is the same.
+# Tensor-parallel collectives per layer and direction, in all-reduces of the layer's [b, s, h] message
+# (Megatron, Shoeybi et al. 2019, Fig. 4): a block all-reduces its output twice in forward (attention, MLP)
+# and its input gradient twice in backward; the vocab-parallel embedding once in forward; the
+# column-parallel LM head once in backward.
 TP_COLLECTIVES = {"block": (2, 2), "embedding": (1, 0), "head": (0, 1), "other": (0, 0)}
+# Sequence parallelism (Korthikanti et al. 2023) swaps each all-reduce for an all-gather + reduce-scatter,
+# each half an all-reduce in the ring model. A column-parallel linear (QKV, MLP-in, LM head) all-gathers its
+# sequence-sharded input in forward and, since it saves only its shard, all-gathers it again in backward for
+# the weight gradient before reduce-scattering the input gradient (Megatron's
+# ``LinearWithGradAccumulationAndAsyncCommunication.backward``); a row-parallel one reduce-scatters in
+# forward and all-gathers the gradient in backward. So a block's backward moves three all-reduces' worth,
+# the head gathers in forward, and the embedding (all-reduce, then split) gathers its gradient in backward.
+# Megatron issues the backward gather and reduce-scatter asynchronously beside the input- and weight-gradient
+# GEMMs, as it does the non-SP backward all-reduce; pptune credits neither overlap (communication is exposed).
+TP_COLLECTIVES_SP = {"block": (2, 3), "embedding": (1, 0.5), "head": (0.5, 1), "other": (0, 0)}
 
 
-def tp_layer_ms(role: str, message_bytes: float, tp: int, link: Link) -> tuple[float, float]:
+def tp_layer_ms(role: str, message_bytes: float, tp: int, link: Link, *,
+                sequence_parallel: bool = False) -> tuple[float, float]:
     """(forward, backward) exposed TP communication of one layer per micro-batch."""
     if tp <= 1:
         return 0.0, 0.0
     one = all_reduce_ms(message_bytes, tp, link)
-    n_fwd, n_bwd = TP_COLLECTIVES.get(role, (0, 0))
+    n_fwd, n_bwd = (TP_COLLECTIVES_SP if sequence_parallel else TP_COLLECTIVES).get(role, (0, 0))
     return n_fwd * one, n_bwd * one
 
 

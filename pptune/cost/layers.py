@@ -48,6 +48,7 @@ class LayerTable:
     hidden_size: int  # inferred from the spec or from a block's output_bytes
     act_bytes: int  # bytes of one activation element in the training dtype
     profile_source: str = "measured"
+    sequence_parallel: bool = False  # the shape the table was built for (sets its TP collectives)
     # Prefix sums (length n + 1) so a chunk's totals cost O(1): cum[x][last] - cum[x][first].
     cum: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -156,7 +157,7 @@ def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool) -> LayerTa
         saved_bytes=tuple(saved), attn_saved_bytes=tuple(attn_saved), output_bytes=tuple(out),
         input_bytes=mbs * s * 8, param_count=tuple(params), tied_param_count=tied, embedding_index=emb,
         head_index=head, kinds=tuple(layer.kind for layer in profile.layers), roles=roles, fwd_flops=tuple(flops),
-        hidden_size=hidden, act_bytes=e, profile_source=profile.source,
+        hidden_size=hidden, act_bytes=e, profile_source=profile.source, sequence_parallel=sp,
         cum={name: (0, *accumulate(values)) for name, values in (
             ("fwd_ms", fwd), ("bwd_ms", bwd), ("attn_fwd_ms", attn_fwd), ("saved_bytes", saved),
             ("attn_saved_bytes", attn_saved), ("param_count", params),

@@ -33,6 +33,22 @@ def test_tp_collectives_per_role():
     assert comm.tp_layer_ms("block", 1e8, 1, link) == (0.0, 0.0)
 
 
+def test_sequence_parallel_collectives_per_role():
+    """SP: forward all-gather + reduce-scatter per linear pair; backward re-gathers the column-parallel inputs."""
+    link = comm.Link(gbps=100.0, latency_us=3.0)
+    n, tp = 1e8, 4
+    gather, scatter = comm.all_gather_ms(n, tp, link), comm.reduce_scatter_ms(n, tp, link)
+    sp = {role: comm.tp_layer_ms(role, n, tp, link, sequence_parallel=True) for role in ("block", "embedding", "head")}
+    # block forward: QKV and MLP-in gather, projection and MLP-out reduce-scatter
+    assert sp["block"][0] == pytest.approx(2 * gather + 2 * scatter)
+    # block backward: the row-parallel gradients gathered, the column-parallel inputs gathered again and
+    # their input gradients reduce-scattered
+    assert sp["block"][1] == pytest.approx(4 * gather + 2 * scatter)
+    assert sp["embedding"] == pytest.approx((comm.all_reduce_ms(n, tp, link), gather))
+    assert sp["head"] == pytest.approx((gather, gather + scatter))
+    assert comm.tp_layer_ms("block", n, 1, link, sequence_parallel=True) == (0.0, 0.0)
+
+
 def _node_of(rank: int, gpn: int) -> int:
     return rank // gpn
 
