@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 import pytest
 from calib_fixtures import DATA, needs_data
 
 from pptune.calibrate.constants import A100_MAMF_EFFICIENCY, BOUNDS, FITTED, H100_MAMF_EFFICIENCY, Constants
-from pptune.calibrate.fit import held_out
+from pptune.calibrate.fit import fit_constants, held_out
 from pptune.calibrate.predict import predict_rows, relative_errors
 from pptune.calibrate.published import load_published
 from pptune.hardware import CLUSTER_PRESETS
+
+# What `pptune validate --published ../shared/data/a100_megatron_single_node.csv --fit` committed.
+COMMITTED = Path(__file__).resolve().parents[2] / "results" / "validation" / "published" / "constants.json"
 
 
 def test_a100_presets_carry_fitted_plausible_constants_with_provenance() -> None:
@@ -24,6 +29,25 @@ def test_a100_presets_carry_fitted_plausible_constants_with_provenance() -> None
             assert lo < getattr(c, name) < hi, name
         assert preset.calibration["split"].startswith("random") and "fitted" in preset.calibration
         assert preset.gpu.memory_efficiency <= 1.0
+
+
+def test_a100_presets_are_the_committed_fit_rounded() -> None:
+    fitted = json.loads(COMMITTED.read_text(encoding="utf-8"))["random"]
+    for key in ("a100-80g", "a100-40g"):
+        c = Constants.of(CLUSTER_PRESETS[key])
+        for name in FITTED:  # four significant digits
+            assert getattr(c, name) == pytest.approx(fitted[name], rel=6e-4), (key, name)
+
+
+@needs_data
+def test_the_fit_still_gives_the_committed_constants() -> None:
+    """The committed report is what its command gives with today's cost model (a model change must refit it)."""
+    rows = load_published(DATA)
+    held = held_out(rows, "random")
+    result = fit_constants([r for r, h in zip(rows, held, strict=True) if not h], CLUSTER_PRESETS["a100-80g"])
+    fitted = json.loads(COMMITTED.read_text(encoding="utf-8"))["random"]
+    for name in FITTED:
+        assert getattr(result.constants, name) == pytest.approx(fitted[name], rel=1e-6), name
 
 
 def test_h100_and_h200_follow_the_documented_ratios() -> None:
