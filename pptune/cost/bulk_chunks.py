@@ -197,7 +197,8 @@ def _range_max(tables: np.ndarray, t: np.ndarray, first: np.ndarray, last: np.nd
     return np.where(length > 0, np.maximum(a, b), 0)
 
 
-# Per (cluster, tp, dp, pp, message bytes, sequence parallel): the TP collectives of each stage, kept across calls like the layer tables.
+# Per (cluster, tp, dp, pp, message bytes, sequence parallel): the TP collectives of each stage, kept across calls
+# like the layer tables.
 _TP_STAGES: dict[tuple, tuple[Cluster, np.ndarray]] = {}
 
 
@@ -228,8 +229,7 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
         return value
 
     # The message and the collectives depend only on the layer table (micro-batch size, dtype, sequence
-    # parallelism) and the layout:
-    # once per distinct pair.
+    # parallelism) and the layout: once per distinct pair.
     pairs: dict[tuple, int] = {}
     row_pair = np.empty(len(row_tables), dtype=np.int64)
     arrays = []
