@@ -25,12 +25,14 @@ def summary(profile: Profile, cluster: Cluster, config: ParallelConfig, est: Est
         f"of {cluster.gpu.memory_bytes / GIB:.1f} GiB: {fits}",
         "breakdown (ms): " + "  ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {v:.2f}"
                                        for k, v in b.to_dict().items()) + f"  = {b.step_ms:.2f}",
-        "",
-        f"{'stage':>5} {'layers':>12} {'fwd ms':>9} {'bwd ms':>9} {'busy ms':>10} {'idle ms':>9} {'in-flight':>9} "
-        f"{'memory GiB':>10}",
     ]
-    for s in est.stages:
-        layers = ",".join(f"{a}-{z - 1}" for a, z in (s.layer_ranges or ((s.first_layer, s.last_layer),)))
-        lines.append(f"{s.stage:>5} {layers:>12} {s.fwd_ms:>9.3f} {s.bwd_ms:>9.3f} {s.busy_ms:>10.2f} {s.idle_ms:>9.2f} "
-                     f"{s.peak_inflight_microbatches:>9} {s.memory_bytes / GIB:>10.2f}")
+    # Interleaved stages hold several layer ranges: the column is as wide as the longest.
+    ranges = [",".join(f"{a}-{z - 1}" for a, z in (s.layer_ranges or ((s.first_layer, s.last_layer),)))
+              for s in est.stages]
+    w = max(12, *map(len, ranges))
+    lines += ["", f"{'stage':>5} {'layers':>{w}} {'fwd ms':>9} {'bwd ms':>9} {'busy ms':>10} {'idle ms':>9} "
+                  f"{'in-flight':>9} {'memory GiB':>10}"]
+    for s, layers in zip(est.stages, ranges, strict=True):
+        lines.append(f"{s.stage:>5} {layers:>{w}} {s.fwd_ms:>9.3f} {s.bwd_ms:>9.3f} {s.busy_ms:>10.2f} "
+                     f"{s.idle_ms:>9.2f} {s.peak_inflight_microbatches:>9} {s.memory_bytes / GIB:>10.2f}")
     return "\n".join(lines)
