@@ -35,6 +35,17 @@ def test_readable_summary(capsys):
     assert len([line for line in text.splitlines() if line.strip().startswith(("0 ", "1 ", "2 ", "3 "))]) == 4
 
 
+def test_stage_table_stays_aligned_for_interleaved_stages(capsys):
+    """Each interleaved stage holds several layer ranges; the table's rows keep one width."""
+    args = ["gpt3-175b", "--cluster", "a100-80g", "--gpus", "1024", "--tp", "8", "--pp", "8", "--dp", "16",
+            "--micro-batch-size", "1", "--global-batch-size", "1536", "--target", "megatron",
+            "--schedule", "interleaved_1f1b", "--vpp", "3"]
+    assert main(["estimate", *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.lstrip().startswith("stage"))):]
+    assert len(table) == 9 and "," in table[1] and len({len(x) for x in table}) == 1
+
+
 def test_a_sized_cluster_file_must_match(tmp_path, capsys):
     cluster = tmp_path / "c.json"
     cluster.write_text(json.dumps({"name": "two-nodes", "gpu": "a100-80g", "gpus_per_node": 8, "num_nodes": 2}))
