@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from pptune.calibrate.local import Sample
+from pptune.calibrate.local_fit import Sample
 from pptune.errors import SchemaError
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile, load_profile

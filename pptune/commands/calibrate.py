@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import datetime
     import statistics
 
-    from pptune.calibrate.local import fit_local, leave_one_out, predict_ms
+    from pptune.calibrate.local_fit import fit_local, leave_one_out, predict_ms
     from pptune.calibrate.measured_runs import load_sample
     from pptune.hardware import load_cluster, save_cluster
     from pptune.profile.schema import load_profile
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fitted on {len(samples)} runs: compute scale {k.compute_scale:.3f}, per-micro-batch overhead "
           f"{k.per_microbatch_overhead_ms:.2f} ms, per-step overhead {k.per_step_overhead_ms:.1f} ms, "
           f"link latency x{k.latency_multiple:g}, bandwidth x{k.bandwidth_multiple:g}")
-    from pptune.calibrate.local import SCALE_BOUNDS
+    from pptune.calibrate.local_fit import SCALE_BOUNDS
 
     if not args.no_scale and min(abs(k.compute_scale - b) for b in SCALE_BOUNDS) < 1e-3:
         print(f"warning: the compute scale hit its bound {k.compute_scale:.2f} (allowed {SCALE_BOUNDS}): the runs and "

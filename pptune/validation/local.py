@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pptune.calibrate.local import LocalFit, Sample, fit_local, leave_one_out
+from pptune.calibrate.local_fit import LocalFit, Sample, fit_local, leave_one_out
 from pptune.hardware import Cluster, load_cluster, save_cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig

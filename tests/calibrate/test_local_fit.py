@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pptune.calibrate.local import (
+from pptune.calibrate.local_fit import (
     LocalConstants,
     Sample,
     calibrated_cluster,
-    compute_scale_of,
+    cluster_compute_scale,
     fit_local,
     leave_one_out,
     predict_ms,
@@ -60,8 +60,8 @@ def test_calibrated_cluster_carries_constants(cluster) -> None:
     assert (c.per_microbatch_overhead_ms, c.per_step_overhead_ms) == (0.5, 3.0)
     assert c.intra_node_latency_us == 2 * cluster.intra_node_latency_us
     assert c.intra_node_gbps == 0.5 * cluster.intra_node_gbps
-    assert compute_scale_of(c) == 1.1 and c.calibration["local_fit"]["command"] == "x"
-    assert compute_scale_of(cluster) == 1.0
+    assert cluster_compute_scale(c) == 1.1 and c.calibration["local_fit"]["command"] == "x"
+    assert cluster_compute_scale(cluster) == 1.0
 
 
 def test_fit_recovers_known_constants(profile, cluster) -> None:

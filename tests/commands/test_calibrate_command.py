@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pptune.calibrate.local import LocalConstants, Sample, calibrated_cluster, predict_ms
+from pptune.calibrate.local_fit import LocalConstants, Sample, calibrated_cluster, predict_ms
 from pptune.cli import main
 from pptune.hardware import load_cluster
 from pptune.validation.grid import local_grid

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pptune.calibrate.local import LocalConstants, Sample, calibrated_cluster, predict_ms
+from pptune.calibrate.local_fit import LocalConstants, Sample, calibrated_cluster, predict_ms
 from pptune.validation.grid import local_grid
 from pptune.validation.local import LocalSettings, LocalValidation, calibrate_records, score
 from pptune.validation.report import FIRST_COLUMNS, csv_text, print_lines, write_report

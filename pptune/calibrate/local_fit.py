@@ -32,8 +32,7 @@ from pptune.cost.estimate import estimate
 from pptune.errors import ConfigError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
-from pptune.profile.scale import compute_scale_of as _scale_of
-from pptune.profile.scale import scaled_profile
+from pptune.profile.scale import compute_scale_of, scaled_profile
 from pptune.profile.schema import Profile
 
 SCALE_BOUNDS = (0.5, 2.0)
@@ -93,9 +92,9 @@ def calibrated_cluster(base: Cluster, constants: LocalConstants, *, provenance: 
     )
 
 
-def compute_scale_of(cluster: Cluster) -> float:
+def cluster_compute_scale(cluster: Cluster) -> float:
     """The compute scale a calibrated cluster carries (1.0 when uncalibrated)."""
-    return _scale_of(cluster.calibration, origin=f"cluster {cluster.name}")
+    return compute_scale_of(cluster.calibration, origin=f"cluster {cluster.name}")
 
 
 class _Predictor:
@@ -235,7 +234,7 @@ def fit_local(samples: Sequence[Sample], base: Cluster, *, fit_scale: bool = Tru
 
 def predict_ms(sample: Sample, cluster: Cluster, scale: float | None = None) -> float:
     """The step time ``cluster`` (calibrated or not) predicts for a sample's configuration."""
-    k = compute_scale_of(cluster) if scale is None else scale
+    k = cluster_compute_scale(cluster) if scale is None else scale
     return estimate(scaled_profile(sample.profile, k), cluster, sample.config).step_time_ms
 
 
