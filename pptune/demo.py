@@ -39,8 +39,8 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
         command: the command line recorded in the files.
     """
     from pptune.commands.plan import report
+    from pptune.draw.plan import draw_plan_figures
     from pptune.emit.plan_dir import write_plan_dir
-    from pptune.plot import draw_plan_figures
     from pptune.profile.measure import profile_model
     from pptune.profile.schema import save_profile
     from pptune.search import plan

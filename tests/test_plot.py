@@ -56,7 +56,7 @@ def plan_dir(tmp_path_factory):
 
 
 def test_every_figure_is_written(plan_dir):
-    from pptune.plot import draw_plan_figures
+    from pptune.draw.plan import draw_plan_figures
 
     paths = draw_plan_figures(plan_dir)
     assert {p.stem for p in paths} == FIGURES
@@ -80,7 +80,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_bad_format_is_a_config_error(plan_dir):
-    from pptune.plot import draw_plan_figures
+    from pptune.draw.plan import draw_plan_figures
 
     with pytest.raises(ConfigError, match="png, svg"):
         draw_plan_figures(plan_dir, fmt="jpg")

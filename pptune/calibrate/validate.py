@@ -71,7 +71,7 @@ def validate_published(path: str | os.PathLike, *, out: str | os.PathLike, fit: 
 
 
 def _write(outcomes: list[SplitOutcome], out: Path, data: Path, cluster: str, fit: bool, command_line: str) -> None:
-    from pptune.plot_validation import save_predicted_vs_measured
+    from pptune.draw.calibration import save_predicted_vs_measured
 
     for o in outcomes:
         write_text(out / f"predictions_{o.split}.csv", rows_csv(o.results))

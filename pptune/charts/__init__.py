@@ -1,4 +1,4 @@
-"""The series behind pptune's charts, computed without matplotlib (``pptune.plot`` draws them).
+"""The series behind pptune's charts, computed without matplotlib (``pptune.draw.plan`` draws them).
 
 Each module answers one planning question with a pure function that returns frozen dataclasses:
 ``bubble`` (how many micro-batches, how deep a pipeline), ``mbs`` (how large a micro-batch before memory runs

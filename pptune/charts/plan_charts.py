@@ -1,4 +1,4 @@
-"""PlanCharts: every chart series of one plan directory, computed once (``pptune.plot`` draws them)."""
+"""PlanCharts: every chart series of one plan directory, computed once (``pptune.draw.plan`` draws them)."""
 
 from __future__ import annotations
 

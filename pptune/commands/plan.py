@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     write_plan_dir(result, out, command=args.command_line, ds_overrides=overrides)
     if not args.no_figures:
-        from pptune.plot import draw_plan_figures  # matplotlib: imported only when drawing
+        from pptune.draw.plan import draw_plan_figures  # matplotlib: imported only when drawing
 
         draw_plan_figures(out)  # OUT/figures/*.png: bubble, micro-batch size, timeline, balance, Pareto
     if args.json:

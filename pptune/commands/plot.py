@@ -22,7 +22,7 @@ def add_parser(subparsers: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pptune.charts.plan_charts import plan_charts
-    from pptune.plot import draw_plan_figures
+    from pptune.draw.plan import draw_plan_figures
 
     charts = plan_charts(args.plan_dir)
     ctx = charts.context

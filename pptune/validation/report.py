@@ -17,7 +17,8 @@ import platform
 import subprocess
 from pathlib import Path
 
-from pptune.validation.figures import bubble_series, draw_bubble, draw_scatter, scatter_series
+from pptune.charts.validation import bubble_series, scatter_series
+from pptune.draw.validation import draw_bubble, draw_scatter
 from pptune.validation.local import LocalValidation
 from pptune.validation.metrics import Accuracy
 

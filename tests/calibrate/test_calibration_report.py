@@ -36,7 +36,7 @@ def test_write_text_is_atomic_and_makes_folders(tmp_path) -> None:
 
 
 def test_chart_is_drawn(tmp_path) -> None:
-    from pptune.plot_validation import draw_predicted_vs_measured, save_predicted_vs_measured
+    from pptune.draw.calibration import draw_predicted_vs_measured, save_predicted_vs_measured
 
     results = _results(tmp_path)
     fig = draw_predicted_vs_measured(results, title="t")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pptune.charts.validation import bubble_series, family, scatter_series
+from pptune.draw.validation import draw_bubble, draw_scatter
 from pptune.parallel import ParallelConfig
-from pptune.validation.figures import bubble_series, draw_bubble, draw_scatter, family, scatter_series
 from tests.validation.conftest import record
 
 

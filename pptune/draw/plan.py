@@ -1,7 +1,7 @@
-"""Every pptune figure, drawn with matplotlib's Agg backend (the only module that imports matplotlib).
+"""A plan's five charts (bubble, micro-batch size, timeline, balance, Pareto), drawn with matplotlib.
 
 The series come from ``pptune.charts`` (pure, tested); the functions here only draw them. Figures are built
-as ``matplotlib.figure.Figure`` objects (no pyplot state), written to a temporary file and renamed.
+as ``matplotlib.figure.Figure`` objects (no pyplot state) and written by ``pptune.draw.save``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,21 @@ import os
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-matplotlib.use("Agg")  # no display: the CLI, CI and notebooks all write files
-
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from pptune.charts.balance import BalanceChart  # noqa: E402
-from pptune.charts.bubble import BubbleChart  # noqa: E402
-from pptune.charts.mbs import MbsChart  # noqa: E402
-from pptune.charts.pareto import ParetoChart  # noqa: E402
-from pptune.charts.plan_charts import PlanCharts, plan_charts  # noqa: E402
-from pptune.charts.timeline import TimelineChart  # noqa: E402
-from pptune.errors import ConfigError  # noqa: E402
+from pptune.charts.balance import BalanceChart
+from pptune.charts.bubble import BubbleChart
+from pptune.charts.mbs import MbsChart
+from pptune.charts.pareto import ParetoChart
+from pptune.charts.plan_charts import PlanCharts, plan_charts
+from pptune.charts.timeline import TimelineChart
+from pptune.draw.save import FORMATS, save_figure
+from pptune.errors import ConfigError
 
 GIB = 2**30
-FORMATS = ("png", "svg")
 FIGURES = ("bubble", "mbs", "timeline", "balance", "pareto")
 OP_COLORS = {"F": "#4C72B0", "B": "#DD8452", "W": "#55A868"}
 OP_NAMES = {"F": "forward", "B": "backward", "W": "weight gradient (zero-bubble W)"}
@@ -317,21 +314,6 @@ def draw_pareto(chart: ParetoChart, *, title: str) -> Figure:
     fig.suptitle(f"{title}\nWhat did the search find? {len(chart.points)} distinct configurations ({fits} fit{rejected})",
                  fontsize=10)
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, *, fmt: str = "png") -> Path:
-    """Write ``fig`` as ``fmt`` to ``path`` via a temporary file and a rename."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"figure format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=130)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def draw_charts(charts: PlanCharts) -> dict[str, Figure]:

@@ -1,4 +1,4 @@
-"""The predicted-vs-measured chart of a validation (matplotlib Agg through ``pptune.plot``).
+"""The predicted-vs-measured chart of ``pptune validate`` (written through ``pptune.draw.save``).
 
 Compute first (``pptune.calibrate.report.RowResult``), then draw: log-log axes, the ``y = x`` line, a
 +-10% band, fitted and held-out rows in different markers.
@@ -10,10 +10,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure  # Figure objects need no backend; pptune.plot selects Agg for saving
+from matplotlib.figure import Figure
 
 from pptune.calibrate.report import RowResult, error_stats
-from pptune.plot import save_figure
+from pptune.draw.save import save_figure
 
 BAND = 0.10
 
