@@ -22,7 +22,6 @@ Prints a Markdown table with the machine and its load; ``--out`` also writes it 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -66,19 +65,30 @@ def time_plan(target: str, runs: int) -> dict:
 
 def clear_cost_caches() -> None:
     """Empty every cache of the cost model (what a fresh process starts with)."""
-    from pptune.cost import bulk, bulk_chunks, bulk_terms, comm, compiled, layers, orders, partition, sim_batch, steady
+    from pptune.cost import (
+        bulk,
+        chunks,
+        comm,
+        compiled,
+        layers,
+        orders,
+        partition,
+        rows,
+        sim_batch,
+        stage_terms,
+        steady,
+    )
 
-    importlib.import_module("pptune.cost.estimate")._simulate.cache_clear()  # the package attribute is the function
     layers._CACHE.clear()
-    bulk_chunks._ARRAYS.clear()
-    bulk_chunks._TP_STAGES.clear()
-    bulk_chunks._P2P_LINKS.clear()
-    bulk_chunks._GATHER_LINKS.clear()
-    bulk_chunks._STACKS.clear()
+    chunks._ARRAYS.clear()
+    chunks._TP_STAGES.clear()
+    chunks._P2P_LINKS.clear()
+    chunks._GATHER_LINKS.clear()
+    chunks._STACKS.clear()
     sim_batch._UNIONS.clear()
-    bulk_terms._TERMS.clear()
+    stage_terms._TERMS.clear()
     bulk._SPLITS.clear()
-    bulk._UNITS.clear()
+    rows._UNITS.clear()
     for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
                steady.steady_state, partition._ds_balanced, partition._ds_cuts, partition._ds_uniform, partition.min_max_split,
                partition.type_weights, partition._run_sums, steady.family_offset, comm._link, comm._tp_far,

@@ -1,11 +1,14 @@
-"""Per-chunk costs of one configuration: compute, exposed TP communication and the p2p messages between chunks.
+"""Per-chunk and per-stage costs of K configurations of one pipeline shape (pp, vpp), as numpy arrays.
 
-Recompute adds forward work to the backward: ``full`` and ``every:K`` re-run every layer's forward once
-(DeepSpeed checkpoints each K-layer group and re-runs it in backward, so K changes memory, not time),
-``selective`` re-runs the attention core: the profile's ``attn_fwd_ms`` (an analytic profile's
-unfused scores are memory-bound, several times their FLOP share), else that FLOP share ``s / (6h + s)``.
-TP collectives are not overlapped with compute (Megatron's default), so they lengthen each op;
-recompute repeats the forward's collectives.
+The one implementation of these formulas: ``estimate()`` evaluates one row, ``estimate_many()`` thousands.
+Rows are configurations, columns chunks (or chunk boundaries, or stages).
+
+Recompute adds forward work to the backward (``recompute_extra``): ``full`` and ``every:K`` re-run every
+layer's forward once (DeepSpeed checkpoints each K-layer group and re-runs it in backward, so K changes
+memory, not time), ``selective`` re-runs the attention core: the profile's ``attn_fwd_ms`` (an analytic
+profile's unfused scores are memory-bound, several times their FLOP share). TP collectives are not
+overlapped with compute (Megatron's default), so they lengthen each op; recompute repeats the forward's
+collectives.
 
 Pipeline messages: Megatron posts its sends and receives asynchronously (``batch_isend_irecv``), so a
 message is a lag between the sender's op and the receiver's. DeepSpeed's pipeline engine sends and receives
@@ -19,112 +22,190 @@ With tensor parallelism DeepSpeed partitions each message over the tp ranks (``p
 model-parallel grid, as Megatron-DeepSpeed's has): each rank sends 1/tp of it, and the receiving op first
 all-gathers the whole tensor over its tp group (``PartitionedTensor.full`` inside the forward, and inside the
 backward for gradients). That all-gather is TP communication of the receiving chunk, not repeated by recompute.
+
+Activations per chunk (what ``pptune.cost.memory`` multiplies by the in-flight micro-batches): the saved
+tensors (less the attention scores with selective recompute), or with checkpoints each group's input plus
+the largest group's saved set while it is recomputed; DeepSpeed's engine also holds each stage's output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from pptune.cost import comm
 from pptune.cost.layers import LayerTable
+from pptune.cost.memory import grouped_checkpoint_bytes
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class TableArrays:
+    """A LayerTable's prefix sums and per-layer values as numpy arrays (length n + 1 for prefix sums)."""
+
+    table: LayerTable
+    floats: np.ndarray  # (n + 1, 3) prefix sums of fwd_ms, bwd_ms, attn_fwd_ms (one gather serves all three)
+    ints: np.ndarray  # (n + 1, 4) prefix sums of saved_bytes, attn_saved_bytes, group input bytes, blocks
+    out: np.ndarray  # per layer output bytes
+    saved_max_padded: np.ndarray  # sparse table (levels, n): [k, i] = max(saved_bytes[i : i + 2**k]), 0-padded
+
+
+FLOATS = ("fwd", "bwd", "attn")
+INTS = ("saved", "attn_saved", "group_input", "blocks")  # group_input: what a one-layer checkpoint keeps
+
+
+_ARRAYS: dict[int, TableArrays] = {}
+
+
+def table_arrays(table: LayerTable) -> TableArrays:
+    """The arrays of ``table`` (cached per table object; layer tables are themselves cached per shape)."""
+    hit = _ARRAYS.get(id(table))
+    if hit is not None and hit.table is table:
+        return hit
+    if len(_ARRAYS) >= 512:
+        _ARRAYS.clear()
+    arrays = _ARRAYS[id(table)] = _build(table)
+    return arrays
+
+
+def _build(table: LayerTable) -> TableArrays:
+    cum = table.cum
+    saved = np.array(table.saved_bytes, dtype=np.int64)
+    n = len(saved)
+    levels = [saved]
+    while 2 ** len(levels) <= n:
+        half = 2 ** (len(levels) - 1)
+        levels.append(np.maximum(levels[-1][:-half], levels[-1][half:]))
+    # Every table of a model has the same layer count, so the padded tables stack (8 levels for 255 layers).
+    padded = np.zeros((max(8, len(levels)), n), dtype=np.int64)
+    for k, row in enumerate(levels):
+        padded[k, :len(row)] = row
+    group_input = [table.input_bytes] + list(table.output_bytes[:-1])
+    floats = np.array([cum["fwd_ms"], cum["bwd_ms"], cum["attn_fwd_ms"]], dtype=np.float64).T
+    ints = np.array([cum["saved_bytes"], cum["attn_saved_bytes"],
+                     np.concatenate(([0], np.cumsum(np.array(group_input, dtype=np.int64)))), cum["blocks"]],
+                    dtype=np.int64).T
+    return TableArrays(table=table, floats=np.ascontiguousarray(floats), ints=np.ascontiguousarray(ints),
+                       out=np.array(table.output_bytes, dtype=np.int64), saved_max_padded=padded)
+
+
+_STACKS: dict[tuple[int, ...], tuple[list[TableArrays], dict[str, np.ndarray]]] = {}
+
+
+def _stacked(distinct: list[TableArrays]) -> dict[str, np.ndarray]:
+    """The distinct tables' arrays stacked (first axis: table), kept across calls per table set."""
+    key = tuple(id(a) for a in distinct)
+    hit = _STACKS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], distinct, strict=True)):
+        return hit[1]
+    out = {name: np.stack([getattr(a, name) for a in distinct]) for name in ("floats", "ints", "out", "saved_max_padded")}
+    if len(_STACKS) >= 256:
+        _STACKS.clear()
+    _STACKS[key] = (distinct, out)
+    return out
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ChunkCosts:
-    """Per micro-batch costs of each chunk (index = global chunk) and of each chunk boundary."""
+class GroupChunks:
+    """Arrays of K configurations of one pipeline shape: (K, chunks), (K, chunks - 1) or (K, pp)."""
 
-    compute_fwd_ms: tuple[float, ...]
-    compute_bwd_ms: tuple[float, ...]  # recompute included
-    weight_grad_ms: tuple[float, ...]  # the W share of the backward (zb_h1), no recompute, no comm
-    tp_fwd_ms: tuple[float, ...]
-    tp_bwd_ms: tuple[float, ...]
-    p2p_ms: tuple[float, ...]  # boundary c -> c + 1, one message each way
-    p2p_bytes: tuple[int, ...]
-    fwd_ms: tuple[float, ...]  # what a forward op takes: compute + exposed TP communication
-    bwd_ms: tuple[float, ...]
-
-
-def chunk_costs(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig, cluster: Cluster,
-                *, seq_len: int, w_share: float) -> ChunkCosts:
-    """Costs of every chunk of ``boundaries`` under ``config`` on ``cluster``."""
-    interval = config.recompute_interval
-    selective = config.recompute == "selective"
-    message = config.micro_batch_size * seq_len * table.hidden_size * table.act_bytes
-    tp_per_stage: list[dict[str, tuple[float, float]]] = []
-    one_link: list[comm.Link] = []
-    if config.tp > 1:
-        per_link: dict[comm.Link, dict[str, tuple[float, float]]] = {}
-        for s in range(config.pp):
-            link = comm.tp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
-            if link not in per_link:
-                per_link[link] = {role: comm.tp_layer_ms(role, message, config.tp, link,
-                                                           sequence_parallel=config.sequence_parallel)
-                                  for role in comm.TP_COLLECTIVES}
-            tp_per_stage.append(per_link[link])
-            one_link.append(link)
-    partitioned = partitioned_sends(config)
-    cf, cb, ww, tf, tb = [], [], [], [], []
-    emb, head = table.embedding_index, table.head_index
-    for c in range(len(boundaries) - 1):
-        first, last = boundaries[c], boundaries[c + 1]
-        fwd = table.total("fwd_ms", first, last)
-        bwd = table.total("bwd_ms", first, last)
-        extra = fwd if interval else (table.total("attn_fwd_ms", first, last) if selective else 0.0)
-        t_f = t_b = 0.0
-        if config.tp > 1:
-            one = tp_per_stage[c % config.pp]
-            blocks = table.total("blocks", first, last)
-            t_f, t_b = blocks * one["block"][0], blocks * one["block"][1]
-            for index, role in ((emb, "embedding"), (head, "head")):
-                if index is not None and first <= index < last:
-                    t_f += one[role][0]
-                    t_b += one[role][1]
-            if interval:
-                t_b += t_f
-            if partitioned:  # the receiver gathers each partitioned message over its tp group
-                if c > 0:
-                    t_f += comm.all_gather_ms(table.output_bytes[boundaries[c] - 1], config.tp, one_link[c % config.pp])
-                if c < len(boundaries) - 2:
-                    t_b += comm.all_gather_ms(table.output_bytes[last - 1], config.tp, one_link[c % config.pp])
-        cf.append(fwd)
-        cb.append(bwd + extra)
-        ww.append(w_share * bwd)
-        tf.append(t_f)
-        tb.append(t_b)
-    p2p, p2p_bytes = _p2p(table, boundaries, config, cluster)
-    return ChunkCosts(compute_fwd_ms=tuple(cf), compute_bwd_ms=tuple(cb), weight_grad_ms=tuple(ww),
-                      tp_fwd_ms=tuple(tf), tp_bwd_ms=tuple(tb), p2p_ms=p2p, p2p_bytes=p2p_bytes,
-                      fwd_ms=tuple(a + b for a, b in zip(cf, tf, strict=True)),
-                      bwd_ms=tuple(a + b for a, b in zip(cb, tb, strict=True)))
+    fwd_ms: np.ndarray  # what a forward op takes: compute + exposed TP communication
+    bwd_ms: np.ndarray
+    weight_grad_ms: np.ndarray
+    p2p_ms: np.ndarray
+    compute_ms: np.ndarray  # (K, pp): m * (forward + backward compute), summed over the stage's chunks
+    tp_comm_ms: np.ndarray  # (K, pp)
+    kept_bytes: np.ndarray  # (K, pp) largest per-micro-batch activations of a chunk of the stage
+    work_bytes: np.ndarray  # (K, pp) largest recompute working set of a chunk of the stage
+    head_stage: np.ndarray  # (K,) stage holding the head, -1 if none
 
 
-def _p2p(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,
-         cluster: Cluster) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """Message time per chunk boundary: the chunk's last output (per tp rank; 1/tp with sequence parallel).
+def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], bounds: np.ndarray, cluster: Cluster,
+                 *, seq_len: int, w_share: float) -> GroupChunks:
+    """Costs of K configurations sharing pp and vpp (tp and dp may differ from row to row).
 
-    DeepSpeed with tp > 1 sends 1/tp of the activation from each rank (``partitioned_sends``; the receiver's
-    all-gather is in ``chunk_costs``). Megatron with sequence parallelism sends the sequence-sharded
-    ``[s/t, b, h]``, without it the whole activation from every tp rank.
+    Args:
+        configs: the K configurations.
+        row_tables: the layer table of each configuration (its micro-batch size, dtype, sequence parallelism).
+        bounds: (K, pp * vpp + 1) chunk boundaries.
+        cluster: the hardware (links by rank placement).
+        seq_len: the profile's sequence length.
+        w_share: the weight-gradient share of the backward (zb_h1).
     """
-    pp = config.pp
-    parts = config.tp if partitioned_sends(config) else 1
-    times, sizes = [], []
-    for c in range(len(boundaries) - 2):
-        nbytes = table.output_bytes[boundaries[c + 1] - 1] / parts  # already 1/tp under sequence parallelism
-        stage = c % pp
-        if stage == pp - 1:  # interleaving wraps from the last stage back to the first
-            link = comm.first_last_link(cluster, tp=config.tp, dp=config.dp, pp=pp)
-        else:
-            link = comm.stage_pair_link(cluster, tp=config.tp, dp=config.dp, stage=stage)
-        times.append(comm.p2p_ms(nbytes, link))
-        sizes.append(round(nbytes))
-    return tuple(times), tuple(sizes)
+    pp = configs[0].pp
+    k, chunks = bounds.shape[0], bounds.shape[1] - 1
+    layouts = [(c.tp, c.dp) for c in configs]
+    distinct_layouts = list(dict.fromkeys(layouts))
+    layout_of = {x: i for i, x in enumerate(distinct_layouts)}
+    row_layout = np.array([layout_of[x] for x in layouts])
+    distinct = list({id(a): a for a in row_tables}.values())
+    where = {id(a): i for i, a in enumerate(distinct)}
+    t = np.array([where[id(a)] for a in row_tables])[:, None]
+    first, last = bounds[:, :-1], bounds[:, 1:]
+
+    stacks = _stacked(distinct)
+    floats, ints = stacks["floats"], stacks["ints"]
+    # Each prefix sum's difference over every chunk, (K, chunks): one gather per matrix.
+    diff = {**dict(zip(FLOATS, np.moveaxis(floats[t, last] - floats[t, first], 2, 0), strict=True)),
+            **dict(zip(INTS, np.moveaxis(ints[t, last] - ints[t, first], 2, 0), strict=True))}
+
+    def per_row(values: list) -> np.ndarray:
+        return np.array(values)[t]
+
+    interval = np.array([c.recompute_interval for c in configs])[:, None]
+    selective = np.array([c.recompute == "selective" for c in configs])[:, None]
+    m = np.array([c.num_microbatches for c in configs])[:, None]
+    fwd, bwd = diff["fwd"], diff["bwd"]
+    cf = fwd
+    cb = backward_ms(fwd, bwd, diff["attn"], interval, selective)
+    emb = per_row([-1 if a.table.embedding_index is None else a.table.embedding_index for a in distinct])
+    head = per_row([-1 if a.table.head_index is None else a.table.head_index for a in distinct])
+    emb_in = (emb >= 0) & (first <= emb) & (emb < last)
+    head_in = (head >= 0) & (first <= head) & (head < last)
+    if any(tp > 1 for tp, _ in distinct_layouts):  # tp = 1 rows: no TP collectives (zeros)
+        tf, tb = _tp_comm(row_tables, diff["blocks"], emb_in, head_in, cluster, seq_len, distinct_layouts, row_layout,
+                          pp)
+        tb = np.where(interval > 0, tb + tf, tb)
+    else:
+        tf = tb = np.zeros((k, chunks))
+    # Activations per chunk: saved tensors (less the attention scores with selective recompute), or with one-layer
+    # checkpoints each layer's input plus the largest layer's saved set (K-layer groups below).
+    kept = np.where(interval == 0, diff["saved"] - np.where(selective, diff["attn_saved"], 0), diff["group_input"])
+    if (interval > 0).any():
+        work = np.where(interval == 0, 0, _range_max(stacks["saved_max_padded"], t, first, last))
+    else:  # no checkpointed chunk: no recompute working set
+        work = np.zeros((k, chunks), dtype=np.int64)
+    for i in np.flatnonzero(interval[:, 0] > 1):  # every:K with K > 1: groups of K layers, chunk by chunk
+        for c in range(chunks):
+            kept[i, c], work[i, c] = grouped_checkpoint_bytes(row_tables[i].table, int(first[i, c]), int(last[i, c]),
+                                                              int(interval[i, 0]))
+    keeps_output = np.array([keeps_stage_output(c) for c in configs])[:, None]
+    tp_row = np.array([c.tp for c in configs])[:, None]
+    if keeps_output.any():  # DeepSpeed keeps each stage's output buffer (1/tp of it when tp > 1), Megatron nothing
+        n = per_row([a.table.num_layers for a in distinct])
+        kept = kept + np.where(keeps_output & (last < n), stacks["out"][t, last - 1] // tp_row, 0)
+    nbytes = stacks["out"][t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
+    parted = np.array([partitioned_sends(c) for c in configs])
+    if parted.any() and chunks > 1:  # 1/tp over the link, and the receiving op all-gathers it
+        gather = _partition_gathers(nbytes, cluster, distinct_layouts, row_layout, pp)  # (2, K, chunks - 1)
+        tf = tf + np.pad(np.where(parted[:, None], gather[0], 0.0), ((0, 0), (1, 0)))
+        tb = tb + np.pad(np.where(parted[:, None], gather[1], 0.0), ((0, 0), (0, 1)))
+        nbytes = np.where(parted[:, None], nbytes / tp_row, nbytes)
+    return GroupChunks(
+        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp),
+        compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
+        kept_bytes=_per_stage(kept, pp, np.maximum),
+        work_bytes=_per_stage(work, pp, np.maximum),
+        head_stage=np.where(head_in.any(axis=1), head_in.argmax(axis=1) % pp, -1),
+    )
 
 
-# Engines whose pipeline sends block the sender until the transfer is done (see the module docstring).
-BLOCKING_SENDS = frozenset({"deepspeed"})
+def backward_ms(fwd: np.ndarray, bwd: np.ndarray, attn_fwd: np.ndarray, interval: np.ndarray,
+                selective: np.ndarray) -> np.ndarray:
+    """Backward compute with recompute: a checkpointed layer re-runs its forward, selective its attention core."""
+    return bwd + np.where(interval > 0, fwd, np.where(selective, attn_fwd, 0.0))
 
 
 def partitioned_sends(config: ParallelConfig) -> bool:
@@ -132,10 +213,153 @@ def partitioned_sends(config: ParallelConfig) -> bool:
     return config.target == "deepspeed" and config.tp > 1
 
 
-def blocking_sends(fwd_ms: tuple[float, ...], bwd_ms: tuple[float, ...],
-                   p2p_ms: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """(forward, backward, lags) per chunk when each send is part of its sender's op: no lag left."""
-    n = len(fwd_ms)
-    fwd = tuple(f + p2p_ms[c] if c < n - 1 else f for c, f in enumerate(fwd_ms))
-    bwd = tuple(b + p2p_ms[c - 1] if c > 0 else b for c, b in enumerate(bwd_ms))
-    return fwd, bwd, (0.0,) * len(p2p_ms)
+def keeps_stage_output(config: ParallelConfig) -> bool:
+    """Whether the engine holds each in-flight micro-batch's stage output until its backward (DeepSpeed's pipe
+    engine; with tp > 1 its 1/tp part, since pipe_partitioned replaces the tensor's data by the partition)."""
+    return config.target == "deepspeed"
+
+
+def blocking_sends(configs: list[ParallelConfig]) -> np.ndarray:
+    """(K,) whether each row's pipeline sends block the sender until the transfer is done (DeepSpeed)."""
+    return np.array([c.target == "deepspeed" for c in configs])
+
+
+def with_blocking_sends(fwd: np.ndarray, bwd: np.ndarray, p2p: np.ndarray,
+                        sends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, backward, lags) per chunk when each send of the ``sends`` rows is part of its sender's op.
+
+    A forward ends with sending its output to the next chunk, a backward with sending its input gradient to the
+    previous one; those rows keep no lag.
+    """
+    fwd, bwd = fwd.copy(), bwd.copy()
+    fwd[sends, :-1] += p2p[sends]
+    bwd[sends, 1:] += p2p[sends]
+    return fwd, bwd, np.where(sends[:, None], 0.0, p2p)
+
+
+def _per_stage(x: np.ndarray, pp: int, combine=np.add) -> np.ndarray:
+    """Combine chunk columns c, c + pp, ... into stage c's column, in chunk order (as the scalar loops add)."""
+    out = x[:, :pp].copy()
+    for v in range(pp, x.shape[1], pp):
+        combine(out, x[:, v:v + pp], out=out)
+    return out
+
+
+def _range_max(tables: np.ndarray, t: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """max(saved_bytes[first:last]) per chunk from the sparse tables ``(T, levels, n)`` (0 for an empty chunk)."""
+    length = last - first
+    level = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
+    a = tables[t, level, first]
+    b = tables[t, level, np.maximum(last - (1 << level), 0)]
+    return np.where(length > 0, np.maximum(a, b), 0)
+
+
+# Per (cluster, tp, dp, pp, message bytes, sequence parallel): the TP collectives of each stage, kept across calls
+# like the layer tables.
+_TP_STAGES: dict[tuple, tuple[Cluster, np.ndarray]] = {}
+
+
+def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row_layout, pp):
+    """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head.
+
+    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it (tp = 1: zeros)."""
+    chunks = blocks.shape[1]
+    roles = ("block", "embedding", "head")
+
+    def by_stage(tp: int, dp: int, message: int, sp: bool) -> np.ndarray:  # (direction, role, stage)
+        key = (id(cluster), tp, dp, pp, message, sp)
+        hit = _TP_STAGES.get(key)
+        if hit is not None and hit[0] is cluster:
+            return hit[1]
+        if tp == 1:
+            value = np.zeros((2, len(roles), pp))
+        else:
+            links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
+            distinct_links = list(dict.fromkeys(links))
+            link_of_stage = np.array([distinct_links.index(link) for link in links])
+            per_link = np.array([[comm.tp_layer_ms(r, message, tp, link, sequence_parallel=sp) for r in roles]
+                                 for link in distinct_links])  # (link, role, direction)
+            value = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
+        if len(_TP_STAGES) >= 4096:
+            _TP_STAGES.clear()
+        _TP_STAGES[key] = (cluster, value)
+        return value
+
+    # The message and the collectives depend only on the layer table (micro-batch size, dtype, sequence
+    # parallelism) and the layout: once per distinct pair.
+    pairs: dict[tuple, int] = {}
+    row_pair = np.empty(len(row_tables), dtype=np.int64)
+    arrays = []
+    for i, (a, lay) in enumerate(zip(row_tables, row_layout.tolist(), strict=True)):
+        key = (id(a), lay)
+        j = pairs.get(key)
+        if j is None:
+            j = pairs[key] = len(arrays)
+            tp, dp = layouts[lay]
+            t = a.table
+            arrays.append(by_stage(tp, dp, t.micro_batch_size * seq_len * t.hidden_size * t.act_bytes, t.sequence_parallel))
+        row_pair[i] = j
+    values = np.stack(arrays)[..., np.arange(chunks) % pp][row_pair]
+    out = []
+    for d in (0, 1):
+        x = blocks * values[:, d, 0]
+        x = x + np.where(emb_in, values[:, d, 1], 0.0)
+        x = x + np.where(head_in, values[:, d, 2], 0.0)
+        out.append(x)
+    return out[0], out[1]
+
+
+# Per (cluster, tp, dp, pp, chunk boundaries): each receiving stage's tp-link latency term and bytes per ms.
+_GATHER_LINKS: dict[tuple, tuple[Cluster, list[list[float]], list[list[float]]]] = {}
+
+
+def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]],
+                       row_layout: np.ndarray, pp: int) -> np.ndarray:
+    """All-gather of each boundary's message over the receiver's tp group: (forward on chunk c + 1, backward on c).
+
+    As ``comm.all_gather_ms`` with the tp link of the receiving chunk's stage; rows with tp = 1 get zeros."""
+    boundaries = nbytes.shape[1]
+    lat = np.zeros((2, len(layouts), boundaries))
+    per_ms = np.ones((2, len(layouts), boundaries))
+    share = np.zeros((len(layouts), 1))
+    for i, (tp, dp) in enumerate(layouts):
+        if tp == 1:
+            continue
+        key = (id(cluster), tp, dp, pp, boundaries)
+        hit = _GATHER_LINKS.get(key)
+        if hit is None or hit[0] is not cluster:
+            links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
+            # forward: received by chunk c + 1; backward: by chunk c
+            stages = [[links[(c + offset) % pp] for c in range(boundaries)] for offset in (1, 0)]
+            if len(_GATHER_LINKS) >= 4096:
+                _GATHER_LINKS.clear()
+            hit = _GATHER_LINKS[key] = (cluster, [[(tp - 1) * x.latency_ms for x in st] for st in stages],
+                                        [[x.gbps * 1e6 for x in st] for st in stages])
+        lat[:, i], per_ms[:, i] = hit[1], hit[2]
+        share[i] = (tp - 1) / tp
+    out = share[row_layout] * (nbytes / per_ms[:, row_layout]) + lat[:, row_layout]
+    return np.where(nbytes > 0, out, 0.0)
+
+
+# Per (cluster, tp, dp, pp, chunk boundaries): each boundary's link latency and bytes per ms.
+_P2P_LINKS: dict[tuple, tuple[Cluster, list[float], list[float]]] = {}
+
+
+def _p2p(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]], row_layout: np.ndarray,
+         pp: int) -> np.ndarray:
+    """p2p time per chunk boundary (chunks._p2p): latency + bytes / bandwidth, 0 for an empty message.
+
+    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it."""
+    lat, per_ms = [], []
+    for tp, dp in layouts:
+        key = (id(cluster), tp, dp, pp, nbytes.shape[1])
+        hit = _P2P_LINKS.get(key)
+        if hit is None or hit[0] is not cluster:
+            links = [comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp) if c % pp == pp - 1  # interleaving wraps
+                     else comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=c % pp) for c in range(nbytes.shape[1])]
+            if len(_P2P_LINKS) >= 4096:
+                _P2P_LINKS.clear()
+            hit = _P2P_LINKS[key] = (cluster, [x.latency_ms for x in links], [x.gbps * 1e6 for x in links])
+        lat.append(hit[1])
+        per_ms.append(hit[2])
+    return np.where(nbytes > 0, np.array(lat)[row_layout] + nbytes / np.array(per_ms)[row_layout], 0.0)

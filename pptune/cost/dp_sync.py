@@ -33,7 +33,7 @@ class StageSync:
 
 def stage_sync(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster,
                params: list[int]) -> StageSync:
-    """The terms of every stage; ``params`` holds each stage's parameters (``estimate._stage_params``)."""
+    """The terms of every stage; ``params`` holds each stage's parameters (``stage_terms.stage_params``)."""
     pp, dp = config.pp, config.dp
     grad_bytes = 4 if config.dtype == "fp32" else 2  # gradients travel in the training dtype
     weight_bytes = bytes_per_param(config)[0]

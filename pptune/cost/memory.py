@@ -20,6 +20,8 @@ micro-batch, plus one group's full saved tensors while it is recomputed (``full`
 
 from __future__ import annotations
 
+import numpy as np
+
 from pptune.cost.layers import LayerTable
 from pptune.parallel import ParallelConfig
 
@@ -62,57 +64,45 @@ def inflight_units(config: ParallelConfig, stage: int) -> int:
     return min(pp - stage, m)
 
 
-def chunk_activation_bytes(table: LayerTable, first: int, last: int, config: ParallelConfig) -> tuple[int, int]:
-    """(bytes kept per in-flight micro-batch, transient recompute working set) of layers [first, last)."""
-    interval = config.recompute_interval
-    if interval == 0:
-        kept = table.total("saved_bytes", first, last)
-        if config.recompute == "selective":
-            kept -= table.total("attn_saved_bytes", first, last)
-        work = 0
-    else:
-        kept = work = 0
-        for g in range(first, last, interval):
-            kept += table.output_bytes[g - 1] if g > 0 else table.input_bytes
-            work = max(work, table.total("saved_bytes", g, min(g + interval, last)))
-    if config.target == "deepspeed" and last < table.num_layers:
-        # The pipe engine holds each in-flight micro-batch's stage output until its backward: its 1/tp part
-        # when tp > 1 (pipe_partitioned replaces the full tensor's data by the partition, chunks.partitioned_sends).
-        kept += table.output_bytes[last - 1] // config.tp
+def grouped_checkpoint_bytes(table: LayerTable, first: int, last: int, interval: int) -> tuple[int, int]:
+    """(inputs kept per in-flight micro-batch, recompute working set) of layers [first, last) checkpointed in groups
+    of ``interval`` layers (DeepSpeed's ``activation_checkpoint_interval``; one-layer groups are vectorised in
+    ``pptune.cost.chunks``)."""
+    kept = work = 0
+    for g in range(first, last, interval):
+        kept += table.output_bytes[g - 1] if g > 0 else table.input_bytes
+        work = max(work, table.total("saved_bytes", g, min(g + interval, last)))
     return kept, work
 
 
-def stage_memory(table: LayerTable, boundaries: tuple[int, ...], config: ParallelConfig,
-                 stage: int) -> dict[str, int]:
-    """Named parts (bytes) of one GPU's peak memory on ``stage``; ``sum(values())`` is the total."""
-    pp, dp = config.pp, config.dp
-    chunks = range(stage, len(boundaries) - 1, pp)
-    params = 0
-    kept_max = work_max = 0
-    for c in chunks:
-        first, last = boundaries[c], boundaries[c + 1]
-        params += table.total("param_count", first, last) + table.tied_copy_on(first, last)
-        kept, work = chunk_activation_bytes(table, first, last, config)
-        kept_max, work_max = max(kept_max, kept), max(work_max, work)
-    w_b, g_b, o_b = bytes_per_param(config)
-    weights = params * w_b / (dp if config.zero_stage >= 3 else 1)
-    grads = params * g_b / (dp if config.zero_stage >= 2 else 1)
-    optim = params * o_b / (dp if optimizer_partitioned(config) else 1)
-    units = inflight_units(config, stage)
-    parts = {
-        "weights": round(weights),
-        "gradients": round(grads),
-        "optimizer": round(optim),
-        "activations": units * kept_max,
-        "recompute_working": work_max,
-        "logits": 0,
-    }
-    head = table.head_index
-    if head is not None and any(boundaries[c] <= head < boundaries[c + 1] for c in chunks):
-        # The loss works on fp32 logits (Megatron's vocab-parallel cross-entropy does ``.float()``): the
-        # gradient it hands back is one fp32 copy of the head's output, and a measured head (the module
-        # alone) does not include the softmax the loss saves, a second copy. Analytic heads include it.
-        copies = 1 if table.profile_source == "analytic" else 2
-        parts["logits"] = round(copies * table.output_bytes[head] * 4 / table.act_bytes)
-    parts["reserve"] = RESERVE_FIXED_BYTES + round(RESERVE_FRACTION * sum(parts.values()))
+def logits_bytes(table: LayerTable) -> int:
+    """The head stage's loss working set: fp32 logits.
+
+    The loss works on fp32 logits (Megatron's vocab-parallel cross-entropy does ``.float()``): the gradient it
+    hands back is one fp32 copy of the head's output, and a measured head (the module alone) does not include
+    the softmax the loss saves, a second copy. Analytic heads include it.
+    """
+    if table.head_index is None:
+        return 0
+    copies = 1 if table.profile_source == "analytic" else 2
+    return round(copies * table.output_bytes[table.head_index] * 4 / table.act_bytes)
+
+
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "recompute_working", "logits", "reserve")
+
+
+def memory_parts(states: np.ndarray, units: np.ndarray, kept: np.ndarray, work: np.ndarray,
+                 logits: np.ndarray) -> dict[str, np.ndarray]:
+    """Named parts (bytes, (K, pp) int arrays) of one GPU's peak memory per stage, ``MEMORY_PARTS`` in order.
+
+    Args:
+        states: (K, 3, pp) weight, gradient and optimizer bytes (``pptune.cost.stage_terms``).
+        units: (K, pp) in-flight forward units at the peak (``inflight_units``).
+        kept: (K, pp) the stage's largest per-micro-batch activations of a chunk; work: its recompute working set.
+        logits: (K, pp) the loss working set on the head's stage, 0 elsewhere.
+    """
+    parts = {"weights": states[:, 0], "gradients": states[:, 1], "optimizer": states[:, 2],
+             "activations": units * kept, "recompute_working": work, "logits": logits}
+    held = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["activations"] + work + logits
+    parts["reserve"] = RESERVE_FIXED_BYTES + np.rint(RESERVE_FRACTION * held).astype(np.int64)
     return parts

@@ -18,6 +18,7 @@ from itertools import accumulate
 import numpy as np
 
 from pptune.cost import ds_partition
+from pptune.cost.chunks import backward_ms
 from pptune.cost.layers import layer_table
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
@@ -53,7 +54,7 @@ def stage_boundaries(profile: Profile, config: ParallelConfig) -> tuple[int, ...
     if method.lower().startswith("type:"):
         return _ds_balanced(type_weights(table.kinds, method), parts)
     if method == "balanced":
-        return min_max_split(tuple(layer_work_ms(table, config.recompute)), parts)
+        return min_max_split(tuple(layer_work_ms(table, config)), parts)
     raise ConfigError(f"unknown partition method {method!r}")
 
 
@@ -85,14 +86,12 @@ def type_weights(kinds: tuple[str, ...], method: str) -> tuple[int, ...]:
     return weights
 
 
-def layer_work_ms(table, recompute: str) -> list[float]:
-    """Forward + backward (+ recompute) time per layer, the weight ``balanced`` evens out."""
-    if recompute == "none":
-        return [f + b for f, b in zip(table.fwd_ms, table.bwd_ms, strict=True)]
-    if recompute == "selective":
-        return [f + b + a for f, b, a in zip(table.fwd_ms, table.bwd_ms, table.attn_fwd_ms, strict=True)]
-    # full and every:K re-run every layer's forward once inside the backward.
-    return [2 * f + b for f, b in zip(table.fwd_ms, table.bwd_ms, strict=True)]
+def layer_work_ms(table, config: ParallelConfig) -> list[float]:
+    """Forward + backward (recompute included, ``chunks.backward_ms``) per layer: the weight ``balanced`` evens out."""
+    fwd = np.array(table.fwd_ms)
+    bwd = backward_ms(fwd, np.array(table.bwd_ms), np.array(table.attn_fwd_ms), np.array(config.recompute_interval),
+                      np.array(config.recompute == "selective"))
+    return (fwd + bwd).tolist()
 
 
 @functools.lru_cache(maxsize=4096)

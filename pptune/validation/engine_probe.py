@@ -64,7 +64,7 @@ def engine_step_ms(parameters: list[Any], *, warmup: int = 3, repeat: int = 15) 
 
 def memory_efficiency_for(step_ms: float, num_params: int, *, hbm_gbps: float, dtype: str = "fp32") -> float:
     """The ``memory_efficiency`` at which the cost model's optimizer time equals ``step_ms`` for ``num_params``."""
-    from pptune.cost.estimate import OPTIMIZER_BYTES_PER_PARAM
+    from pptune.cost.stage_terms import OPTIMIZER_BYTES_PER_PARAM
 
     per_param = OPTIMIZER_BYTES_PER_PARAM["fp32" if dtype == "fp32" else "mixed"]
     return num_params * per_param / (step_ms * hbm_gbps * 1e6)

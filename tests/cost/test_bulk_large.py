@@ -65,7 +65,7 @@ def test_the_benchmark_cold_start_empties_every_cost_model_cache(make_profile, m
             elif isinstance(value, dict) and name.startswith("_") and name[1:].isupper():
                 caches.append((f"{info.name}.{name}", lambda v=value: len(v)))
     filled = [name for name, size in caches if size()]
-    assert {"bulk_terms._TERMS", "bulk_chunks._TP_STAGES", "compiled.compile_schedule", "steady.family_offset",
+    assert {"stage_terms._TERMS", "chunks._TP_STAGES", "compiled.compile_schedule", "steady.family_offset",
             "sim_batch._UNIONS"} <= set(filled)  # the call did fill the caches this test is about
     clear_cost_caches()
     assert [name for name, size in caches if size()] == []

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from pptune.cost import estimate
-from pptune.cost.estimate import OPTIMIZER_BYTES_PER_PARAM
+from pptune.cost.stage_terms import OPTIMIZER_BYTES_PER_PARAM
 from pptune.errors import ConfigError
 from pptune.hardware import CLUSTER_PRESETS, load_cluster
 from pptune.model.spec import PRESETS

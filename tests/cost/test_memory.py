@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from pptune.cost import estimate
 from pptune.cost.layers import layer_table
 from pptune.cost.memory import (
+    MEMORY_PARTS,
     RESERVE_FIXED_BYTES,
     RESERVE_FRACTION,
     bytes_per_param,
     inflight_units,
-    stage_memory,
 )
+from pptune.hardware import load_cluster
 from pptune.parallel import ParallelConfig
 
 
 def _mem(profile, **kw):
-    config = ParallelConfig(**kw)
+    """(layer table, boundaries, each stage's memory parts) of estimate() with DeepSpeed's uniform split."""
+    config = ParallelConfig(partition="uniform", **kw)
     table = layer_table(profile, micro_batch_size=config.micro_batch_size, tp=config.tp, dtype=config.dtype)
-    n = profile.num_layers
-    bounds = tuple(round(i * n / (config.pp * config.vpp)) for i in range(config.pp * config.vpp + 1))
-    return table, bounds, [stage_memory(table, bounds, config, s) for s in range(config.pp)]
+    est = estimate(profile, load_cluster("a100-80g", num_gpus=config.world_size), config)  # fits: parts only
+    parts = [stage.memory_parts_bytes for stage in est.stages]
+    assert all(list(p) == list(MEMORY_PARTS) for p in parts)
+    assert [sum(p.values()) for p in parts] == list(est.memory_per_stage_bytes)
+    return table, est.boundaries, parts
 
 
 def test_bytes_per_parameter():

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from pptune.cost.estimate import OPTIMIZER_BYTES_PER_PARAM
+from pptune.cost.stage_terms import OPTIMIZER_BYTES_PER_PARAM
 from pptune.validation.contended import contended_profile, fastest_pass, mean_profile
 from pptune.validation.engine_probe import engine_step_ms, memory_efficiency_for, model_parameters
 from tests.validation.conftest import TINY, small_profile
