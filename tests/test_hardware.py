@@ -1,4 +1,4 @@
-"""Checks GPU/cluster presets against shared/data/gpu_specs.csv, load_cluster's merging and resizing, and its errors."""
+"""Checks GPU/cluster presets against tests/data/gpu_specs.csv, load_cluster's merging and resizing, and its errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from pptune.errors import ConfigError, SchemaError
 from pptune.hardware import CLUSTER_PRESETS, GPU_PRESETS, Cluster, load_cluster, save_cluster
+from pptune.testing.data import GPU_SPECS as SPECS
 
-SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpu_specs.csv"
 PRESET_OF_ROW = {"A100-SXM4-40GB": "a100-40g", "A100-SXM4-80GB": "a100-80g", "H100-SXM5-80GB": "h100-80g",
                  "H200-SXM-141GB": "h200"}
 
@@ -22,7 +22,6 @@ def test_presets_exist() -> None:
     assert {c.gpu.name for c in CLUSTER_PRESETS.values()} == set(GPU_PRESETS)
 
 
-@pytest.mark.skipif(not SPECS.exists(), reason="shared/data not beside the checkout")
 def test_presets_match_gpu_specs_csv() -> None:
     with SPECS.open(encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))

@@ -14,8 +14,8 @@ from pptune.errors import ConfigError, RunError
 from pptune.parallel import ParallelConfig
 from pptune.space import Fixed, build_space
 from pptune.study import trial_config
+from pptune.testing.records import fake_measured
 from pptune.tune import TuneSettings, failure_kind, trial_params, tune
-from tests.validation.conftest import fake_measured
 
 MODEL = "gpt:layers=2,hidden=64,heads=2,seq=32,vocab=128"
 PLAN = {"dtype": "fp32", "fixed": Fixed(tp=1), "max_micro_batch_size": 4}

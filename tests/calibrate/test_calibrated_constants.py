@@ -7,15 +7,16 @@ import statistics
 from pathlib import Path
 
 import pytest
-from calib_fixtures import DATA, needs_data
 
 from pptune.calibrate.constants import A100_MAMF_EFFICIENCY, BOUNDS, FITTED, H100_MAMF_EFFICIENCY, Constants
 from pptune.calibrate.fit import fit_constants, held_out
 from pptune.calibrate.predict import predict_rows, relative_errors
 from pptune.calibrate.published import load_published
 from pptune.hardware import CLUSTER_PRESETS
+from pptune.testing.data import PUBLISHED_SINGLE_NODE as DATA
 
-# What `pptune validate --published ../shared/data/a100_megatron_single_node.csv --fit` committed.
+# What `pptune validate --published tests/data/a100_megatron_single_node.csv --fit` committed (the file was then
+# read from shared/data/, the same bytes).
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "validation" / "published" / "constants.json"
 
 
@@ -39,7 +40,6 @@ def test_a100_presets_are_the_committed_fit_rounded() -> None:
             assert getattr(c, name) == pytest.approx(fitted[name], rel=6e-4), (key, name)
 
 
-@needs_data
 def test_the_fit_still_gives_the_committed_constants() -> None:
     """The committed report is what its command gives with today's cost model (a model change must refit it)."""
     rows = load_published(DATA)
@@ -62,7 +62,6 @@ def test_h100_and_h200_follow_the_documented_ratios() -> None:
         assert "derivation" in h.calibration
 
 
-@needs_data
 def test_committed_constants_predict_the_published_single_node_runs() -> None:
     rows = load_published(DATA)
     preset = CLUSTER_PRESETS["a100-80g"]

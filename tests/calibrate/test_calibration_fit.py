@@ -6,7 +6,6 @@ import builtins
 import dataclasses
 
 import pytest
-from calib_fixtures import DATA, needs_data
 
 from pptune.calibrate.constants import BOUNDS, FITTED, Constants
 from pptune.calibrate.fit import fit_constants, held_out
@@ -14,6 +13,7 @@ from pptune.calibrate.predict import predict_rows
 from pptune.calibrate.published import PublishedRow, load_published
 from pptune.errors import PptuneError
 from pptune.hardware import load_cluster
+from pptune.testing.data import PUBLISHED_SINGLE_NODE as DATA
 
 BASE = load_cluster("a100-80g")
 
@@ -75,7 +75,6 @@ def test_splits() -> None:
         held_out(rows, "alphabetical")
 
 
-@needs_data
 def test_structural_split_of_the_published_file() -> None:
     held = held_out(load_published(DATA), "structural")
     assert sum(held) == 390  # 240 four-stage rows + 150 other rows of the h 2048, 24-layer model

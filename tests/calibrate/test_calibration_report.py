@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from calib_fixtures import SAMPLE_ROWS, write_csv
 
 from pptune.calibrate.published import load_published
 from pptune.calibrate.report import RowResult, error_stats, part_stats, rows_csv, write_text
+from pptune.testing.calibration import SAMPLE_ROWS, write_csv
 
 
 def _results(tmp_path) -> list[RowResult]:

@@ -18,8 +18,8 @@ from pptune.cost.estimate import estimate
 from pptune.errors import ConfigError
 from pptune.hardware import load_cluster
 from pptune.parallel import ParallelConfig
+from pptune.testing.profiles import small_profile
 from pptune.validation.grid import local_grid
-from tests.validation.conftest import small_profile
 
 
 @pytest.fixture

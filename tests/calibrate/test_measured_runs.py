@@ -8,29 +8,10 @@ from pathlib import Path
 import pytest
 
 from pptune.calibrate.measured_runs import load_sample
-from pptune.cost.estimate import estimate
 from pptune.errors import SchemaError
-from pptune.hardware import load_cluster
-from pptune.model.spec import resolve_spec
-from pptune.parallel import ParallelConfig
-from pptune.profile.schema import save_profile
-from pptune.runtime.measured import save_measured
-from pptune.validation.run_dir import write_run_dir
-from tests.validation.conftest import TINY, fake_measured, small_profile
-
-CONFIG = ParallelConfig(pp=2, micro_batch_size=2, num_microbatches=4, dtype="fp32", partition="balanced")
-
-
-def measured_dir(tmp_path: Path, config: ParallelConfig = CONFIG, step_ms: float = 123.0, *, name: str = "run",
-                 measured_config: ParallelConfig | None = None) -> Path:
-    """A plan directory with a profile file beside it and a measured.json."""
-    profile = small_profile()
-    profile_path = save_profile(profile, tmp_path / "profile.json")
-    cluster = load_cluster("local-cpu")
-    path = write_run_dir(tmp_path / name, config=config, estimate=estimate(profile, cluster, config), profile=profile,
-                         cluster=cluster, model=TINY, spec=resolve_spec(TINY), profile_label=str(profile_path))
-    save_measured(fake_measured(measured_config or config, step_ms), path / "measured.json")
-    return path
+from pptune.testing.calibration import MEASURED_CONFIG as CONFIG
+from pptune.testing.calibration import measured_dir
+from pptune.testing.profiles import small_profile
 
 
 def test_sample_from_plan_dir_or_measured_json(tmp_path: Path) -> None:

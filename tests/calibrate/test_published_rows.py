@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from calib_fixtures import DATA, SAMPLE_ROWS, needs_data, write_csv
 
 from pptune.calibrate.published import load_published, padded_vocab, row_config, row_spec
 from pptune.errors import SchemaError
+from pptune.testing.calibration import SAMPLE_ROWS, write_csv
+from pptune.testing.data import PUBLISHED_SINGLE_NODE as DATA
 
 
 def test_loads_rows_with_bom(tmp_path) -> None:
@@ -18,7 +19,6 @@ def test_loads_rows_with_bom(tmp_path) -> None:
     assert load_published(write_csv(tmp_path / "b.csv", SAMPLE_ROWS, bom=False)) == rows
 
 
-@needs_data
 def test_the_published_file_has_1440_rows() -> None:
     rows = load_published(DATA)
     assert len(rows) == 1440

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from calib_fixtures import SAMPLE_ROWS, write_csv
-
 from pptune.cli import main
+from pptune.testing.calibration import SAMPLE_ROWS, write_csv
 
 
 def test_evaluates_committed_constants_and_writes_the_report(tmp_path, capsys) -> None:

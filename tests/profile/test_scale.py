@@ -11,7 +11,7 @@ from pptune.hardware import load_cluster
 from pptune.profile.scale import compute_scale_of, scaled_profile
 from pptune.profile.schema import save_profile
 from pptune.profile.source import profile_for
-from tests.validation.conftest import small_profile
+from pptune.testing.profiles import small_profile
 
 
 def test_scaled_profile_multiplies_times_only() -> None:

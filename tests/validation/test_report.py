@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from pptune.calibrate.local_fit import LocalConstants, Sample, calibrated_cluster, predict_ms
+from pptune.testing.profiles import TINY
+from pptune.testing.records import record
 from pptune.validation.grid import local_grid
 from pptune.validation.local import LocalSettings, LocalValidation, calibrate_records, score
 from pptune.validation.report import FIRST_COLUMNS, csv_text, print_lines, write_report
 from pptune.validation.summary import summary_markdown
-from tests.validation.conftest import TINY, record
 
 
 def _records(profile, cluster):

@@ -9,9 +9,9 @@ from pptune.cost.estimate import estimate
 from pptune.model.spec import resolve_spec
 from pptune.parallel import ParallelConfig
 from pptune.runtime.plan_files import load_run_plan
+from pptune.testing.profiles import TINY
 from pptune.validation.run import run_slug
 from pptune.validation.run_dir import write_run_dir
-from tests.validation.conftest import TINY
 
 
 def _write(tmp_path: Path, profile, cluster, config: ParallelConfig) -> Path:

@@ -9,9 +9,9 @@ import pptune.runtime.launch
 import pptune.validation.run as run_module
 from pptune.errors import RunError
 from pptune.parallel import ParallelConfig
+from pptune.testing.records import fake_measured, record
 from pptune.validation.host_load import ForeignCpu
 from pptune.validation.run import measure_records
-from tests.validation.conftest import fake_measured, record
 
 CONFIG = ParallelConfig(pp=2, micro_batch_size=2, num_microbatches=4, dtype="fp32", partition="uniform")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pptune.cli import main
-from tests.validation.conftest import TINY
+from pptune.testing.profiles import TINY
 
 
 @pytest.mark.slow
