@@ -38,9 +38,9 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
         progress: progress bars on stderr.
         command: the command line recorded in the files.
     """
-    from pptune.commands.plan import report
     from pptune.draw.plan import draw_plan_figures
     from pptune.emit.plan_dir import write_plan_dir
+    from pptune.plan_report import text_report
     from pptune.profile.measure import profile_model
     from pptune.profile.schema import save_profile
     from pptune.search import plan
@@ -56,7 +56,7 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
                       exhaustive=True, dtype="fp32", progress=progress)
         write_plan_dir(result, tmp / "plan", command=command)
         draw_plan_figures(tmp / "plan")
-        summary = report(result, out / "plan", top=5)
+        summary = text_report(result, out / "plan", top=5)
         if measure:
             from pptune.runtime.launch import run_plan
 

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from pptune.emit.deepspeed import check_overrides, parse_override
     from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
     from pptune.errors import PptuneError
+    from pptune.plan_report import json_summary, text_report
     from pptune.search import plan
 
     _check_numbers(args)
@@ -117,40 +118,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_summary(result, out), indent=1))
     else:
-        print(report(result, out, top=args.top))
+        print(text_report(result, out, top=args.top))
     return 0
-
-
-def json_summary(result, out: Path) -> dict:
-    from pptune.ranking import config_label
-
-    return {
-        "out": str(out), "label": config_label(result.best), "config": result.best.to_dict(),
-        "estimate": result.estimate.to_json_dict(), "search": result.settings.to_dict(),
-        "evaluations": result.evaluations, "unique_configs": len(result.ranking),
-        "search_seconds": round(result.search_seconds, 3),
-    }
-
-
-def report(result, out: Path, *, top: int) -> str:
-    """The ranking's top rows, then the recommendation with its breakdown."""
-    from pptune.ranking import config_label, format_table
-
-    e, s = result.estimate, result.settings
-    feasible = int(result.ranking["feasible"].sum())
-    how = f"{s.method}, {result.evaluations} trials" if s.method != "exhaustive" else f"exhaustive, {result.evaluations} configurations"
-    lines = [
-        f"{result.model.name} on {result.gpus} x {result.cluster.gpu.name}, global batch {result.global_batch_size}, "
-        f"target {result.best.target}: {how}, {len(result.ranking)} distinct ({feasible} fit), "
-        f"{result.search_seconds:.1f} s",
-        "",
-        format_table(result.ranking, top=top),
-        "",
-        f"recommended: {config_label(result.best)}",
-        f"  {e.tokens_per_s:,.0f} tokens/s   step {e.step_time_ms:.1f} ms   bubble {e.bubble_fraction:.1%}   "
-        f"peak memory {e.peak_memory_bytes / 2**30:.1f} GiB of {result.cluster.gpu.memory_gib:g}   MFU {e.mfu:.1%}",
-        "  breakdown (ms): " + ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in e.breakdown.to_dict().items()),
-        f"  stage boundaries: {list(e.boundaries)}",
-        f"wrote {out}/ (HOW_TO_RUN.md, launch.sh, plan.json, ranking.csv ...)",
-    ]
-    return "\n".join(lines)
