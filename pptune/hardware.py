@@ -1,7 +1,7 @@
-"""GPU and Cluster: the hardware a plan runs on, presets from shared/data/gpu_specs.csv, and cluster JSON I/O.
+"""GPU and Cluster: the hardware a plan runs on, presets from tests/data/gpu_specs.csv, and cluster JSON I/O.
 
 Bandwidths are per GPU, one direction, in GB/s (1e9 bytes/s); latencies in microseconds. The GPU figures
-live in ``pptune/data/gpus.json`` (copied from shared/data/gpu_specs.csv, whose rows cite their sources);
+live in ``pptune/data/gpus.json`` (copied from tests/data/gpu_specs.csv, whose rows cite their sources);
 ``load_cluster`` turns a preset name, a cluster JSON file or a dict into a validated :class:`Cluster`.
 """
 
@@ -80,7 +80,7 @@ class Cluster:
 NVLINK_LATENCY_US = 5.0
 IB_LATENCY_US = 10.0
 
-# local-cpu: this host seen as 2 ranks ("GPUs"), one core each (REFERENCE.md §2: one torch thread per rank).
+# local-cpu: this host seen as 2 ranks ("GPUs"), one core each (docs/REFERENCE.md §2: one torch thread per rank).
 # Peak: one AVX2 core with two 256-bit FMA pipes at ~2.5 GHz = 2 pipes * 8 fp32 lanes * 2 flop * 2.5e9
 # = 80 GFLOP/s; one thread reached 50-63 GFLOP/s in fp32 GEMMs of 128..2048 here, hence efficiency 0.7 that
 # saturates early. bf16 takes the fp32 figure, but CPUs without AVX512-BF16/AMX run torch's bf16 GEMMs far

@@ -126,7 +126,7 @@ def _worker(rank: int, nproc: int, backend: str, port: int, sizes: list[int], re
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)  # ranks share the cores (REFERENCE.md §2)
+    torch.set_num_threads(1)  # ranks share the cores (docs/REFERENCE.md §2)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device("cpu")
     if backend == "nccl":

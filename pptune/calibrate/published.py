@@ -1,6 +1,6 @@
 """Published Megatron measurements: load the CSV into frozen rows and turn a row into (spec, config, cluster).
 
-The file is vTrain's ``data/ground_truth_single.csv`` (Bang et al., MICRO'24; see shared/data/README.md):
+The file is vTrain's ``data/ground_truth_single.csv`` (Bang et al., MICRO'24; see tests/data/README.md):
 one row per run of a GPT model with the Megatron-DeepSpeed codebase on one node of up to 8 A100s, with the
 columns ``# GPUs, global batch, micro batch, hidden size, attention heads, # layers, sequence length,
 tensor parallelism, data parallelism, pipeline parallelism, iteration time (ms)`` (the first header cell

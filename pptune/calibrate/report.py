@@ -17,7 +17,7 @@ from pptune.calibrate.constants import FITTED, Constants
 from pptune.calibrate.published import PublishedRow
 from pptune.fileio import write_text_atomic
 
-# Published planners' errors against real runs (REFERENCE.md §6), for the summary's comparison line.
+# Published planners' errors against real runs (docs/REFERENCE.md §6), for the summary's comparison line.
 ANCHORS = ("Calculon: 3.65% mean / 8.87% max against Megatron's published A100 runs; "
            "vTrain: 8.37% mean on this single-node data")
 

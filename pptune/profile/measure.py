@@ -27,7 +27,7 @@ from pptune.profile.timing import make_timer
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("cpu", "cuda")
-MIN_WARMUP = 5  # REFERENCE.md §2: per-layer times settle after 5 warm-ups; the first backward is 3-8x slow
+MIN_WARMUP = 5  # docs/REFERENCE.md §2: per-layer times settle after 5 warm-ups; the first backward is 3-8x slow
 DATA_SEED = 1234
 HEAD_LOSS_NOTE = "the last layer's timings and saved bytes include the loss (cross-entropy in fp32), as the last stage runs it"
 

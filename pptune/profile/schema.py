@@ -56,7 +56,7 @@ class LayerProfile:
     def timing(self, micro_batch_size: int) -> LayerTiming:
         """The timing at a micro-batch size: exact when profiled, else linear in micro-batch size.
 
-        Time and bytes grow linearly with the micro-batch size (REFERENCE.md §2, seen here): between
+        Time and bytes grow linearly with the micro-batch size (docs/REFERENCE.md §2, seen here): between
         two profiled sizes we interpolate, beyond them we scale the nearest one per sample.
         """
         for t in self.timings:

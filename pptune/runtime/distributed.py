@@ -25,7 +25,7 @@ def device_kind() -> str:
 def init_distributed(*, skip_shm_build: bool = True) -> str:
     """Initialise torch.distributed through DeepSpeed from torchrun's environment; return the device kind.
 
-    Uses gloo on CPU and nccl on CUDA (REFERENCE.md §2). On CUDA, binds this process to ``LOCAL_RANK``'s GPU.
+    Uses gloo on CPU and nccl on CUDA (docs/REFERENCE.md §2). On CUDA, binds this process to ``LOCAL_RANK``'s GPU.
 
     Args:
         skip_shm_build: on CPU, avoid JIT-compiling DeepSpeed's inference-only shared-memory all-reduce op.
@@ -43,7 +43,7 @@ def init_distributed(*, skip_shm_build: bool = True) -> str:
 
 
 def teardown() -> None:
-    """Barrier, then destroy the process group; without it rank 0 sometimes aborts at exit (REFERENCE.md §2)."""
+    """Barrier, then destroy the process group; without it rank 0 sometimes aborts at exit (docs/REFERENCE.md §2)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

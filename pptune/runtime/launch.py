@@ -36,7 +36,7 @@ def _cuda_available() -> bool:
 def worker_env() -> dict[str, str]:
     """The workers' environment: one OpenMP thread per rank, CPU accelerator when no GPU, pptune importable."""
     env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"  # 2 ranks on 2 cores: more threads make them fight (REFERENCE.md §2)
+    env["OMP_NUM_THREADS"] = "1"  # 2 ranks on 2 cores: more threads make them fight (docs/REFERENCE.md §2)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
     if "DS_ACCELERATOR" not in env and not _cuda_available():
         env["DS_ACCELERATOR"] = "cpu"

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> Path | None:
     plan = load_run_plan(args.plan_dir)
     device = init_distributed()
     if device == "cpu":
-        torch.set_num_threads(1)  # ranks share the cores; more threads make them fight (REFERENCE.md §2)
+        torch.set_num_threads(1)  # ranks share the cores; more threads make them fight (docs/REFERENCE.md §2)
         _pin_to_own_core()
     world = dist.get_world_size()
     if world != plan.world_size:

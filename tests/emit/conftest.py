@@ -22,7 +22,7 @@ def ds_dist(tmp_path_factory):
 
     DeepSpeedConfig reads the data-parallel size from ``mpu`` only after ``dist.get_rank()`` succeeds, so the
     backend must be up. Without help, ``init_distributed`` JIT-compiles ``deepspeed_shm_comm`` (~60 s on a cold
-    cache, REFERENCE.md §2): like pptune.runtime.distributed, we mark that inference-only op incompatible so
+    cache, docs/REFERENCE.md §2): like pptune.runtime.distributed, we mark that inference-only op incompatible so
     ``build_shm_op`` returns None, and point TORCH_EXTENSIONS_DIR at an empty directory to prove nothing was built.
     """
     import deepspeed
