@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from pptune.cost.partition import stage_boundaries
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import LayerProfile, LayerTiming, Profile
 
-WORKER = Path(__file__).with_name("ds_pipeline_worker.py")
+WORKER = "pptune.testing.ds_workers.ds_partition"
 
 
 def _profile(layers: list[dict], tied: bool) -> Profile:
@@ -34,7 +33,7 @@ def _profile(layers: list[dict], tied: bool) -> Profile:
 def deepspeed_parts(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("ds") / "parts.json"
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(WORKER), str(out)], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([sys.executable, "-m", WORKER, str(out)], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
     assert "built successfully" not in proc.stdout + proc.stderr, "the shm op was built: the worker's patch failed"
     return json.loads(out.read_text())

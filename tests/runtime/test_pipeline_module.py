@@ -15,7 +15,7 @@ from pptune.errors import ConfigError
 from pptune.runtime.launch import worker_env
 from pptune.runtime.pipeline import ExplicitPipelineModule, validate_boundaries
 
-WORKER = Path(__file__).with_name("pipeline_worker.py")
+WORKER = "pptune.testing.ds_workers.pipeline_build"
 
 
 def test_validate_boundaries_accepts_and_casts() -> None:
@@ -58,12 +58,8 @@ def _pptune_parameters_split() -> tuple[int, ...]:
     from pptune.model.spec import TransformerSpec
     from pptune.parallel import ParallelConfig
     from pptune.profile.analytic import analytic_profile
+    from pptune.testing.ds_workers.pipeline_build import TINY
 
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        from pipeline_worker import TINY
-    finally:
-        sys.path.pop(0)
     assert isinstance(TINY, TransformerSpec)
     profile = analytic_profile(TINY, GPU_PRESETS["local-cpu"], dtype="fp32", micro_batch_sizes=(1,))
     return stage_boundaries(profile, ParallelConfig(pp=2, partition="parameters", dtype="fp32"))
@@ -72,7 +68,7 @@ def _pptune_parameters_split() -> tuple[int, ...]:
 @pytest.mark.slow
 def test_real_two_rank_build(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-           str(WORKER), str(tmp_path)]
+           "-m", WORKER, str(tmp_path)]
     done = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -1,6 +1,6 @@
 """Builds real DeepSpeed PipelineModules (4 gloo ranks on CPU) and writes each case's ``module.parts`` as JSON.
 
-Run by tests/cost/test_partition_deepspeed.py as ``python ds_pipeline_worker.py OUT.json``. Each rank
+Run by tests/cost/test_partition_deepspeed.py as ``python -m pptune.testing.ds_workers.ds_partition OUT.json``. Each rank
 builds the same modules (num_stages 2 with dp 2, and num_stages 4); rank 0 writes what DeepSpeed chose,
 with the per-layer parameter counts and class names the test turns into a profile.
 

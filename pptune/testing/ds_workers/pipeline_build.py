@@ -1,4 +1,7 @@
-"""Worker for test_pipeline_module.py (run under torchrun): builds pipeline modules, writes what each rank built."""
+"""Worker for tests/runtime/test_pipeline_module.py: builds pipeline modules, writes what each rank built.
+
+Run under torchrun: ``python -m torch.distributed.run ... -m pptune.testing.ds_workers.pipeline_build OUT_DIR``.
+"""
 
 from __future__ import annotations
 

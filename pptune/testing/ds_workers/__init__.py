@@ -1,0 +1,1 @@
+"""Scripts the tests launch in subprocesses (``python -m pptune.testing.ds_workers.<name>``): real DeepSpeed builds."""
