@@ -1,7 +1,7 @@
 """Fit the analytic model's GPU constants from a measured GEMM / memory sweep on the GPU itself (torch-free).
 
-``benchmarks/gpu_sweep.py`` times GEMMs of transformer shapes and large elementwise copies on a lent GPU and
-calls these fits; the constants are the ones ``pptune.profile.analytic`` uses:
+``pptune.calibrate.gpu_sweep`` (run as ``benchmarks/gpu_sweep.py``) times GEMMs of transformer shapes and large
+elementwise copies on a lent GPU and calls these fits; the constants are the ones ``pptune.profile.analytic`` uses:
 
 - GEMM time ``t(F) = (F + F_half) / (peak * E)`` is linear in the FLOPs ``F``: a least-squares line
   ``t = a F + b`` (weighted by ``1 / t``, i.e. relative error) gives ``E = 1 / (peak * a)`` (the plateau,

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from pptune.calibrate.device_sweep import fit_gemm, memory_efficiency
+from pptune.calibrate.gpu_sweep import main
 from pptune.errors import ConfigError
 from pptune.hardware import GPU
 from pptune.profile.analytic import gemm_ms
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def test_gemm_fit_recovers_the_analytic_models_constants() -> None:
@@ -53,9 +50,6 @@ def test_memory_efficiency_is_achieved_over_datasheet_bandwidth() -> None:
 
 
 def test_sweep_script_runs_on_the_cpu(tmp_path) -> None:
-    sys.path.insert(0, str(BENCH))
-    from gpu_sweep import main
-
     out = tmp_path / "sweep.json"
     assert main(["--preset", "local-cpu", "--device", "cpu", "--quick", "--warmup", "1", "--repeat", "2",
                  "--out", str(out)]) == 0

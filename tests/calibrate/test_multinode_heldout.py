@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import statistics
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-from published_multinode import main, predict, same_pipeline_lines, with_chosen_knobs  # noqa: E402
-from published_runs import (  # noqa: E402
+from pptune.calibrate.multinode import main, predict, same_pipeline_lines, with_chosen_knobs
+from pptune.calibrate.published_runs import (
     bloom_run,
     korthikanti_runs,
     mtnlg_runs,

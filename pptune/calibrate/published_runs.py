@@ -4,7 +4,7 @@ Each run records exactly what its source says (iteration time, configuration) an
 to assume because the source does not say it. Sources:
 
 - vTrain (Bang et al., MICRO'24): VIA-Research/vTrain ``data/ground_truth_multi.csv`` at commit
-  f8dda8473a48b373b1d25f51f52d685bff5150c5, copied to benchmarks/data/vtrain_ground_truth_multi.csv: GPT
+  f8dda8473a48b373b1d25f51f52d685bff5150c5, copied to pptune/data/vtrain_ground_truth_multi.csv: GPT
   3.6B-175B on 64-512 A100s, Megatron-DeepSpeed, measured iteration time. Their configs (config/validation/multi)
   say activation checkpointing on, 1F1B, 8 GPUs per node, inter-node 800 Gb/s per node (12.5 GB/s per GPU).
 - Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models" (MLSys'23, arXiv
@@ -32,7 +32,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-VTRAIN_CSV = Path(__file__).with_name("data") / "vtrain_ground_truth_multi.csv"
+VTRAIN_CSV = Path(__file__).resolve().parents[1] / "data" / "vtrain_ground_truth_multi.csv"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,0 +1,229 @@
+"""Held-out check: pptune's committed A100 constants against published multi-node runs (nothing fitted on them).
+
+Usage: ``python benchmarks/published_multinode.py [--out results/validation/published]`` (or
+``python -m pptune.calibrate.multinode``). Writes ``multinode.md`` (per-source error statistics and every run) and
+``multinode.csv``. The sources and what each run assumes are in ``pptune/calibrate/published_runs.py``. Each run is predicted by the same path as a plan: analytic
+profile (unfused attention, as these Megatron versions ran) -> ``pptune.cost.estimate`` on the ``a100-80g``
+preset resized to the run's GPUs, with the source's inter-node bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import statistics
+from pathlib import Path
+
+from pptune.calibrate.published import padded_vocab
+from pptune.calibrate.published_runs import (
+    PublishedRun,
+    bloom_run,
+    korthikanti_runs,
+    mtnlg_runs,
+    sc21_runs,
+    vtrain_runs,
+)
+from pptune.calibrate.report import write_text
+from pptune.cost import comm
+from pptune.cost.estimate import estimate
+from pptune.cost.layers import layer_table
+from pptune.cost.types import Estimate
+from pptune.hardware import load_cluster
+from pptune.model.spec import TransformerSpec
+from pptune.parallel import ParallelConfig
+from pptune.profile.analytic import analytic_profile
+
+CLUSTER = "a100-80g"
+
+
+def predict(run: PublishedRun, cluster: str = CLUSTER) -> Estimate:
+    """pptune's estimate of one published run."""
+    base = load_cluster(cluster)
+    vocab = run.vocab if run.vocab % (128 * run.tp) == 0 else padded_vocab(run.vocab, run.tp)
+    spec = TransformerSpec(name=run.name, num_layers=run.layers, hidden_size=run.hidden, num_heads=run.heads,
+                           ffn_hidden_size=4 * run.hidden, vocab_size=vocab, seq_len=run.seq_len)
+    profile = analytic_profile(spec, base.gpu, tp=run.tp, dtype=run.dtype, micro_batch_sizes=(run.micro_batch,),
+                               sequence_parallel=run.sequence_parallel, flash_attention=False)
+    sized = load_cluster(base.replace(inter_node_gbps=run.inter_node_gbps), num_gpus=run.tp * run.pp * run.dp)
+    config = ParallelConfig(
+        tp=run.tp, pp=run.pp, dp=run.dp, micro_batch_size=run.micro_batch,
+        num_microbatches=run.global_batch // (run.micro_batch * run.dp),
+        schedule="interleaved_1f1b" if run.vpp > 1 else "1f1b", vpp=run.vpp, recompute=run.recompute,
+        dtype=run.dtype, zero_stage=run.zero_stage, partition=run.partition if run.pp > 1 else "uniform",
+        target=run.target, sequence_parallel=run.sequence_parallel)  # type: ignore[arg-type]
+    est = estimate(profile, sized, config)
+    if run.grad_reduce_overlapped or run.target != "megatron" or run.dp == 1:
+        return est
+    return _reduce_after_backward(est, profile, sized, config)
+
+
+def _reduce_after_backward(est: Estimate, profile, cluster, config: ParallelConfig) -> Estimate:
+    """The estimate with Megatron's gradient all-reduce after the backward instead of overlapped with it.
+
+    pptune's megatron target models what it emits (``--overlap-grad-reduce``: only the last bucket is exposed);
+    Megatron before 2023 reduced every gradient after the last backward. The extra exposed time is the slowest
+    stage's full all-reduce minus the last-bucket one, both from pptune's own all-reduce model.
+    """
+    table = layer_table(profile, micro_batch_size=config.micro_batch_size, tp=config.tp, dtype=config.dtype,
+                        sequence_parallel=config.sequence_parallel)
+    bounds, grad_bytes = est.boundaries, 2
+    full = bucket = 0.0
+    for s in range(config.pp):
+        link = comm.dp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
+        n_full = sum(sum(table.param_count[bounds[c]:bounds[c + 1]]) for c in range(s, len(bounds) - 1, config.pp))
+        n_bucket = table.param_count[bounds[s]]
+        full = max(full, comm.all_reduce_ms(n_full * grad_bytes, config.dp, link))
+        bucket = max(bucket, comm.all_reduce_ms(n_bucket * grad_bytes, config.dp, link))
+    extra = full - bucket
+    step = est.step_time_ms + extra
+    scale = est.step_time_ms / step
+    return dataclasses.replace(
+        est, step_time_ms=step, breakdown=dataclasses.replace(est.breakdown, dp_comm_ms=est.breakdown.dp_comm_ms + extra),
+        samples_per_s=est.samples_per_s * scale, tokens_per_s=est.tokens_per_s * scale,
+        tflops_per_gpu=est.tflops_per_gpu * scale, mfu=est.mfu * scale)
+
+
+UNSTATED_MICRO_BATCHES = (1, 2, 4, 8)
+UNSTATED_VPP = (1, 2, 3, 4, 5, 6, 8)
+
+
+def with_chosen_knobs(run: PublishedRun) -> PublishedRun:
+    """A run whose source does not state micro-batch size and interleaving, with pptune's fastest feasible choice.
+
+    The authors tuned those knobs for speed, so the check compares the measured time with the best pptune predicts
+    for the published tp/pp/dp and global batch (Megatron's constraints: micro-batches divide the per-replica batch;
+    interleaving needs layers divisible by pp * vpp and micro-batches divisible by pp).
+    """
+    if run.knobs_stated:
+        return run
+    per_replica = run.global_batch // run.dp
+    best: tuple[float, PublishedRun] | None = None
+    for mbs in UNSTATED_MICRO_BATCHES:
+        if per_replica % mbs:
+            continue
+        for vpp in UNSTATED_VPP if run.pp > 1 else (1,):
+            if vpp > 1 and (run.layers % (run.pp * vpp) or (per_replica // mbs) % run.pp):
+                continue
+            candidate = dataclasses.replace(run, micro_batch=mbs, vpp=vpp)
+            est = predict(candidate)
+            if est.feasible and (best is None or est.step_time_ms < best[0]):
+                best = (est.step_time_ms, candidate)
+    if best is None:
+        raise ValueError(f"{run.source} {run.name}: no micro-batch size and interleaving fit in memory")
+    return best[1]
+
+
+def same_pipeline_lines() -> list[str]:
+    """Table rows comparing runs of one model whose pipelines are the same, in different software.
+
+    Seconds per pipeline slot = (measured time - pptune's exposed data-parallel time) / (m + (pp - 1) / v): the
+    time one micro-batch's forward + backward occupies a stage, bubble removed. Same model, tp and pp, so a
+    difference is the software's, not the hardware's. SC'21 does not state v: both ends of its range are shown.
+    """
+    kort = {r.name: r for r in korthikanti_runs()}
+    sc21 = {r.name: r for r in sc21_runs()}
+    mtnlg = mtnlg_runs()[0]
+    cases = (("530B", kort["530B full"], ((sc21["529.6B"], "Megatron-LM 2021 (SC'21)", (1, 3)),
+                                         (mtnlg, "Megatron-DeepSpeed 2021 (MT-NLG)", (1,)))),
+             ("1T", kort["1T full"], ((sc21["1008B"], "Megatron-LM 2021 (SC'21)", (1, 2)),)))
+    rows = []
+    for model, ref, others in cases:
+        def slot(run: PublishedRun, vpp: int) -> tuple[float, int]:
+            run = dataclasses.replace(run, micro_batch=1, vpp=vpp)
+            m = run.global_batch // run.dp
+            exposed_s = predict(run).breakdown.dp_comm_ms / 1e3 if run.dp > 1 else 0.0
+            return (run.measured_s - exposed_s) / (m + (run.pp - 1) / vpp), m
+        ref_slot, ref_m = slot(ref, ref.vpp)
+        rows.append(f"| {model} | Megatron-LM 2022 (Korthikanti, full recompute) | {ref.dp} | {ref_m} | v{ref.vpp} | "
+                    f"{ref.measured_s:.2f} | {ref_slot * 1e3:.1f} | reference |")
+        for run, software, vpps in others:
+            for vpp in vpps:
+                t, m = slot(run, vpp)
+                rows.append(f"| {model} | {software} | {run.dp} | {m} | v{vpp} | {run.measured_s:.2f} | {t * 1e3:.1f} | "
+                            f"{(t / ref_slot - 1) * 100:+.1f}% |")
+    return rows
+
+
+def _stats(errors: list[float]) -> str:
+    pct = [abs(e) * 100 for e in errors]
+    return (f"n={len(pct)}: {statistics.fmean(pct):.1f}% mean, {statistics.median(pct):.1f}% median, "
+            f"{max(pct):.1f}% max, {statistics.fmean(errors) * 100:+.1f}% mean signed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/validation/published")
+    args = parser.parse_args(argv)
+    runs = korthikanti_runs() + sc21_runs() + mtnlg_runs() + [bloom_run()] + vtrain_runs()
+    lines, csv_lines, by_source, skipped = [], ["source,name,gpus,tp,pp,dp,mbs,gbs,measured_s,predicted_s,error_pct"], {}, []
+    for run in runs:
+        gpus = run.tp * run.pp * run.dp
+        where = f"tp {run.tp} pp {run.pp}{f' v{run.vpp}' if run.vpp > 1 else ''} dp {run.dp} mbs {run.micro_batch} gbs {run.global_batch}"
+        if run.tp > 8:  # pptune keeps tensor parallelism inside a node (8 GPUs)
+            skipped.append(f"{run.source} {run.name} {where}")
+            continue
+        run = with_chosen_knobs(run)
+        where = f"tp {run.tp} pp {run.pp}{f' v{run.vpp}' if run.vpp > 1 else ''} dp {run.dp} mbs {run.micro_batch} gbs {run.global_batch}"
+        if not run.knobs_stated:
+            where += " (mbs, v: pptune's choice)"
+        est = predict(run)
+        err = est.step_time_ms / 1e3 / run.measured_s - 1
+        by_source.setdefault(run.source, []).append(err)
+        lines.append(f"| {run.source} | {run.name} | {gpus} | {where} | {run.measured_s:.2f} | "
+                     f"{est.step_time_ms / 1e3:.2f} | {err * 100:+.1f}% | {est.tflops_per_gpu:.0f} |")
+        csv_lines.append(f"{run.source},{run.name},{gpus},{run.tp},{run.pp},{run.dp},{run.micro_batch},"
+                         f"{run.global_batch},{run.measured_s:.3f},{est.step_time_ms / 1e3:.3f},{err * 100:+.2f}")
+    everything = [e for errs in by_source.values() for e in errs]
+    text = [
+        "# Held-out check: published multi-node A100 runs",
+        "",
+        f"- command: `python benchmarks/published_multinode.py --out {args.out}` ({datetime.date.today().isoformat()})",
+        f"- constants: the committed `{CLUSTER}` preset (fitted on the single-node data only, see summary.md); "
+        "nothing here was fitted on these runs",
+        "- sources and per-run assumptions: pptune/calibrate/published_runs.py (vTrain ground_truth_multi.csv, "
+        "Korthikanti et al. MLSys'23 Table 4 via Calculon, Megatron-LM SC'21 Table 1, MT-NLG 530B via llm-analysis, "
+        "BLOOM-176B chronicles)",
+        "- SC'21 Table 1 gives TFLOP/s per GPU, not time: measured s = the paper's FLOPs (Eq. 3) / (TFLOP/s x GPUs); "
+        "it does not state micro-batch size or interleaving, so pptune picks its fastest feasible ones; 2021 Megatron "
+        "all-reduced gradients after the backward, so the whole all-reduce is exposed (pptune's own all-reduce model)",
+        "- anchors: Calculon 3.65% mean / 8.87% max on the Korthikanti runs; vTrain 14.73% on its multi-node runs",
+        "",
+        "## Errors (predicted / measured - 1)",
+        "",
+        *[f"- {source}: {_stats(errs)}" for source, errs in by_source.items()],
+        f"- all: {_stats(everything)}",
+        f"- not modelled ({len(skipped)}: tensor parallelism across nodes): " + "; ".join(skipped),
+        "",
+        "## Same pipeline, different software",
+        "",
+        "Korthikanti et al. (2022 Megatron), SC'21 (2021 Megatron) and MT-NLG (2021 Megatron-DeepSpeed) trained the "
+        "530B model with the same tp 8 x pp 35 pipeline at micro-batch 1, and the 1T model with the same tp 8 x pp 64. "
+        "Per pipeline slot (one micro-batch's forward + backward on a stage, bubble and exposed data-parallel time "
+        "removed), the 2021 software was slower on the same hardware: Megatron-LM by 2-15% (the interleaving SC'21 used "
+        "is not stated) and Megatron-DeepSpeed by 30%. pptune, whose constants come from recent "
+        "Megatron-DeepSpeed, predicts the 2022 runs within 4% and so cannot also match the 2021 ones without a "
+        "per-software constant (which it does not fit on held-out runs).",
+        "",
+        "| model | software | dp | micro-batches per pipeline | interleaving | measured s | ms per slot | vs 2022 |",
+        "|---|---|---|---|---|---|---|---|",
+        *same_pipeline_lines(),
+        "",
+        "## Runs",
+        "",
+        "| source | run | GPUs | configuration | measured s | predicted s | error | predicted model TFLOP/s/GPU |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
+    out = Path(args.out)
+    write_text(out / "multinode.md", "\n".join(text))
+    write_text(out / "multinode.csv", "\n".join(csv_lines) + "\n")
+    for source, errs in by_source.items():
+        print(f"{source:12s} {_stats(errs)}")
+    print(f"{'all':12s} {_stats(everything)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
