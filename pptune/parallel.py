@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pptune.errors import ConfigError
+from pptune.targets import SCHEDULES, check
 
 Schedule = Literal["gpipe", "1f1b", "interleaved_1f1b", "zb_h1"]
 Dtype = Literal["fp32", "bf16", "fp16"]
-Target = Literal["deepspeed", "megatron"]
-SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved_1f1b", "zb_h1")
+Target = Literal["deepspeed", "megatron"]  # = pptune.targets.TARGETS
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
 RECOMPUTE_NAMED: tuple[str, ...] = ("none", "selective", "full")
 PARTITION_NAMED: tuple[str, ...] = ("uniform", "parameters", "balanced")
@@ -53,24 +53,7 @@ class ParallelConfig:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"zero stage must be 0, 1, 2 or 3, got {self.zero_stage!r}")
-        if self.vpp > 1 and self.schedule != "interleaved_1f1b":
-            raise ConfigError(f"vpp {self.vpp} > 1 needs schedule interleaved_1f1b, got {self.schedule}")
-        if self.schedule == "interleaved_1f1b" and self.pp < 2:
-            raise ConfigError(f"interleaved_1f1b needs pp >= 2, got pp {self.pp}")
-        if self.target not in ("deepspeed", "megatron"):
-            raise ConfigError(f"target must be deepspeed or megatron, got {self.target!r}")
-        if self.target == "deepspeed":
-            if self.pp > 1 and self.zero_stage >= 2:
-                raise ConfigError(
-                    f"ZeRO stage {self.zero_stage} with pp {self.pp}: DeepSpeed's pipeline engine allows only ZeRO 0 or 1"
-                )
-            if self.pp > 1 and self.schedule != "1f1b":
-                raise ConfigError(f"DeepSpeed's pipeline engine runs 1f1b only, got schedule {self.schedule}")
-            if self.recompute == "selective":
-                raise ConfigError("selective recompute is a Megatron feature; DeepSpeed's pipeline checkpoints "
-                                  "whole layers (recompute none, full or every:K)")
-        if self.sequence_parallel and self.tp == 1:
-            raise ConfigError("sequence parallelism needs tp > 1")
+        check(self, step=False)  # the target rules (pptune.targets), one wording each
         _ = self.recompute_interval  # validates the recompute string
         _check_partition(self.partition)
 

@@ -5,7 +5,7 @@ starts when its stage is free and its input is there: F of chunk c needs F of ch
 micro-batch plus the p2p transfer, B of chunk c needs B of chunk c+1 plus the transfer (the last chunk's
 B needs its own F), W needs its own B. P2P transfers are lags (asynchronous send/recv), not stage work.
 
-The op orders are compiled once per shape into level order (``pptune.cost.compiled``, cached), so a
+The op orders are compiled once per shape into level order (``pptune.cost.compiled``, kept in a CostCache), so a
 simulation is a single O(pp * vpp * m) pass of plain Python; uniform stages without communication under
 GPipe or 1F1B use the closed form, which ``tests/cost`` checks against the event loop. Many simulations
 of one shape at once: ``pptune.cost.sim_batch``.
@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pptune.cost.compiled import CompiledSchedule, compile_schedule, event_rows
+from pptune.cost.cache import CostCache
+from pptune.cost.compiled import CompiledSchedule, compiled_schedule, event_rows
 from pptune.cost.types import TimelineOp
 from pptune.errors import ConfigError
 from pptune.parallel import SCHEDULES
+from pptune.targets import raise_first, schedule_violations
 
 # ZB-H1 without a measured split: the weight-gradient pass W takes this share of the backward.
 # For a GEMM y = xA the input and weight gradients are one GEMM each of the forward's size, so the
@@ -43,7 +45,7 @@ class ScheduleResult:
 
 def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str, num_microbatches: int,
              p2p_ms: float | Sequence[float] = 0.0, vpp: int = 1, timeline: bool = False,
-             w_ms: Sequence[float] | None = None) -> ScheduleResult:
+             w_ms: Sequence[float] | None = None, cache: CostCache | None = None) -> ScheduleResult:
     """Simulate one pipeline step.
 
     Args:
@@ -55,6 +57,7 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
         vpp: model chunks per stage (interleaved_1f1b only).
         timeline: also return every op's start and end.
         w_ms: the weight-gradient share of ``bwd_ms`` per chunk (zb_h1); default ``W_SHARE_OF_BACKWARD``.
+        cache: keeps the compiled op order for later calls (a fresh one when not given).
 
     Returns:
         A ScheduleResult.
@@ -67,10 +70,7 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
     pp, m = chunks // vpp, num_microbatches
     if m < 1:
         raise ConfigError(f"num_microbatches must be positive, got {m}")
-    if schedule == "interleaved_1f1b" and m % pp:
-        raise ConfigError(f"interleaved_1f1b needs micro-batches {m} to be a multiple of pp {pp}")
-    if vpp > 1 and schedule != "interleaved_1f1b":
-        raise ConfigError(f"vpp {vpp} > 1 needs schedule interleaved_1f1b, got {schedule}")
+    raise_first(schedule_violations(schedule, pp=pp, vpp=vpp, num_microbatches=m))  # pptune.targets' wording
     lags = [float(p2p_ms)] * (chunks - 1) if isinstance(p2p_ms, (int, float)) else [float(x) for x in p2p_ms]
     if len(lags) != chunks - 1:
         raise ValueError(f"p2p_ms needs {chunks - 1} values, got {len(lags)}")
@@ -81,7 +81,7 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
     else:
         w = [0.0] * chunks
         bwd = [float(x) for x in bwd_ms]
-    plan = compile_schedule(schedule, pp, m, vpp)
+    plan = compiled_schedule(CostCache() if cache is None else cache, schedule, pp, m, vpp)
     stage_work = [0.0] * pp
     for c in range(chunks):
         stage_work[c % pp] += m * (fwd[c] + bwd[c] + w[c])

@@ -1,0 +1,362 @@
+"""One table of target rules: what each framework runs, and the one check of a configuration against it.
+
+A *target* is the framework a plan is made for (``ParallelConfig.target``): ``deepspeed`` or ``megatron``.
+``rules_for(target, pp)`` gives its :class:`TargetRules`; DeepSpeed is two engines, the pipeline engine
+(``deepspeed.runtime.pipe.engine.PipelineEngine``, pp > 1) and the plain engine (pp == 1, where ZeRO 2/3 run).
+The cost model reads the behaviour fields (sends, gradient bytes, optimizer, gradient overlap); ParallelConfig,
+``pptune.cost.checks``, the schedule simulator, the search space and the emitters read the validity fields
+through :func:`violations`, so that every rule has one wording and one place.
+
+Rule kinds, in the order :func:`violations` reports them (the order the checks fired before the table):
+- config: ParallelConfig refuses these on construction (``check(config, step=False)``);
+- model (a Profile or a TransformerSpec given), cluster (a Cluster given) and step (micro-batch grouping)
+  rules: what ``pptune.cost.checks.check_config`` refuses before estimating;
+- plan (``planned=True``): what pptune searches and emits, narrower than what the cost model accepts as a
+  what-if (Megatron with ZeRO 2/3 or GPipe is estimated but never planned).
+Pure Python: no torch or numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pptune.errors import ConfigError
+
+TARGETS: tuple[str, ...] = ("deepspeed", "megatron")  # ParallelConfig.target and the CLI's --target choices
+SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved_1f1b", "zb_h1")
+RECOMPUTE_MODES: tuple[str, ...] = ("none", "selective", "full", "every")  # "every" = every:K
+RECOMPUTE_OWNER = {"selective": "Megatron"}  # the framework a recompute mode comes from, for the message
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetRules:
+    """What one target runs (validity) and how it runs it (the cost model's behaviour switches)."""
+
+    name: str  # "deepspeed-pipe", "deepspeed" (no pipeline) or "megatron"
+    description: str
+    engine: str  # how rule messages name it, e.g. "DeepSpeed's pipeline engine"
+    # Schedules ParallelConfig accepts with pp > 1. DeepSpeed: only TrainSchedule (1F1B), runtime/pipe/schedule.py.
+    # Megatron: every schedule pptune simulates; gpipe and zb_h1 are what-ifs (mainline Megatron-LM has neither).
+    pipeline_schedules: tuple[str, ...]
+    # Schedules pptune plans and emits by default (Megatron: forward_backward_pipelining_without_interleaving
+    # and ..._with_interleaving, megatron/core/pipeline_parallel/schedules.py).
+    planned_schedules: tuple[str, ...]
+    # Schedules planned only on request (``--zero-bubble``): zb_h1 lives in the zero-bubble fork (Qi et al.).
+    what_if_schedules: tuple[str, ...]
+    # Largest ZeRO stage ParallelConfig accepts with pp > 1: DeepSpeed's PipelineEngine asserts
+    # ``zero_optimization_stage() < 2`` (runtime/pipe/engine.py); Megatron is estimated up to 3 as a what-if.
+    # The plain DeepSpeed engine (pp == 1) runs every stage.
+    max_zero_stage_with_pp: int
+    # Largest ZeRO stage pptune plans and emits: Megatron's distributed optimizer (``--use-distributed-optimizer``)
+    # shards the optimizer states only, i.e. ZeRO-1.
+    planned_max_zero_stage: int
+    # Recompute modes ("every" = every:K): DeepSpeed checkpoints whole layers (``activation_checkpoint_interval``);
+    # Megatron also has ``--recompute-granularity selective`` (attention core only, Korthikanti et al.).
+    recompute_modes: tuple[str, ...]
+    sequence_parallel: bool  # Megatron's --sequence-parallel (planned only for Megatron; needs tp > 1)
+    # Interleaving's smallest pp when planned: Megatron's arguments.py needs pp > 2 without p2p overlap.
+    interleaved_min_pp: int
+    # Whether the even split (``type:<block>``, Megatron's default) needs the blocks divisible by pp
+    # (Megatron: otherwise first/last stage sizes or a layout); DeepSpeed's ``type:`` method splits unevenly.
+    even_split_needs_divisible_blocks: bool
+    # Partition methods pptune emits ("type:" = type:<block class>): DeepSpeed's PipelineModule methods plus
+    # explicit boundaries; Megatron's even split or first/last stage sizes / a layout (``balanced``).
+    partition_methods: tuple[str, ...]
+    # Pipeline sends block the sender until the transfer is done: deepspeed.runtime.pipe.p2p send/recv are
+    # synchronous torch.distributed calls; Megatron's p2p_communication posts isend/irecv and overlaps them.
+    blocking_sends: bool
+    # With tp > 1 each pipeline message is split over the tp ranks and all-gathered by the receiver
+    # (DeepSpeed's ``pipe_partitioned`` / ``grad_partitioned``, runtime/pipe/engine.py).
+    partitioned_sends: bool
+    # The engine holds each in-flight micro-batch's stage output until its backward (DeepSpeed's pipe engine;
+    # with tp > 1 its 1/tp part, since pipe_partitioned replaces the tensor's data by the partition).
+    keeps_stage_output: bool
+    # Gradient bytes per parameter before ZeRO, per training dtype (pptune.cost.memory.bytes_per_param):
+    # fp32 4; DeepSpeed fp16 2 (FP16_Optimizer makes fp32 copies only inside the step), bf16 2 + 4
+    # (BF16_Optimizer's bf16 .grad plus its fp32 accumulation buffer); Megatron 4 (fp32 main_grad buffer).
+    grad_bytes_per_param: Mapping[str, float] = field(hash=False)
+    # Largest ZeRO stage at which DeepSpeed runs its BF16_Optimizer for bf16 (engine _do_optimizer_sanity_check;
+    # it partitions the fp32 master and Adam states over dp even at ZeRO 0); -1: never (Megatron).
+    bf16_optimizer_max_zero: int
+    # Gradient reduction overlapped with the backward: Megatron's --overlap-grad-reduce exposes only the last
+    # bucket (the stage's first layer); DeepSpeed reduces the whole stage gradient after the schedule
+    # (pptune.cost.dp_sync).
+    overlap_grad_reduce: bool
+
+    def grad_bytes(self, dtype: str) -> float:
+        return self.grad_bytes_per_param[dtype]
+
+
+_DEEPSPEED_COMMON: dict[str, Any] = dict(
+    pipeline_schedules=("1f1b",), planned_schedules=("1f1b",), what_if_schedules=(),
+    recompute_modes=("none", "full", "every"), sequence_parallel=False, interleaved_min_pp=2,
+    even_split_needs_divisible_blocks=False, partition_methods=("parameters", "uniform", "type:", "balanced"),
+    blocking_sends=True, partitioned_sends=True, keeps_stage_output=True,
+    grad_bytes_per_param=MappingProxyType({"fp32": 4.0, "bf16": 6.0, "fp16": 2.0}),
+    bf16_optimizer_max_zero=1, overlap_grad_reduce=False,
+)
+DEEPSPEED_PIPE = TargetRules(
+    name="deepspeed-pipe", description="DeepSpeed's PipelineEngine (deepspeed.pipe, pp > 1)",
+    engine="DeepSpeed's pipeline engine", max_zero_stage_with_pp=1, planned_max_zero_stage=1, **_DEEPSPEED_COMMON,
+)
+DEEPSPEED_PLAIN = TargetRules(
+    name="deepspeed", description="DeepSpeed's engine without a pipeline (pp == 1; ZeRO 0 to 3)",
+    engine="DeepSpeed's engine", max_zero_stage_with_pp=3, planned_max_zero_stage=3, **_DEEPSPEED_COMMON,
+)
+MEGATRON = TargetRules(
+    name="megatron", description="Megatron-LM (megatron.core pipeline schedules, distributed optimizer = ZeRO-1)",
+    engine="Megatron-LM", pipeline_schedules=SCHEDULES, planned_schedules=("1f1b", "interleaved_1f1b"),
+    what_if_schedules=("zb_h1",), max_zero_stage_with_pp=3, planned_max_zero_stage=1,
+    recompute_modes=RECOMPUTE_MODES, sequence_parallel=True, interleaved_min_pp=3,
+    even_split_needs_divisible_blocks=True, partition_methods=("type:", "balanced"),
+    blocking_sends=False, partitioned_sends=False, keeps_stage_output=False,
+    grad_bytes_per_param=MappingProxyType({"fp32": 4.0, "bf16": 4.0, "fp16": 4.0}),
+    bf16_optimizer_max_zero=-1, overlap_grad_reduce=True,
+)
+
+
+def rules_for(target: str, pp: int) -> TargetRules:
+    """The rules of ``target`` at pipeline depth ``pp`` (DeepSpeed: its pipeline engine when pp > 1)."""
+    if target == "deepspeed":
+        return DEEPSPEED_PIPE if pp > 1 else DEEPSPEED_PLAIN
+    if target == "megatron":
+        return MEGATRON
+    raise ConfigError(target_rule(target) or f"unknown target {target!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule: its id (``RULES``) and its one-line message, with the numbers."""
+
+    rule: str
+    message: str
+
+
+# Rule ids in reporting order (kind in brackets).
+RULES: tuple[str, ...] = (
+    "vpp-needs-interleaving",  # config
+    "interleaving-pp",  # config (pp >= 2); planned: the target's interleaved_min_pp
+    "target",  # config
+    "zero-stage",  # config (with pp > 1); planned: planned_max_zero_stage
+    "pipeline-schedule",  # config (pp > 1)
+    "planned-schedule",  # plan (pp > 1)
+    "recompute-mode",  # config
+    "sequence-parallel-tp",  # config
+    "sequence-parallel-target",  # plan
+    "chunks-layers",  # model
+    "heads-tp",  # model
+    "kv-heads-tp",  # model
+    "even-split-blocks",  # plan, model
+    "interleaving-blocks",  # plan, model
+    "tp-node",  # cluster
+    "world-size",  # cluster
+    "interleaving-microbatches",  # step
+)
+
+
+# --- the rules, one function each: the message when broken, else None --------------------------------
+def _either(items: tuple[str, ...]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return " or ".join(filter(None, (", ".join(items[:-1]), items[-1])))
+
+
+def vpp_rule(schedule: str, vpp: int) -> str | None:
+    if vpp > 1 and schedule != "interleaved_1f1b":
+        return f"vpp {vpp} > 1 needs schedule interleaved_1f1b, got {schedule}"
+    return None
+
+
+def interleaving_pp_rule(schedule: str, pp: int, min_pp: int = 2) -> str | None:
+    if schedule == "interleaved_1f1b" and pp < min_pp:
+        return f"interleaved_1f1b needs pp >= {min_pp}, got pp {pp}"
+    return None
+
+
+def target_rule(target: str) -> str | None:
+    if target not in TARGETS:
+        return f"target must be {_either(TARGETS)}, got {target!r}"
+    return None
+
+
+def zero_rule(rules: TargetRules, zero_stage: int, pp: int | None, *, planned: bool = False) -> str | None:
+    """ZeRO beyond the target's limit (config: only the pipeline limit with pp > 1; planned: what pptune plans).
+    ``pp`` None: a pinned stage checked before any layout (the message then names no pp)."""
+    if planned:
+        limit = rules.planned_max_zero_stage
+    else:
+        limit = rules.max_zero_stage_with_pp if pp is not None and pp > 1 else 3
+    if zero_stage <= limit:
+        return None
+    allowed = _either(tuple(str(z) for z in range(limit + 1)))
+    where = f" with pp {pp}" if pp is not None else ""
+    return f"ZeRO stage {zero_stage}{where}: {rules.engine} allows only ZeRO {allowed}"
+
+
+def pipeline_schedule_rule(rules: TargetRules, schedule: str, pp: int) -> str | None:
+    if pp > 1 and schedule not in rules.pipeline_schedules:
+        return f"{rules.engine} runs {_either(rules.pipeline_schedules)} only, got schedule {schedule}"
+    return None
+
+
+def planned_schedule_rule(rules: TargetRules, schedule: str, pp: int) -> str | None:
+    """A schedule the cost model accepts but pptune does not plan (``pipeline_schedule_rule`` reports the rest)."""
+    plannable = rules.planned_schedules + rules.what_if_schedules
+    if pp > 1 and schedule in rules.pipeline_schedules and schedule not in plannable:
+        return f"{rules.engine} does not train with {schedule}; choose {_either(plannable)}"
+    return None
+
+
+def recompute_rule(rules: TargetRules, recompute: str) -> str | None:
+    mode = "every" if recompute.startswith("every:") else recompute
+    if mode in RECOMPUTE_MODES and mode not in rules.recompute_modes:  # unknown strings: ParallelConfig's own check
+        modes = _either(tuple(m if m != "every" else "every:K" for m in rules.recompute_modes))
+        return (f"{mode} recompute is a {RECOMPUTE_OWNER.get(mode, 'other')} feature; {rules.engine} "
+                f"checkpoints whole layers (recompute {modes})")
+    return None
+
+
+def sequence_parallel_tp_rule(sequence_parallel: bool, tp: int) -> str | None:
+    if sequence_parallel and tp == 1:
+        return "sequence parallelism needs tp > 1"
+    return None
+
+
+def sequence_parallel_target_rule(rules: TargetRules, sequence_parallel: bool) -> str | None:
+    if sequence_parallel and not rules.sequence_parallel:
+        return "sequence parallelism is a Megatron feature; use --target megatron"
+    return None
+
+
+def chunks_rule(pp: int, vpp: int, num_layers: int, model: str) -> str | None:
+    chunks = pp * vpp
+    if chunks > num_layers:
+        what = f"pp {pp}" if vpp == 1 else f"pp {pp} x vpp {vpp} = {chunks} chunks"
+        return f"{what} > {num_layers} pipeline layers of {model}: every chunk needs a layer"
+    return None
+
+
+def heads_rule(heads: int | None, tp: int, model: str, *, kv: bool = False) -> str | None:
+    if heads and heads % tp:
+        return f"{heads} {'key/value' if kv else 'attention'} heads of {model} are not divisible by tp {tp}"
+    return None
+
+
+def even_split_rule(rules: TargetRules, partition: str, pp: int, num_blocks: int) -> str | None:
+    if rules.even_split_needs_divisible_blocks and pp > 1 and partition.startswith("type:") and num_blocks % pp:
+        return (f"{rules.engine}'s even split needs the {num_blocks} transformer blocks divisible by pp {pp} "
+                "(use balanced)")
+    return None
+
+
+def interleaving_blocks_rule(schedule: str, pp: int, vpp: int, num_blocks: int) -> str | None:
+    if schedule == "interleaved_1f1b" and num_blocks % (pp * vpp):
+        return f"interleaved_1f1b needs the {num_blocks} transformer blocks divisible by pp {pp} x vpp {vpp}"
+    return None
+
+
+def tp_node_rule(tp: int, gpus_per_node: int, cluster: str) -> str | None:
+    if tp > gpus_per_node:
+        return (f"tp {tp} > {gpus_per_node} GPUs per node of {cluster}: "
+                "tensor parallelism must stay inside a node")
+    return None
+
+
+def world_size_rule(tp: int, pp: int, dp: int, cluster: Any) -> str | None:
+    world = tp * pp * dp
+    if cluster.num_nodes >= 1 and world != cluster.num_gpus:
+        return (f"tp {tp} x pp {pp} x dp {dp} = {world} GPUs but cluster "
+                f"{cluster.name} has {cluster.num_gpus} ({cluster.num_nodes} x {cluster.gpus_per_node})")
+    return None
+
+
+def microbatches_rule(schedule: str, pp: int, num_microbatches: int) -> str | None:
+    if schedule == "interleaved_1f1b" and num_microbatches % pp:
+        return (f"interleaved_1f1b needs micro-batches per step {num_microbatches} "
+                f"to be a multiple of pp {pp} (Megatron's default group size)")
+    return None
+
+
+def schedule_violations(schedule: str, *, pp: int, vpp: int, num_microbatches: int) -> tuple[Violation, ...]:
+    """The shape rules the schedule simulator checks (it knows no target): vpp and micro-batch grouping."""
+    found = (("interleaving-microbatches", microbatches_rule(schedule, pp, num_microbatches)),
+             ("vpp-needs-interleaving", vpp_rule(schedule, vpp)))
+    return tuple(Violation(rule, msg) for rule, msg in found if msg)
+
+
+# --- the one check ---------------------------------------------------------------------------------------
+def _model_facts(model: Any) -> tuple[str, int, int, int | None, int | None]:
+    """(name, pipeline layers, transformer blocks, heads, kv heads) of a Profile or a TransformerSpec."""
+    if hasattr(model, "layers"):  # pptune.profile.schema.Profile
+        spec = model.spec or {}
+        blocks = sum(1 for layer in model.layers if layer.role == "block")
+        return model.model, model.num_layers, blocks, spec.get("num_heads"), spec.get("num_kv_heads")
+    # pptune.model.spec.TransformerSpec: embedding + blocks + head, as the profiles lay them out
+    return model.name, model.num_layers + 2, model.num_layers, model.num_heads, model.num_kv_heads
+
+
+def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: bool = False,
+               step: bool = True) -> tuple[Violation, ...]:
+    """Every rule ``config`` (a ParallelConfig) breaks, in reporting order (``RULES``).
+
+    Args:
+        config: the configuration.
+        model: a Profile or a TransformerSpec: adds the model rules (heads and KV heads by tp, chunks per layer;
+            with ``planned`` the block splits).
+        cluster: a Cluster: adds tp inside a node and the world size.
+        planned: also the rules of what pptune plans and emits (narrower than what the cost model estimates).
+        step: include the micro-batch grouping rule (ParallelConfig leaves it to the cost checks).
+    """
+    c = config
+    found: list[tuple[str, str | None]] = [
+        ("vpp-needs-interleaving", vpp_rule(c.schedule, c.vpp)),
+        ("interleaving-pp", interleaving_pp_rule(c.schedule, c.pp)),
+        ("target", target_rule(c.target)),
+    ]
+    if c.target in TARGETS:
+        rules = rules_for(c.target, c.pp)
+        if planned:
+            found.append(("interleaving-pp", interleaving_pp_rule(c.schedule, c.pp, rules.interleaved_min_pp)))
+        found += [
+            ("zero-stage", zero_rule(rules, c.zero_stage, c.pp)),
+            ("pipeline-schedule", pipeline_schedule_rule(rules, c.schedule, c.pp)),
+        ]
+        if planned:
+            found += [("zero-stage", zero_rule(rules, c.zero_stage, c.pp, planned=True)),
+                      ("planned-schedule", planned_schedule_rule(rules, c.schedule, c.pp))]
+        found.append(("recompute-mode", recompute_rule(rules, c.recompute)))
+    found.append(("sequence-parallel-tp", sequence_parallel_tp_rule(c.sequence_parallel, c.tp)))
+    if planned and c.target in TARGETS:
+        found.append(("sequence-parallel-target", sequence_parallel_target_rule(rules, c.sequence_parallel)))
+    if model is not None:
+        name, layers, blocks, heads, kv = _model_facts(model)
+        found += [
+            ("chunks-layers", chunks_rule(c.pp, c.vpp, layers, name)),
+            ("heads-tp", heads_rule(heads, c.tp, name)),
+            ("kv-heads-tp", heads_rule(kv, c.tp, name, kv=True)),
+        ]
+        if planned and c.target in TARGETS:
+            found += [("even-split-blocks", even_split_rule(rules, c.partition, c.pp, blocks)),
+                      ("interleaving-blocks", interleaving_blocks_rule(c.schedule, c.pp, c.vpp, blocks))]
+    if cluster is not None:
+        found += [("tp-node", tp_node_rule(c.tp, cluster.gpus_per_node, cluster.name)),
+                  ("world-size", world_size_rule(c.tp, c.pp, c.dp, cluster))]
+    if step:
+        found.append(("interleaving-microbatches", microbatches_rule(c.schedule, c.pp, c.num_microbatches)))
+    out: list[Violation] = []
+    for rule, message in found:
+        if message and all(v.message != message for v in out):  # the config and planned forms may coincide
+            out.append(Violation(rule, message))
+    return tuple(out)
+
+
+def raise_first(found: tuple[Violation, ...]) -> None:
+    if found:
+        raise ConfigError(found[0].message)
+
+
+def check(config: Any, model: Any = None, cluster: Any = None, *, planned: bool = False, step: bool = True) -> None:
+    """Raise ConfigError with the first violation's message (see ``violations``); return None when there is none."""
+    raise_first(violations(config, model, cluster, planned=planned, step=step))
