@@ -2,7 +2,7 @@
 
 A configuration is a *layout* (tp x pp x dp = GPUs) plus the per-layout choices: micro-batch size,
 ZeRO stage, recompute, schedule (and virtual stages), partition method and sequence parallelism.
-Validity rules and where they come from:
+Validity rules and where they come from (the rules and their wording: ``pptune.targets``, its ``planned`` ones):
 
 - tp inside one node and dividing the attention heads and the KV heads (Megatron's column/row split).
 - pp at most the number of transformer blocks (no stage without a block).
@@ -28,7 +28,23 @@ from dataclasses import dataclass
 
 from pptune.errors import ConfigError
 from pptune.layouts import Fixed, Layout, layouts_for
-from pptune.parallel import ParallelConfig
+from pptune.parallel import RECOMPUTE_NAMED, ParallelConfig
+from pptune.targets import (
+    TargetRules,
+    even_split_rule,
+    interleaving_blocks_rule,
+    interleaving_pp_rule,
+    microbatches_rule,
+    pipeline_schedule_rule,
+    planned_schedule_rule,
+    recompute_rule,
+    rules_for,
+    sequence_parallel_target_rule,
+    sequence_parallel_tp_rule,
+    target_rule,
+    vpp_rule,
+    zero_rule,
+)
 
 __all__ = ["Fixed", "Layout", "SearchSpace", "build_space", "even_partition"]
 
@@ -64,34 +80,37 @@ class SearchSpace:
         per_replica = self.global_batch_size // layout.dp
         return tuple(m for m in self.micro_batch_sizes if per_replica % m == 0)
 
+    def rules(self, layout: Layout) -> TargetRules:
+        return rules_for(self.target, layout.pp)
+
     def zero_stages_for(self, layout: Layout) -> tuple[int, ...]:
-        limit = 3 if (self.target == "deepspeed" and layout.pp == 1) else 1
-        return tuple(z for z in self.zero_stages if z <= limit)
+        rules = self.rules(layout)
+        return tuple(z for z in self.zero_stages if zero_rule(rules, z, layout.pp, planned=True) is None)
 
     def partitions_for(self, layout: Layout) -> tuple[str, ...]:
         if layout.pp == 1:
             return self.partitions[:1]  # one stage: every method gives the same split
-        if self.target == "megatron" and self.num_blocks % layout.pp:
-            # Megatron's even split needs blocks divisible by pp; other splits take first/last sizes or a layout
-            return tuple(p for p in self.partitions if not p.startswith("type:"))
-        return self.partitions
+        # Megatron's even split needs blocks divisible by pp; other splits take first/last sizes or a layout
+        rules = self.rules(layout)
+        return tuple(p for p in self.partitions if even_split_rule(rules, p, layout.pp, self.num_blocks) is None)
 
     def schedules_for(self, layout: Layout, num_microbatches: int) -> tuple[tuple[str, int], ...]:
         """(schedule, vpp) pairs valid for this layout and micro-batch count."""
         if layout.pp == 1:
             return (("1f1b", 1),)
+        pp, rules = layout.pp, self.rules(layout)
         out: list[tuple[str, int]] = []
         for schedule in self.schedules:
             if schedule != "interleaved_1f1b":
                 out.append((schedule, 1))
                 continue
-            if layout.pp < 3 or num_microbatches % layout.pp:
+            if interleaving_pp_rule(schedule, pp, rules.interleaved_min_pp) or microbatches_rule(schedule, pp, num_microbatches):
                 continue
-            out.extend((schedule, v) for v in self.vpps if self.num_blocks % (layout.pp * v) == 0)
+            out.extend((schedule, v) for v in self.vpps if interleaving_blocks_rule(schedule, pp, v, self.num_blocks) is None)
         return tuple(out)
 
     def sequence_parallel_for(self, layout: Layout) -> tuple[bool, ...]:
-        return self.sequence_parallel if layout.tp > 1 else (False,)
+        return tuple(sp for sp in self.sequence_parallel if sequence_parallel_tp_rule(sp, layout.tp) is None) or (False,)
 
     # --- enumeration --------------------------------------------------------------------------
     def configs_for(self, layout: Layout) -> Iterator[ParallelConfig]:
@@ -185,37 +204,35 @@ def build_space(
             method, Megatron's default). For the Megatron target ``--partition uniform`` means this split.
     """
     fixed = fixed or Fixed()
-    if target not in ("deepspeed", "megatron"):
-        raise ConfigError(f"target must be deepspeed or megatron, got {target!r}")
+    _raise(target_rule(target))
     for name in ("gpus", "global_batch_size", "num_blocks", "max_micro_batch_size"):
         if locals()[name] < 1:
             raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {locals()[name]}")
-    ds = target == "deepspeed"
+    plain, pipe = rules_for(target, 1), rules_for(target, 2)  # (DeepSpeed: its plain and its pipeline engine)
     mbs = (fixed.micro_batch_size,) if fixed.micro_batch_size else _powers_of_two(max_micro_batch_size)
-    zeros = (fixed.zero_stage,) if fixed.zero_stage is not None else ((0, 1, 2, 3) if ds else (0, 1))
-    if not ds and zeros[0] > 1:
-        raise ConfigError(f"the Megatron target supports ZeRO 0 or 1 (distributed optimizer), got {zeros[0]}")
-    recomputes = (fixed.recompute,) if fixed.recompute else (("none", "full") if ds else ("none", "selective", "full"))
-    if ds and recomputes[0] == "selective":
-        raise ConfigError("selective recompute is a Megatron feature; DeepSpeed's pipeline checkpoints whole layers (none, full, every:K)")
-    schedules = _schedules(fixed, ds, zero_bubble)
+    zeros = (fixed.zero_stage,) if fixed.zero_stage is not None else tuple(range(plain.planned_max_zero_stage + 1))
+    _raise(zero_rule(plain, zeros[0], None, planned=True))
+    recomputes = (fixed.recompute,) if fixed.recompute else tuple(
+        r for r in RECOMPUTE_NAMED if recompute_rule(plain, r) is None)
+    _raise(recompute_rule(plain, recomputes[0]))
+    schedules = _schedules(fixed, pipe, zero_bubble)
     vpps = (fixed.vpp,) if fixed.vpp and fixed.vpp > 1 else (2, 3, 4, 6, 8)
     even = even_partition(block_kind)
+    methods = tuple(even if m == "type:" else m for m in pipe.partition_methods)
     if fixed.partition:
         partitions: tuple[str, ...] = (fixed.partition,)
-        if not ds:
+        if "uniform" not in methods:  # Megatron: --partition uniform means its even split
             partitions = (even,) if fixed.partition == "uniform" else partitions
-            if not (partitions[0] == "balanced" or partitions[0].startswith("type:")):
+            if not (partitions[0] in methods or partitions[0].startswith("type:")):
                 raise ConfigError("the Megatron target splits layers uniform (even blocks) or balanced "
                                   f"(by time, as first/last stage sizes or a layout), got {fixed.partition!r}")
     else:
-        partitions = ("parameters", "uniform", even, "balanced") if ds else (even, "balanced")
+        partitions = methods
     if fixed.sequence_parallel is not None:
         sps: tuple[bool, ...] = (fixed.sequence_parallel,)
-        if ds and fixed.sequence_parallel:
-            raise ConfigError("sequence parallelism is a Megatron feature; use --target megatron")
+        _raise(sequence_parallel_target_rule(pipe, fixed.sequence_parallel))
     else:
-        sps = (False,) if ds else (False, True)
+        sps = (False, True) if pipe.sequence_parallel else (False,)
     layouts = layouts_for(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
                        num_blocks=num_blocks, num_heads=num_heads, num_kv_heads=num_kv_heads,
                        allowed_tp=allowed_tp, fixed=fixed)
@@ -238,17 +255,18 @@ def _replace_layouts(space: SearchSpace, layouts: tuple[Layout, ...]) -> SearchS
     return dataclasses.replace(space, layouts=layouts)
 
 
-def _schedules(fixed: Fixed, ds: bool, zero_bubble: bool) -> tuple[str, ...]:
-    if fixed.vpp and fixed.vpp > 1 and fixed.schedule not in (None, "interleaved_1f1b"):
-        raise ConfigError(f"--vpp {fixed.vpp} needs schedule interleaved_1f1b, got {fixed.schedule}")
+def _raise(message: str | None) -> None:
+    if message:
+        raise ConfigError(message)
+
+
+def _schedules(fixed: Fixed, pipe: TargetRules, zero_bubble: bool) -> tuple[str, ...]:
+    """The schedules tried with pp > 1 (``pipe``: the target's pipeline rules)."""
+    if fixed.vpp and fixed.vpp > 1 and fixed.schedule is not None:
+        _raise(vpp_rule(fixed.schedule, fixed.vpp))
     if fixed.schedule:
-        if ds and fixed.schedule != "1f1b":
-            raise ConfigError(f"DeepSpeed's pipeline engine runs 1f1b only, got schedule {fixed.schedule}; use --target megatron")
-        if fixed.schedule == "gpipe":
-            raise ConfigError("neither target runs gpipe for training; choose 1f1b, interleaved_1f1b or zb_h1")
+        _raise(pipeline_schedule_rule(pipe, fixed.schedule, 2) or planned_schedule_rule(pipe, fixed.schedule, 2))
         return (fixed.schedule,)
-    if ds:
-        return ("1f1b",)
-    if fixed.vpp and fixed.vpp > 1:
+    if fixed.vpp and fixed.vpp > 1 and "interleaved_1f1b" in pipe.planned_schedules:
         return ("interleaved_1f1b",)
-    return ("1f1b", "interleaved_1f1b") + (("zb_h1",) if zero_bubble else ())
+    return pipe.planned_schedules + (pipe.what_if_schedules if zero_bubble else ())
