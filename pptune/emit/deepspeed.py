@@ -24,6 +24,7 @@ from typing import Any
 
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
+from pptune.targets import DEEPSPEED_PIPE, check
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {
     "type": "AdamW",
@@ -53,10 +54,7 @@ def ds_config(
     """
     if config.target != "deepspeed":
         raise ConfigError(f"ds_config needs a deepspeed-target configuration, got target {config.target}")
-    if config.pp > 1 and config.zero_stage >= 2:
-        raise ConfigError(f"ZeRO stage {config.zero_stage} with pp {config.pp}: DeepSpeed's pipeline engine allows 0 or 1")
-    if config.pp > 1 and config.schedule != "1f1b":
-        raise ConfigError(f"DeepSpeed's pipeline engine runs 1f1b only, got {config.schedule}")
+    check(config, step=False)  # pptune.targets: ZeRO with pp, the pipeline schedule (ParallelConfig's own rules)
     cfg: dict[str, Any] = {
         "train_batch_size": config.global_batch_size,
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
@@ -75,7 +73,7 @@ def ds_config(
         # Dynamic loss scaling (loss_scale 0) with DeepSpeed's documented defaults.
         cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
                        "hysteresis": 2, "min_loss_scale": 1}
-    if config.pp > 1 or config.zero_stage < 2:
+    if engine_kind(config) == "pipeline":
         # Read by PipelineEngine; partitioning p2p buffers over tp ranks only applies when tp > 1.
         cfg["pipeline"] = {
             "activation_checkpoint_interval": config.recompute_interval,
@@ -126,4 +124,4 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def engine_kind(config: ParallelConfig) -> str:
     """``pipeline`` (deepspeed.pipe.PipelineEngine) or ``plain`` (pp == 1 with ZeRO 2/3, which the pipeline engine rejects)."""
-    return "plain" if config.pp == 1 and config.zero_stage >= 2 else "pipeline"
+    return "plain" if config.pp == 1 and config.zero_stage > DEEPSPEED_PIPE.max_zero_stage_with_pp else "pipeline"

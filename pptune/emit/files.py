@@ -15,6 +15,7 @@ from pptune.emit.launch import deepspeed_launch, hostfile_example, megatron_laun
 from pptune.emit.megatron import check_megatron_args, format_args, megatron_args
 from pptune.errors import ConfigError
 from pptune.ranking import config_label
+from pptune.targets import rules_for
 
 if TYPE_CHECKING:
     from pptune.search import PlanResult
@@ -110,7 +111,7 @@ def megatron_text(result: PlanResult) -> str:
     c = result.best
     head = [f"Megatron-LM flags for pptune plan {config_label(c)} ({summary(result)}).",
             "Feed them with: $(grep -v '^#' megatron_args.txt); add data, tokenizer, lr and iteration flags."]
-    if c.target == "deepspeed":
+    if not rules_for(c.target, c.pp).overlap_grad_reduce:
         head.append("Planned for DeepSpeed: the prediction assumed DeepSpeed's engine (no overlap of the gradient reduction).")
     if c.schedule == "zb_h1":
         return format_args([], head + ["zb_h1 is not in mainline Megatron-LM (see the zero-bubble fork); no flags."])

@@ -8,6 +8,7 @@ group stays on one node when the GPUs per node are a multiple of tp.
 
 from __future__ import annotations
 
+from pptune.emit.deepspeed import engine_kind
 from pptune.errors import ConfigError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
@@ -43,7 +44,7 @@ def deepspeed_launch(config: ParallelConfig, cluster: Cluster, *, label: str, su
     """``launch.sh`` running ``python -m pptune.runtime.train PLAN_DIR`` under the ``deepspeed`` launcher."""
     nodes, per_node = node_layout(config, cluster)
     module = "ExplicitPipelineModule (pptune.runtime.pipeline)" if partition_method == "explicit" else "PipelineModule"
-    if config.pp == 1 and config.zero_stage >= 2:  # the pipeline engine rejects ZeRO 2/3
+    if engine_kind(config) == "plain":  # the pipeline engine rejects ZeRO 2/3
         module = "plain nn.Sequential (ZeRO 2/3 needs DeepSpeed's plain engine; use engine.backward/step)"
     lines = _header(label, summary, command) + [
         "#",

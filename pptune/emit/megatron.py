@@ -14,6 +14,7 @@ from pptune.emit.megatron_check import check_megatron_args
 from pptune.errors import ConfigError
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
+from pptune.targets import MEGATRON, zero_rule
 
 __all__ = ["check_megatron_args", "format_args", "layout_string", "megatron_args", "parse_args_text",
            "split_flags", "stage_block_counts"]
@@ -83,8 +84,9 @@ def megatron_args(config: ParallelConfig, spec: TransformerSpec, *, roles: Seque
         ConfigError: ZeRO 2/3 (Megatron's distributed optimizer shards optimizer states only), or a layer
             Megatron has no place for.
     """
-    if config.zero_stage > 1:
-        raise ConfigError(f"ZeRO {config.zero_stage} has no Megatron-LM equivalent here (the distributed optimizer is ZeRO-1)")
+    message = zero_rule(MEGATRON, config.zero_stage, config.pp, planned=True)  # the distributed optimizer is ZeRO-1
+    if message:
+        raise ConfigError(message)
     args = [
         "--tensor-model-parallel-size", str(config.tp),
         "--pipeline-model-parallel-size", str(config.pp),

@@ -80,7 +80,7 @@ def test_full_recompute_and_zero3():
     c = ParallelConfig(pp=2, dp=4, num_microbatches=8, recompute="full")
     args = megatron_args(c, spec, roles=ROLES_12, boundaries=[0, 7, 14])
     assert "--recompute-method uniform --recompute-num-layers 1" in " ".join(args)
-    with pytest.raises(ConfigError, match="ZeRO 3"):
+    with pytest.raises(ConfigError, match="ZeRO stage 3 with pp 1: Megatron-LM allows only ZeRO 0 or 1"):
         megatron_args(ParallelConfig(dp=8, zero_stage=3), spec, roles=ROLES_12, boundaries=[0, 14])
 
 
