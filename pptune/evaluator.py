@@ -1,7 +1,9 @@
 """Evaluator: the cost model behind the search, with one profile per tp degree and one estimate per config cached.
 
 The cost model is pure and deterministic, so a configuration the sampler proposes twice costs a dict
-lookup the second time, and a resumed study can rebuild its ranking by re-evaluating stored configs.
+lookup the second time, and a resumed study can rebuild its ranking by re-evaluating stored configs. The
+evaluator owns the cost model's CostCache (layer tables, splits, compiled schedules, per-stage terms), which
+serves every estimate and estimate_many call it makes.
 ``evaluate_many`` (the exhaustive search) evaluates a whole space at once with ``pptune.cost.bulk``: those
 evaluations hold an EstimateSummary (no per-stage detail); calling the evaluator on such a configuration
 replaces it with the full Estimate.
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pptune.cost.cache import CostCache
 from pptune.cost.types import Estimate, EstimateSummary
 from pptune.errors import PptuneError
 from pptune.hardware import Cluster
@@ -50,6 +53,7 @@ class Evaluator:
     estimate_fn: EstimateFn | None = None
     _profiles: dict[int, Profile] = field(default_factory=dict)
     _cache: dict[ParallelConfig, Evaluation] = field(default_factory=dict)
+    cost_cache: CostCache = field(default_factory=CostCache)
     calls: int = 0
 
     def profile(self, tp: int) -> Profile:
@@ -62,11 +66,14 @@ class Evaluator:
         hit = self._cache.get(config)
         if hit is not None and not isinstance(hit.estimate, EstimateSummary):
             return hit
-        fn = self.estimate_fn
-        if fn is None:
-            from pptune.cost.estimate import estimate as fn
         try:
-            result = Evaluation(config=config, estimate=fn(self.profile(config.tp), self.cluster, config))
+            if self.estimate_fn is None:
+                from pptune.cost.estimate import estimate
+
+                got = estimate(self.profile(config.tp), self.cluster, config, cache=self.cost_cache)
+            else:
+                got = self.estimate_fn(self.profile(config.tp), self.cluster, config)
+            result = Evaluation(config=config, estimate=got)
         except PptuneError as exc:  # the cost model's own validity rules (e.g. a type: regex matching nothing)
             result = Evaluation(config=config, estimate=None, error=str(exc))
         self._cache[config] = result
@@ -94,7 +101,7 @@ class Evaluator:
             except PptuneError as exc:  # no profile at this tp
                 done.update((c, Evaluation(config=c, estimate=None, error=str(exc))) for c in group)
         ready = [c for c in todo if c.tp in profiles]
-        for c, got in zip(ready, estimate_many(profiles, self.cluster, ready), strict=True):  # one pooled call
+        for c, got in zip(ready, estimate_many(profiles, self.cluster, ready, cache=self.cost_cache), strict=True):  # one pooled call
             done[c] = (Evaluation(config=c, estimate=None, error=str(got)) if isinstance(got, PptuneError)
                        else Evaluation(config=c, estimate=got))
         for c in todo:  # first-evaluation order

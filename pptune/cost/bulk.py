@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from pptune.cost.cache import CostCache
 from pptune.cost.checks import check_config
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.rows import BREAKDOWN_PARTS, BatchPool, RowFigures, RowGroup
@@ -28,8 +29,8 @@ _SUMMARY = positional_constructor(EstimateSummary)
 _BREAKDOWN = positional_constructor(Breakdown)
 
 
-def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
-                  configs: Iterable[ParallelConfig]) -> list[EstimateSummary | PptuneError]:
+def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster, configs: Iterable[ParallelConfig], *,
+                  cache: CostCache | None = None) -> list[EstimateSummary | PptuneError]:
     """Predict every configuration of ``configs``; each entry is a summary or the error estimate() would raise.
 
     Args:
@@ -37,8 +38,11 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
             per tp degree (``{tp: profile}``; configurations of all degrees then share the pooled simulations).
         cluster: GPUs and links.
         configs: the configurations (any mix of layouts, schedules, ZeRO stages, targets).
+        cache: keeps structure and per-stage work for later calls (the planner's evaluator owns one); a fresh one
+            when not given.
     """
     configs = list(configs)
+    cache = CostCache() if cache is None else cache
     profiles = profile if isinstance(profile, Mapping) else None
     out: list = [None] * len(configs)
     checked: dict[tuple, object] = {}
@@ -57,7 +61,7 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
         key = (c.partition, c.pp, c.vpp, c.micro_batch_size, c.tp, c.dtype, c.sequence_parallel, c.recompute)
         bounds = splits.get(key)
         if bounds is None:
-            bounds = _split(prof, c, key)
+            bounds = _split(prof, c, key, cache)
             if isinstance(bounds, tuple):  # one object per distinct split: later keys use its identity
                 bounds = interned.setdefault(bounds, bounds)
             splits[key] = bounds
@@ -69,7 +73,7 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster,
             group = groups[(c.pp, c.vpp)] = ([], [])
         group[0].append(i)
         group[1].append(bounds)
-    pool = BatchPool()
+    pool = BatchPool(cache)
     prepared = [(idx, RowGroup(profile if profiles is None else profiles, cluster, [configs[i] for i in idx], bounds,
                                pool)) for idx, bounds in groups.values()]
     pool.run()
@@ -85,24 +89,14 @@ def _summaries(f: RowFigures, bounds: list[tuple[int, ...]], seq_len: int) -> li
     samples = f.samples_per_s
     return list(map(_SUMMARY, f.step_ms.tolist(), breakdowns, samples.tolist(), (samples * seq_len).tolist(),
                     f.tflops_per_gpu.tolist(), f.mfu.tolist(), f.bubble_fraction.tolist(),
-                    f.peak_memory_bytes.tolist(), map(tuple, f.memory_bytes.tolist()),
-                    f.feasible.tolist(),
+                    f.peak_memory_bytes.tolist(), map(tuple, f.memory_bytes.tolist()), f.feasible.tolist(),
                     f.infeasible_reasons, bounds))
 
 
-_SPLITS: dict[tuple, tuple[Profile, object]] = {}
-
-
-def _split(profile: Profile, config: ParallelConfig, key: tuple) -> object:
-    """stage_boundaries (or its error), kept across calls per profile object like the layer tables."""
-    hit = _SPLITS.get((id(profile), *key))
-    if hit is not None and hit[0] is profile:
-        return hit[1]
-    bounds = _try(lambda: stage_boundaries(profile, config), value=True)
-    if len(_SPLITS) >= 65536:
-        _SPLITS.clear()
-    _SPLITS[(id(profile), *key)] = (profile, bounds)
-    return bounds
+def _split(profile: Profile, config: ParallelConfig, key: tuple, cache: CostCache) -> object:
+    """stage_boundaries (or its error), kept in ``cache`` per profile content and split key."""
+    return cache.get("splits", (cache.fingerprint(profile), *key),
+                     lambda: _try(lambda: stage_boundaries(profile, config, cache=cache), value=True))
 
 
 def _try(fn, *, value: bool = False):

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pptune.cost import comm
+from pptune.cost.cache import CostCache
 from pptune.cost.layers import LayerTable
 from pptune.cost.memory import grouped_checkpoint_bytes
 from pptune.hardware import Cluster
@@ -56,18 +57,9 @@ FLOATS = ("fwd", "bwd", "attn")
 INTS = ("saved", "attn_saved", "group_input", "blocks")  # group_input: what a one-layer checkpoint keeps
 
 
-_ARRAYS: dict[int, TableArrays] = {}
-
-
-def table_arrays(table: LayerTable) -> TableArrays:
-    """The arrays of ``table`` (cached per table object; layer tables are themselves cached per shape)."""
-    hit = _ARRAYS.get(id(table))
-    if hit is not None and hit.table is table:
-        return hit
-    if len(_ARRAYS) >= 512:
-        _ARRAYS.clear()
-    arrays = _ARRAYS[id(table)] = _build(table)
-    return arrays
+def table_arrays(table: LayerTable, cache: CostCache) -> TableArrays:
+    """The arrays of ``table``, kept in ``cache`` by what the table was built from."""
+    return cache.get("table_arrays", table.key, lambda: _build(table))
 
 
 def _build(table: LayerTable) -> TableArrays:
@@ -91,20 +83,10 @@ def _build(table: LayerTable) -> TableArrays:
                        out=np.array(table.output_bytes, dtype=np.int64), saved_max_padded=padded)
 
 
-_STACKS: dict[tuple[int, ...], tuple[list[TableArrays], dict[str, np.ndarray]]] = {}
-
-
-def _stacked(distinct: list[TableArrays]) -> dict[str, np.ndarray]:
-    """The distinct tables' arrays stacked (first axis: table), kept across calls per table set."""
-    key = tuple(id(a) for a in distinct)
-    hit = _STACKS.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], distinct, strict=True)):
-        return hit[1]
-    out = {name: np.stack([getattr(a, name) for a in distinct]) for name in ("floats", "ints", "out", "saved_max_padded")}
-    if len(_STACKS) >= 256:
-        _STACKS.clear()
-    _STACKS[key] = (distinct, out)
-    return out
+def _stacked(distinct: list[TableArrays], cache: CostCache) -> dict[str, np.ndarray]:
+    """The distinct tables' arrays stacked (first axis: table), kept in ``cache`` per table set."""
+    return cache.get("stacks", tuple(a.table.key for a in distinct), lambda: {
+        name: np.stack([getattr(a, name) for a in distinct]) for name in ("floats", "ints", "out", "saved_max_padded")})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,7 +105,7 @@ class GroupChunks:
 
 
 def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], bounds: np.ndarray, cluster: Cluster,
-                 *, seq_len: int, w_share: float) -> GroupChunks:
+                 *, seq_len: int, w_share: float, cache: CostCache) -> GroupChunks:
     """Costs of K configurations sharing pp and vpp (tp and dp may differ from row to row).
 
     Args:
@@ -133,6 +115,7 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         cluster: the hardware (links by rank placement).
         seq_len: the profile's sequence length.
         w_share: the weight-gradient share of the backward (zb_h1).
+        cache: keeps stacked tables and link tables for later calls.
     """
     pp = configs[0].pp
     k, chunks = bounds.shape[0], bounds.shape[1] - 1
@@ -145,7 +128,8 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     t = np.array([where[id(a)] for a in row_tables])[:, None]
     first, last = bounds[:, :-1], bounds[:, 1:]
 
-    stacks = _stacked(distinct)
+    stacks = _stacked(distinct, cache)
+    links = cache.fingerprint(cluster)
     floats, ints = stacks["floats"], stacks["ints"]
     # Each prefix sum's difference over every chunk, (K, chunks): one gather per matrix.
     diff = {**dict(zip(FLOATS, np.moveaxis(floats[t, last] - floats[t, first], 2, 0), strict=True)),
@@ -166,7 +150,7 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     head_in = (head >= 0) & (first <= head) & (head < last)
     if any(tp > 1 for tp, _ in distinct_layouts):  # tp = 1 rows: no TP collectives (zeros)
         tf, tb = _tp_comm(row_tables, diff["blocks"], emb_in, head_in, cluster, seq_len, distinct_layouts, row_layout,
-                          pp)
+                          pp, cache, links)
         tb = np.where(interval > 0, tb + tf, tb)
     else:
         tf = tb = np.zeros((k, chunks))
@@ -189,12 +173,13 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     nbytes = stacks["out"][t, bounds[:, 1:-1] - 1]  # each chunk's last output (1/tp with sequence parallelism)
     parted = np.array([partitioned_sends(c) for c in configs])
     if parted.any() and chunks > 1:  # 1/tp over the link, and the receiving op all-gathers it
-        gather = _partition_gathers(nbytes, cluster, distinct_layouts, row_layout, pp)  # (2, K, chunks - 1)
+        gather = _partition_gathers(nbytes, cluster, distinct_layouts, row_layout, pp, cache, links)  # (2, K, chunks - 1)
         tf = tf + np.pad(np.where(parted[:, None], gather[0], 0.0), ((0, 0), (1, 0)))
         tb = tb + np.pad(np.where(parted[:, None], gather[1], 0.0), ((0, 0), (0, 1)))
         nbytes = np.where(parted[:, None], nbytes / tp_row, nbytes)
     return GroupChunks(
-        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp),
+        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp,
+                                                                           cache, links),
         compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
         kept_bytes=_per_stage(kept, pp, np.maximum),
         work_bytes=_per_stage(work, pp, np.maximum),
@@ -254,23 +239,15 @@ def _range_max(tables: np.ndarray, t: np.ndarray, first: np.ndarray, last: np.nd
     return np.where(length > 0, np.maximum(a, b), 0)
 
 
-# Per (cluster, tp, dp, pp, message bytes, sequence parallel): the TP collectives of each stage, kept across calls
-# like the layer tables.
-_TP_STAGES: dict[tuple, tuple[Cluster, np.ndarray]] = {}
-
-
-def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row_layout, pp):
+def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row_layout, pp, cache, links):
     """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head.
 
-    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it (tp = 1: zeros)."""
+    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it (tp = 1: zeros). The TP
+    collectives of each stage are kept in ``cache`` per (cluster, tp, dp, pp, message bytes, sequence parallel)."""
     chunks = blocks.shape[1]
     roles = ("block", "embedding", "head")
 
-    def by_stage(tp: int, dp: int, message: int, sp: bool) -> np.ndarray:  # (direction, role, stage)
-        key = (id(cluster), tp, dp, pp, message, sp)
-        hit = _TP_STAGES.get(key)
-        if hit is not None and hit[0] is cluster:
-            return hit[1]
+    def build(tp: int, dp: int, message: int, sp: bool) -> np.ndarray:  # (direction, role, stage)
         if tp == 1:
             value = np.zeros((2, len(roles), pp))
         else:
@@ -280,10 +257,10 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
             per_link = np.array([[comm.tp_layer_ms(r, message, tp, link, sequence_parallel=sp) for r in roles]
                                  for link in distinct_links])  # (link, role, direction)
             value = per_link.transpose(2, 1, 0)[:, :, link_of_stage]
-        if len(_TP_STAGES) >= 4096:
-            _TP_STAGES.clear()
-        _TP_STAGES[key] = (cluster, value)
         return value
+
+    def by_stage(tp: int, dp: int, message: int, sp: bool) -> np.ndarray:
+        return cache.get("tp_stages", (links, tp, dp, pp, message, sp), lambda: build(tp, dp, message, sp))
 
     # The message and the collectives depend only on the layer table (micro-batch size, dtype, sequence
     # parallelism) and the layout: once per distinct pair.
@@ -309,15 +286,13 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
     return out[0], out[1]
 
 
-# Per (cluster, tp, dp, pp, chunk boundaries): each receiving stage's tp-link latency term and bytes per ms.
-_GATHER_LINKS: dict[tuple, tuple[Cluster, list[list[float]], list[list[float]]]] = {}
-
-
 def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]],
-                       row_layout: np.ndarray, pp: int) -> np.ndarray:
+                       row_layout: np.ndarray, pp: int, cache: CostCache, links: str) -> np.ndarray:
     """All-gather of each boundary's message over the receiver's tp group: (forward on chunk c + 1, backward on c).
 
-    As ``comm.all_gather_ms`` with the tp link of the receiving chunk's stage; rows with tp = 1 get zeros."""
+    As ``comm.all_gather_ms`` with the tp link of the receiving chunk's stage; rows with tp = 1 get zeros. Each
+    receiving stage's tp-link latency term and bytes per ms are kept in ``cache`` per (cluster, tp, dp, pp,
+    boundaries)."""
     boundaries = nbytes.shape[1]
     lat = np.zeros((2, len(layouts), boundaries))
     per_ms = np.ones((2, len(layouts), boundaries))
@@ -325,41 +300,32 @@ def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple
     for i, (tp, dp) in enumerate(layouts):
         if tp == 1:
             continue
-        key = (id(cluster), tp, dp, pp, boundaries)
-        hit = _GATHER_LINKS.get(key)
-        if hit is None or hit[0] is not cluster:
-            links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
+        def build(tp: int = tp, dp: int = dp) -> tuple[list[list[float]], list[list[float]]]:
+            stage_links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
             # forward: received by chunk c + 1; backward: by chunk c
-            stages = [[links[(c + offset) % pp] for c in range(boundaries)] for offset in (1, 0)]
-            if len(_GATHER_LINKS) >= 4096:
-                _GATHER_LINKS.clear()
-            hit = _GATHER_LINKS[key] = (cluster, [[(tp - 1) * x.latency_ms for x in st] for st in stages],
-                                        [[x.gbps * 1e6 for x in st] for st in stages])
-        lat[:, i], per_ms[:, i] = hit[1], hit[2]
+            stages = [[stage_links[(c + offset) % pp] for c in range(boundaries)] for offset in (1, 0)]
+            return [[(tp - 1) * x.latency_ms for x in st] for st in stages], [[x.gbps * 1e6 for x in st] for st in stages]
+
+        lat[:, i], per_ms[:, i] = cache.get("gather_links", (links, tp, dp, pp, boundaries), build)
         share[i] = (tp - 1) / tp
     out = share[row_layout] * (nbytes / per_ms[:, row_layout]) + lat[:, row_layout]
     return np.where(nbytes > 0, out, 0.0)
 
 
-# Per (cluster, tp, dp, pp, chunk boundaries): each boundary's link latency and bytes per ms.
-_P2P_LINKS: dict[tuple, tuple[Cluster, list[float], list[float]]] = {}
-
-
 def _p2p(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple[int, int]], row_layout: np.ndarray,
-         pp: int) -> np.ndarray:
-    """p2p time per chunk boundary (chunks._p2p): latency + bytes / bandwidth, 0 for an empty message.
+         pp: int, cache: CostCache, links: str) -> np.ndarray:
+    """p2p time per chunk boundary: latency + bytes / bandwidth, 0 for an empty message.
 
-    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it."""
+    ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it. Each boundary's link
+    latency and bytes per ms are kept in ``cache`` per (cluster, tp, dp, pp, boundaries)."""
     lat, per_ms = [], []
     for tp, dp in layouts:
-        key = (id(cluster), tp, dp, pp, nbytes.shape[1])
-        hit = _P2P_LINKS.get(key)
-        if hit is None or hit[0] is not cluster:
-            links = [comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp) if c % pp == pp - 1  # interleaving wraps
-                     else comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=c % pp) for c in range(nbytes.shape[1])]
-            if len(_P2P_LINKS) >= 4096:
-                _P2P_LINKS.clear()
-            hit = _P2P_LINKS[key] = (cluster, [x.latency_ms for x in links], [x.gbps * 1e6 for x in links])
-        lat.append(hit[1])
-        per_ms.append(hit[2])
+        def build(tp: int = tp, dp: int = dp) -> tuple[list[float], list[float]]:
+            hops = [comm.first_last_link(cluster, tp=tp, dp=dp, pp=pp) if c % pp == pp - 1  # interleaving wraps
+                    else comm.stage_pair_link(cluster, tp=tp, dp=dp, stage=c % pp) for c in range(nbytes.shape[1])]
+            return [x.latency_ms for x in hops], [x.gbps * 1e6 for x in hops]
+
+        a, b = cache.get("p2p_links", (links, tp, dp, pp, nbytes.shape[1]), build)
+        lat.append(a)
+        per_ms.append(b)
     return np.where(nbytes > 0, np.array(lat)[row_layout] + nbytes / np.array(per_ms)[row_layout], 0.0)

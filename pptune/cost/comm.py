@@ -13,7 +13,7 @@ Costs (Thakur, Rabenseifner & Gropp 2005, ring algorithms; bandwidth per GPU, on
 
 from __future__ import annotations
 
-import functools
+import math
 from dataclasses import dataclass
 
 from pptune.hardware import Cluster
@@ -35,16 +35,11 @@ class Link:
 
 
 def intra(cluster: Cluster) -> Link:
-    return _link(cluster.intra_node_gbps, cluster.intra_node_latency_us)
+    return Link(gbps=cluster.intra_node_gbps, latency_us=cluster.intra_node_latency_us)
 
 
 def inter(cluster: Cluster) -> Link:
-    return _link(cluster.inter_node_gbps, cluster.inter_node_latency_us)
-
-
-@functools.lru_cache(maxsize=256)
-def _link(gbps: float, latency_us: float) -> Link:
-    return Link(gbps=gbps, latency_us=latency_us)
+    return Link(gbps=cluster.inter_node_gbps, latency_us=cluster.inter_node_latency_us)
 
 
 def _pick(cluster: Cluster, far: bool) -> Link:
@@ -56,22 +51,32 @@ def spans_nodes(first_rank: int, *, stride: int, size: int, gpus_per_node: int) 
     return first_rank // gpus_per_node != (first_rank + (size - 1) * stride) // gpus_per_node
 
 
-# The placement questions depend only on integers: cache them (the planner asks them for every config).
-@functools.lru_cache(maxsize=65536)
+# The placement questions below depend only on integers and take O(GPUs per node) steps at most.
 def _tp_far(gpn: int, tp: int, dp: int, stage: int) -> bool:
+    """Whether a TP group of the stage (ranks ``base + d * tp`` .. ``+ tp - 1``, d < dp) spans nodes."""
     base = stage * tp * dp
-    return any(spans_nodes(base + d * tp, stride=1, size=tp, gpus_per_node=gpn) for d in range(dp))
+    # The groups' first ranks modulo the node size repeat every gpn / gcd(tp, gpn) groups.
+    period = gpn // math.gcd(tp, gpn)
+    return any(spans_nodes(base + d * tp, stride=1, size=tp, gpus_per_node=gpn) for d in range(min(dp, period)))
 
 
-@functools.lru_cache(maxsize=65536)
 def _dp_far(gpn: int, tp: int, dp: int, stage: int) -> bool:
+    """Whether a DP group of the stage (ranks ``base + m + k * tp``, k < dp, one per m < tp) spans nodes."""
     base = stage * tp * dp
-    return any(spans_nodes(base + m, stride=tp, size=dp, gpus_per_node=gpn) for m in range(tp))
+    # Group m spans nodes iff its first and last rank differ in node; m and m + gpn behave alike.
+    return any(spans_nodes(base + m, stride=tp, size=dp, gpus_per_node=gpn) for m in range(min(tp, gpn)))
 
 
-@functools.lru_cache(maxsize=65536)
 def _pair_far(gpn: int, first_rank: int, count: int, distance: int) -> bool:
-    return any(r // gpn != (r + distance) // gpn for r in range(first_rank, first_rank + count))
+    """Whether any rank ``r`` of ``first_rank .. first_rank + count - 1`` and ``r + distance`` sit on two nodes."""
+    if count <= 0 or distance == 0:
+        return False
+    if distance >= gpn or count >= gpn:
+        return True  # some pair straddles a node boundary
+    # r and r + distance share a node iff r % gpn + distance < gpn: the largest residue in the range decides.
+    last = first_rank + count - 1
+    top = gpn - 1 if first_rank // gpn != last // gpn else last % gpn
+    return top + distance >= gpn
 
 
 def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:

@@ -10,16 +10,16 @@ input + lag) + duration``, so they agree exactly.
 Levels are found without a Python loop per op: along one stage ``L[p] = p + 1 + max(0, max_{q<=p}(L_in[q] - q))``
 (a running maximum), and sweeping the stages forward then backward until nothing changes reaches the
 longest-path levels from below (integers, so the fixed-point test is exact). 1F1B-style orders settle in
-2-3 sweeps. The compile is cached per shape ``(schedule, pp, m, vpp)``.
+2-3 sweeps. Callers keep compiled shapes in a ``CostCache`` (``compiled_schedule``).
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from pptune.cost.cache import CostCache
 from pptune.cost.orders import B, F, order_arrays
 
 
@@ -47,6 +47,10 @@ class CompiledSchedule:
     prev_runs: tuple[int, ...]  # per level: where its ops' stage predecessors start when consecutive, else -1
     last: tuple[int, ...]  # per stage: position of its last op
     peak: tuple[int, ...]  # per stage: most forward units whose B has not run
+    key: tuple = ()  # (schedule, pp, m, vpp)
+    # What is derived from the shape once (event_rows, steady.steady_state, steady.family_offset): kept with it, so
+    # whoever keeps the compiled schedule (a CostCache) keeps them too.
+    memo: dict = field(default_factory=dict)
 
     @property
     def num_ops(self) -> int:
@@ -57,13 +61,20 @@ class CompiledSchedule:
         return len(self.level_starts) - 1
 
 
-@functools.lru_cache(maxsize=64)
 def event_rows(compiled: CompiledSchedule) -> tuple[list[int], list[int], list[int], list[int]]:
     """(stage, duration index, input position, lag index) per position as lists, for the one-at-a-time loop."""
-    return compiled.stage.tolist(), compiled.dur.tolist(), compiled.dep.tolist(), compiled.lag.tolist()
+    rows = compiled.memo.get("event_rows")
+    if rows is None:
+        rows = compiled.memo["event_rows"] = (compiled.stage.tolist(), compiled.dur.tolist(), compiled.dep.tolist(),
+                                              compiled.lag.tolist())
+    return rows
 
 
-@functools.lru_cache(maxsize=256)
+def compiled_schedule(cache: CostCache, schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSchedule:
+    """``compile_schedule`` kept in ``cache``."""
+    return cache.get("compiled", (schedule, pp, m, vpp), lambda: compile_schedule(schedule, pp, m, vpp))
+
+
 def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSchedule:
     """Compile the op orders of ``schedule`` for ``pp`` stages, ``m`` micro-batches and ``vpp`` chunks per stage."""
     stages = order_arrays(schedule, pp, m, vpp)
@@ -103,7 +114,7 @@ def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSc
         pp=pp, chunks=chunks, m=m, op=op[order], chunk=c[order], microbatch=j[order], stage=stage[order],
         prev=prev, dep=inv[dep_flat[order]], dur=(op * chunks + c)[order], lag=lag[order],
         level_starts=level_starts, prev_runs=_runs(prev, level_starts, n),
-        last=tuple(int(inv[e - 1]) for e in ends.tolist()), peak=peak,
+        last=tuple(int(inv[e - 1]) for e in ends.tolist()), peak=peak, key=(schedule, pp, m, vpp),
     )
 
 

@@ -8,6 +8,7 @@ timeline. See ``pptune.cost.rows`` for what each part of the Breakdown means.
 
 from __future__ import annotations
 
+from pptune.cost.cache import CostCache
 from pptune.cost.checks import check_config
 from pptune.cost.memory import MEMORY_PARTS
 from pptune.cost.partition import stage_boundaries
@@ -18,7 +19,8 @@ from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 
 
-def estimate(profile: Profile, cluster: Cluster, config: ParallelConfig, *, timeline: bool = False) -> Estimate:
+def estimate(profile: Profile, cluster: Cluster, config: ParallelConfig, *, timeline: bool = False,
+             cache: CostCache | None = None) -> Estimate:
     """Predict step time, throughput, bubble and per-GPU memory of ``config`` for ``profile`` on ``cluster``.
 
     Args:
@@ -26,13 +28,16 @@ def estimate(profile: Profile, cluster: Cluster, config: ParallelConfig, *, time
         cluster: GPUs and links; its size must equal ``config.world_size``.
         config: the parallel configuration.
         timeline: also return every op's start and end (slower; for charts).
+        cache: keeps structure (layer tables, splits, compiled schedules, per-stage terms) for later calls, as the
+            planner's evaluator does; a fresh one when not given.
 
     Raises:
         ConfigError: the configuration cannot run this model on this cluster (numbers in the message).
     """
     check_config(profile, cluster, config)
-    bounds = stage_boundaries(profile, config)
-    pool = EventPool(timeline=timeline)
+    cache = CostCache() if cache is None else cache
+    bounds = stage_boundaries(profile, config, cache=cache)
+    pool = EventPool(cache, timeline=timeline)
     group = RowGroup(profile, cluster, [config], [bounds], pool)
     pool.run()
     f = group.figures(pool)

@@ -1,4 +1,4 @@
-"""LayerTable: a profile's per-layer costs at one (micro-batch size, tp, dtype, sequence parallel), cached.
+"""LayerTable: a profile's per-layer costs at one (micro-batch size, tp, dtype, sequence parallel).
 
 Every other part of the cost model (partition, comm, memory, estimate) reads these arrays, so the
 profile is interpolated and re-sharded once per shape instead of once per configuration.
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import accumulate
 
+from pptune.cost.cache import CostCache
 from pptune.profile.schema import Profile
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -49,6 +50,7 @@ class LayerTable:
     act_bytes: int  # bytes of one activation element in the training dtype
     profile_source: str = "measured"
     sequence_parallel: bool = False  # the shape the table was built for (sets its TP collectives)
+    key: tuple = ()  # (profile fingerprint, micro-batch size, tp, dtype, sequence parallel): what it was built from
     # Prefix sums (length n + 1) so a chunk's totals cost O(1): cum[x][last] - cum[x][first].
     cum: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -74,25 +76,16 @@ class LayerTable:
         return self.tied_param_count
 
 
-_CACHE: dict[tuple, tuple[Profile, LayerTable]] = {}
-_CACHE_LIMIT = 512
+def layer_table(profile: Profile, *, micro_batch_size: int, tp: int, dtype: str, sequence_parallel: bool = False,
+                cache: CostCache | None = None) -> LayerTable:
+    """The LayerTable of ``profile`` at this shape (see the module docstring for re-sharding), kept in ``cache``."""
+    if cache is None:
+        cache = CostCache()
+    key = (cache.fingerprint(profile), micro_batch_size, tp, dtype, sequence_parallel)
+    return cache.get("tables", key, lambda: _build(profile, micro_batch_size, tp, dtype, sequence_parallel, key))
 
 
-def layer_table(profile: Profile, *, micro_batch_size: int, tp: int, dtype: str,
-                sequence_parallel: bool = False) -> LayerTable:
-    """The cached LayerTable of ``profile`` at this shape (see the module docstring for re-sharding)."""
-    key = (id(profile), micro_batch_size, tp, dtype, sequence_parallel)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is profile:
-        return hit[1]
-    table = _build(profile, micro_batch_size, tp, dtype, sequence_parallel)
-    if len(_CACHE) >= _CACHE_LIMIT:
-        _CACHE.clear()
-    _CACHE[key] = (profile, table)
-    return table
-
-
-def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool) -> LayerTable:
+def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool, key: tuple) -> LayerTable:
     timings = [layer.timing(mbs) for layer in profile.layers]
     roles = tuple(layer.role for layer in profile.layers)
     r = profile.tp / tp
@@ -157,7 +150,7 @@ def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool) -> LayerTa
         saved_bytes=tuple(saved), attn_saved_bytes=tuple(attn_saved), output_bytes=tuple(out),
         input_bytes=mbs * s * 8, param_count=tuple(params), tied_param_count=tied, embedding_index=emb,
         head_index=head, kinds=tuple(layer.kind for layer in profile.layers), roles=roles, fwd_flops=tuple(flops),
-        hidden_size=hidden, act_bytes=e, profile_source=profile.source, sequence_parallel=sp,
+        hidden_size=hidden, act_bytes=e, profile_source=profile.source, sequence_parallel=sp, key=key,
         cum={name: (0, *accumulate(values)) for name, values in (
             ("fwd_ms", fwd), ("bwd_ms", bwd), ("attn_fwd_ms", attn_fwd), ("saved_bytes", saved),
             ("attn_saved_bytes", attn_saved), ("param_count", params),

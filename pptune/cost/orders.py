@@ -2,12 +2,11 @@
 
 ``op`` is 0 forward (F), 1 backward (B: input gradient; the whole backward unless W is split off),
 2 weight gradient (W). ``chunk`` is the global model chunk (``vpp * pp`` of them, chunk ``c`` on stage
-``c % pp``). Orders depend only on the schedule's shape, so they are cached; the simulator times them.
+``c % pp``). Orders depend only on the schedule's shape; ``compiled`` turns them into the simulator's level order.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import numpy as np
@@ -16,7 +15,6 @@ F, B, W = 0, 1, 2
 OrderOp = tuple[int, int, int]  # (op, chunk, microbatch)
 
 
-@functools.lru_cache(maxsize=1024)
 def stage_orders(schedule: str, pp: int, m: int, vpp: int = 1) -> tuple[tuple[OrderOp, ...], ...]:
     """The op order of every stage (index = stage) for one schedule shape."""
     if schedule == "gpipe":
@@ -125,7 +123,6 @@ def peak_inflight(order: tuple[OrderOp, ...]) -> int:
     return peak
 
 
-@functools.lru_cache(maxsize=256)
 def order_arrays(schedule: str, pp: int, m: int, vpp: int = 1) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
     """``stage_orders`` as numpy arrays per stage: (op, chunk, microbatch), built without a Python loop per op.
 

@@ -11,13 +11,13 @@ chunk time (forward + backward + recompute at the config's micro-batch size). Wi
 from __future__ import annotations
 
 import bisect
-import functools
 import re
 from itertools import accumulate
 
 import numpy as np
 
 from pptune.cost import ds_partition
+from pptune.cost.cache import CostCache
 from pptune.cost.chunks import backward_ms
 from pptune.cost.layers import layer_table
 from pptune.errors import ConfigError
@@ -25,12 +25,13 @@ from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 
 
-def stage_boundaries(profile: Profile, config: ParallelConfig) -> tuple[int, ...]:
+def stage_boundaries(profile: Profile, config: ParallelConfig, *, cache: CostCache | None = None) -> tuple[int, ...]:
     """Chunk boundaries over ``profile.layers``: chunk ``c`` holds layers ``[b[c], b[c + 1])``.
 
     Args:
         profile: the model's per-layer costs.
         config: supplies ``pp``, ``vpp``, ``partition`` (and micro-batch size, tp, recompute for ``balanced``).
+        cache: keeps layer tables and DeepSpeed's split programmes for later calls (a fresh one when not given).
 
     Returns:
         ``pp * vpp + 1`` non-decreasing indices from 0 to the number of layers.
@@ -45,16 +46,20 @@ def stage_boundaries(profile: Profile, config: ParallelConfig) -> tuple[int, ...
     method = config.partition
     if parts == 1:
         return (0, n)
+    cache = CostCache() if cache is None else cache
     if method == "uniform":
-        return _ds_uniform(n, parts)
+        return cache.get("ds_uniform", (n, parts), lambda: ds_partition.partition_uniform(n, parts))
     table = layer_table(profile, micro_batch_size=config.micro_batch_size, tp=config.tp, dtype=config.dtype,
-                        sequence_parallel=config.sequence_parallel)
+                        sequence_parallel=config.sequence_parallel, cache=cache)
     if method == "parameters":
-        return _ds_balanced(deepspeed_param_weights(table.param_count, table.head_index, table.tied_param_count), parts)
+        weights = deepspeed_param_weights(table.param_count, table.head_index, table.tied_param_count)
+        return _ds_balanced(cache, weights, parts)
     if method.lower().startswith("type:"):
-        return _ds_balanced(type_weights(table.kinds, method), parts)
+        weights = cache.get("type_weights", (table.kinds, method), lambda: type_weights(table.kinds, method))
+        return _ds_balanced(cache, weights, parts)
     if method == "balanced":
-        return min_max_split(tuple(layer_work_ms(table, config)), parts)
+        weights = tuple(layer_work_ms(table, config))
+        return cache.get("min_max_split", (weights, parts), lambda: min_max_split(weights, parts, cache=cache))
     raise ConfigError(f"unknown partition method {method!r}")
 
 
@@ -71,7 +76,6 @@ def deepspeed_param_weights(param_count: tuple[int, ...], head_index: int | None
     return tuple(weights)
 
 
-@functools.lru_cache(maxsize=256)
 def type_weights(kinds: tuple[str, ...], method: str) -> tuple[int, ...]:
     """1 for layers whose class name matches, else 0 (``PipelineModule._find_layer_type``).
 
@@ -94,27 +98,19 @@ def layer_work_ms(table, config: ParallelConfig) -> list[float]:
     return (fwd + bwd).tolist()
 
 
-@functools.lru_cache(maxsize=4096)
-def _ds_uniform(num_items: int, num_parts: int) -> tuple[int, ...]:
-    return ds_partition.partition_uniform(num_items, num_parts)
-
-
-@functools.lru_cache(maxsize=4096)
-def _ds_balanced(weights: tuple[int, ...], num_parts: int) -> tuple[int, ...]:
+def _ds_balanced(cache: CostCache, weights: tuple[int, ...], num_parts: int) -> tuple[int, ...]:
     # Parameter weights do not depend on the micro-batch size: one split per (tp, parts) serves them all, and
     # one DeepSpeed programme per weight vector serves every part count (ds_partition.balanced_cuts).
-    if len(weights) <= num_parts:
-        return ds_partition.partition_uniform(len(weights), num_parts)
-    return ds_partition.balanced_bounds(_ds_cuts(weights), num_parts)
+    def build() -> tuple[int, ...]:
+        if len(weights) <= num_parts:
+            return ds_partition.partition_uniform(len(weights), num_parts)
+        cuts = cache.get("ds_cuts", weights, lambda: ds_partition.balanced_cuts(weights, len(weights) - 1))
+        return ds_partition.balanced_bounds(cuts, num_parts)
+
+    return cache.get("ds_balanced", (weights, num_parts), build)
 
 
-@functools.lru_cache(maxsize=256)
-def _ds_cuts(weights: tuple[int, ...]):
-    return ds_partition.balanced_cuts(weights, len(weights) - 1)
-
-
-@functools.lru_cache(maxsize=4096)
-def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]:
+def min_max_split(weights: tuple[float, ...], num_parts: int, *, cache: CostCache | None = None) -> tuple[int, ...]:
     """The contiguous split into ``num_parts`` non-empty parts with the smallest largest part.
 
     The optimal bottleneck is the sum of some contiguous run of layers, so we binary-search the sorted sums
@@ -124,7 +120,7 @@ def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]
     n = len(weights)
     if num_parts > n:
         raise ConfigError(f"cannot split {n} layers into {num_parts} non-empty chunks")
-    prefix, runs = _run_sums(weights)
+    prefix, runs = (CostCache() if cache is None else cache).get("run_sums", weights, lambda: _run_sums(weights))
     # The optimum lies in [max(largest layer, mean part), mean part + largest layer]: packing every part up to
     # that upper cap overfills none and leaves less than a mean part for the last one.
     low = max(max(weights), prefix[-1] / num_parts)
@@ -143,7 +139,6 @@ def min_max_split(weights: tuple[float, ...], num_parts: int) -> tuple[int, ...]
     return best
 
 
-@functools.lru_cache(maxsize=256)
 def _run_sums(weights: tuple[float, ...]) -> tuple[list[float], np.ndarray]:
     """The prefix sums of ``weights`` and the sorted distinct sums of all contiguous runs (the same subtraction
     _greedy makes), once per weight vector: every part count of a pipeline searches the same sums."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pptune.cost import comm
+from pptune.cost.cache import CostCache
 from pptune.cost.chunks import GroupChunks, blocking_sends, group_chunks, table_arrays, with_blocking_sends
 from pptune.cost.layers import LayerTable, layer_table
 from pptune.cost.memory import MEMORY_PARTS, inflight_units, logits_bytes, memory_parts
@@ -66,7 +67,8 @@ def model_flops(table: LayerTable, config: ParallelConfig, seq_len: int) -> floa
 class BatchPool:
     """Pipelines to simulate, by shape (schedule, pp, m, vpp), each distinct duration set once."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: CostCache) -> None:
+        self.cache = cache
         self.rows: dict[tuple, list[np.ndarray]] = {}  # shape -> blocks of distinct rows (fwd | bwd | w | p2p)
         self.count: dict[tuple, int] = {}
         self.index: dict[tuple, dict[bytes, int]] = {}
@@ -98,7 +100,7 @@ class BatchPool:
         for shape, blocks in self.rows.items():
             rows = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
             items.append((*shape, *_split_row(shape, rows)))
-        self.results = dict(zip(self.rows, simulate_batches(items), strict=True))
+        self.results = dict(zip(self.rows, simulate_batches(items, cache=self.cache), strict=True))
 
 
 class EventPool:
@@ -107,8 +109,8 @@ class EventPool:
     ``timeline``: the first pipeline added (a group's simulated one, with its messages) also records its ops.
     """
 
-    def __init__(self, *, timeline: bool = False) -> None:
-        self.timeline = timeline
+    def __init__(self, cache: CostCache, *, timeline: bool = False) -> None:
+        self.cache, self.timeline = cache, timeline
         self.rows: dict[tuple, list[np.ndarray]] = {}
         self.runs: list[ScheduleResult] = []
         self.results: dict[tuple, BatchSchedule] = {}
@@ -124,7 +126,8 @@ class EventPool:
             schedule, pp, m, vpp = shape
             fwd, bwd, p2p, w = _split_row(shape, np.concatenate(blocks))
             runs = [simulate(f, b, schedule=schedule, num_microbatches=m, p2p_ms=g, vpp=vpp,
-                             timeline=self.timeline and not self.runs and i == 0, w_ms=None if w is None else w[i])
+                             timeline=self.timeline and not self.runs and i == 0, w_ms=None if w is None else w[i],
+                             cache=self.cache)
                     for i, (f, b, g) in enumerate(zip(fwd.tolist(), bwd.tolist(), p2p.tolist(), strict=True))]
             self.runs += runs
             self.results[shape] = BatchSchedule(
@@ -165,7 +168,8 @@ class RowGroup:
 
     def __init__(self, profile: Profile | Mapping[int, Profile], cluster: Cluster, configs: list[ParallelConfig],
                  bounds: list[tuple[int, ...]], pool: BatchPool | EventPool) -> None:
-        self.cluster, self.configs, self.bounds = cluster, configs, bounds
+        self.cluster, self.configs, self.bounds, self.cache = cluster, configs, bounds, pool.cache
+        cache = pool.cache
         tables: dict[tuple, int] = {}
         self.distinct_tables: list[LayerTable] = []  # and per row its index into them (table_index)
         self.table_config: list[ParallelConfig] = []  # a configuration of each distinct table
@@ -178,7 +182,8 @@ class RowGroup:
                 j = tables[key] = len(self.distinct_tables)
                 self.table_config.append(c)
                 self.distinct_tables.append(layer_table(prof, micro_batch_size=c.micro_batch_size, tp=c.tp,
-                                                        dtype=c.dtype, sequence_parallel=c.sequence_parallel))
+                                                        dtype=c.dtype, sequence_parallel=c.sequence_parallel,
+                                                        cache=cache))
             table_index.append(j)
         self.table_index = np.array(table_index)
         row_tables = [self.distinct_tables[j] for j in table_index]
@@ -197,9 +202,9 @@ class RowGroup:
             inverse.append(j)
         self.inverse = np.array(inverse)
         self.rep_configs = [configs[i] for i in rep]
-        self.chunks: GroupChunks = group_chunks(self.rep_configs, [table_arrays(row_tables[i]) for i in rep],
+        self.chunks: GroupChunks = group_chunks(self.rep_configs, [table_arrays(row_tables[i], cache) for i in rep],
                                                 np.array([bounds[i] for i in rep]), cluster, seq_len=self.seq_len,
-                                                w_share=W_SHARE_OF_BACKWARD)
+                                                w_share=W_SHARE_OF_BACKWARD, cache=cache)
         ch = self.chunks
         shapes: dict[tuple, list[int]] = {}
         for i, c in enumerate(self.rep_configs):
@@ -284,7 +289,7 @@ class RowGroup:
             j = distinct.get(key)
             if j is None:
                 j = distinct[key] = len(states)
-                states.append(stage_terms(t, b, c, self.cluster))
+                states.append(stage_terms(t, b, c, self.cluster, self.cache))
             which[i] = j
         return states, which
 
@@ -312,7 +317,8 @@ class RowGroup:
         ch, inv = self.chunks, self.inverse
         units = np.empty((len(self.rep_configs), self.configs[0].pp), dtype=np.int64)
         for rows, config in self.shapes.values():
-            units[rows] = _units(config)
+            shape = (config.schedule, config.pp, config.num_microbatches, config.vpp)
+            units[rows] = self.cache.get("inflight", shape, lambda c=config: [inflight_units(c, s) for s in range(c.pp)])
         logits = np.zeros((len(self.configs), self.configs[0].pp), dtype=np.int64)
         head_stage = ch.head_stage[inv]
         heads = np.flatnonzero(head_stage >= 0)
@@ -330,13 +336,3 @@ def _gather(pool: BatchPool | EventPool, refs: list[tuple[tuple, np.ndarray, np.
         for arr, name in zip(out, names, strict=True):
             arr[rows] = getattr(res, name)[idx]
     return out
-
-
-_UNITS: dict[tuple, list[int]] = {}
-
-
-def _units(config: ParallelConfig) -> list[int]:
-    key = (config.schedule, config.pp, config.num_microbatches, config.vpp)
-    if key not in _UNITS:
-        _UNITS[key] = [inflight_units(config, s) for s in range(config.pp)]
-    return _UNITS[key]

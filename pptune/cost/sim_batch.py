@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pptune.cost.compiled import CompiledSchedule, _runs, compile_schedule
+from pptune.cost.cache import CostCache
+from pptune.cost.compiled import CompiledSchedule, _runs, compiled_schedule
 from pptune.cost.schedule import _run
 from pptune.cost.sim_skip import finish_after_region, first_check, history_start, leaving
 from pptune.cost.sim_skip import skip as _skip  # a name of this module, so tests can wrap it
@@ -39,7 +40,7 @@ class BatchSchedule:
 
 
 def simulate_batch(schedule: str, pp: int, m: int, vpp: int, fwd: np.ndarray, bwd: np.ndarray,
-                   p2p: np.ndarray, w: np.ndarray | None = None) -> BatchSchedule:
+                   p2p: np.ndarray, w: np.ndarray | None = None, *, cache: CostCache | None = None) -> BatchSchedule:
     """Simulate K pipelines of one shape.
 
     Args:
@@ -47,18 +48,20 @@ def simulate_batch(schedule: str, pp: int, m: int, vpp: int, fwd: np.ndarray, bw
         fwd, bwd: (K, pp * vpp) forward and full backward time per chunk.
         p2p: (K, pp * vpp - 1) lag per chunk boundary.
         w: (K, pp * vpp) the weight-gradient share of ``bwd`` (zb_h1 only).
+        cache: keeps compiled shapes (and their unions) for later calls; a fresh one when not given.
     """
-    return simulate_batches([(schedule, pp, m, vpp, fwd, bwd, p2p, w)])[0]
+    return simulate_batches([(schedule, pp, m, vpp, fwd, bwd, p2p, w)], cache=cache)[0]
 
 
-def simulate_batches(items: list[tuple]) -> list[BatchSchedule]:
+def simulate_batches(items: list[tuple], *, cache: CostCache | None = None) -> list[BatchSchedule]:
     """``simulate_batch`` for many shapes at once (each item: its arguments, ``w`` included).
 
     Shapes without a steady state run their levels in one shared loop (level ``l`` of every such shape in one
     set of array operations, rows padded to the widest shape of a bucket): the Python work of a level costs
     more than its arithmetic, and every op still computes exactly what it computes alone.
     """
-    prepared = [_Prepared(*item) for item in items]
+    cache = CostCache() if cache is None else cache
+    prepared = [_Prepared(*item, cache=cache) for item in items]
     shared = []
     families: dict[tuple, list[_Prepared]] = {}
     for p in prepared:
@@ -76,7 +79,8 @@ def simulate_batches(items: list[tuple]) -> list[BatchSchedule]:
             families.setdefault((p.schedule, c.pp, c.chunks), []).append(p)
     for family in families.values():
         _run_family(family)
-    for p, ends in zip(shared, _shared_level_ends([(p.compiled, p.durations, p.lags) for p in shared]), strict=True):
+    for p, ends in zip(shared, _shared_level_ends([(p.compiled, p.durations, p.lags) for p in shared], cache),
+                       strict=True):
         p.ends = ends
     return [p.result() for p in prepared]
 
@@ -117,7 +121,7 @@ class _Prepared:
     """One shape's rows: busy time and the closed-form rows now, the simulated ends later (``ends``)."""
 
     def __init__(self, schedule: str, pp: int, m: int, vpp: int, fwd: np.ndarray, bwd: np.ndarray,
-                 p2p: np.ndarray, w: np.ndarray | None = None) -> None:
+                 p2p: np.ndarray, w: np.ndarray | None = None, *, cache: CostCache) -> None:
         fwd = np.asarray(fwd, dtype=np.float64)
         k, chunks = fwd.shape
         if schedule == "zb_h1":
@@ -134,7 +138,7 @@ class _Prepared:
         for v in range(1, vpp):
             busy += per_chunk[:, v * pp:(v + 1) * pp]
         self.schedule, self.pp, self.busy = schedule, pp, busy
-        self.compiled = compile_schedule(schedule, pp, m, vpp)
+        self.compiled = compiled_schedule(cache, schedule, pp, m, vpp)
         self.step = np.empty(k)
         self.end = np.empty((k, pp))
         closed = np.zeros(k, dtype=bool)
@@ -166,7 +170,8 @@ class _Prepared:
                              peak_inflight=self.compiled.peak)
 
 
-def _shared_level_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+def _shared_level_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]],
+                       cache: CostCache) -> list[np.ndarray]:
     """``_level_ends`` (without steady state) of several shapes, buckets of similar row counts in one loop."""
     out: list[np.ndarray | None] = [None] * len(parts)
     order = sorted(range(len(parts)), key=lambda i: -parts[i][1].shape[0])
@@ -174,16 +179,18 @@ def _shared_level_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarra
         width = parts[order[0]][1].shape[0]
         bucket = [i for i in order if 2 * parts[i][1].shape[0] >= width]
         order = [i for i in order if 2 * parts[i][1].shape[0] < width]
-        for i, ends in zip(bucket, _union_ends([parts[i] for i in bucket], width), strict=True):
+        for i, ends in zip(bucket, _union_ends([parts[i] for i in bucket], width, cache), strict=True):
             out[i] = ends
     return out  # type: ignore[return-value]
 
 
-def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], width: int) -> list[np.ndarray]:
+def _union_ends(parts: list[tuple[CompiledSchedule, np.ndarray, np.ndarray]], width: int,
+                cache: CostCache) -> list[np.ndarray]:
     """Run the disjoint union of the shapes' op graphs, level by level, ``width`` rows (missing rows: zeros)."""
     if len(parts) == 1:
         return [_level_ends(*parts[0])]
-    u = _union(tuple(c for c, _, _ in parts))
+    shapes = tuple(c for c, _, _ in parts)
+    u = cache.get("unions", tuple(c.key for c in shapes), lambda: _union(shapes))
     slots = np.zeros((u.dur_offsets[-1] + u.lag_offsets[-1], width))  # (duration slots, then lag slots; row)
     lag_base = u.dur_offsets[-1]
     for (_, d, g), d_off, g_off in zip(parts, u.dur_offsets, u.lag_offsets, strict=False):
@@ -226,15 +233,8 @@ class _Union:
     lag_offsets: list[int]
 
 
-_UNIONS: dict[tuple[int, ...], _Union] = {}
-
-
 def _union(shapes: tuple[CompiledSchedule, ...]) -> _Union:
-    """The union of ``shapes`` (kept across calls: the planner pools the same shapes again)."""
-    key = tuple(id(c) for c in shapes)
-    hit = _UNIONS.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit.shapes, shapes, strict=True)):
-        return hit
+    """The union of ``shapes`` (the caller keeps it in its CostCache: the planner pools the same shapes again)."""
     counts = np.zeros((len(shapes), max(c.num_levels for c in shapes)), dtype=np.int64)
     for i, c in enumerate(shapes):
         counts[i, :c.num_levels] = np.diff(c.level_starts)
@@ -254,11 +254,8 @@ def _union(shapes: tuple[CompiledSchedule, ...]) -> _Union:
         g_offs.append(g_offs[-1] + c.chunks)  # a lag per chunk boundary and the no-lag slot
         lasts.append(pos[list(c.last)])
     level_starts = tuple(starts.tolist())
-    if len(_UNIONS) >= 16:  # a union of big shapes holds a few MB of indices
-        _UNIONS.clear()
-    out = _UNIONS[key] = _Union(shapes=shapes, n=n, prev=prev, dep=dep, dur=dur, lag=lag, level_starts=level_starts,
-                                runs=_runs(prev, level_starts, n), lasts=lasts, dur_offsets=d_offs, lag_offsets=g_offs)
-    return out
+    return _Union(shapes=shapes, n=n, prev=prev, dep=dep, dur=dur, lag=lag, level_starts=level_starts,
+                  runs=_runs(prev, level_starts, n), lasts=lasts, dur_offsets=d_offs, lag_offsets=g_offs)
 
 
 def _uninitialised(shape: tuple[int, int]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 They depend on the layer table's parameters (the same for every table of one tp), the split, ZeRO, target, dtype
 and the layout, not on the micro-batch size, recompute or schedule, so ``estimate_many`` computes them once per
-such key and keeps them across calls (``_TERMS``).
+such key and keeps them in its CostCache.
 
 - optimizer_ms: the Adam step of the slowest stage, memory-bound: ``OPTIMIZER_BYTES_PER_PARAM`` bytes moved per
   optimizer-owned parameter over ``hbm_gbps * memory_efficiency``. Every stage waits for it (the step's global
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pptune.cost.cache import CostCache
 from pptune.cost.dp_sync import StageSync, stage_sync
 from pptune.cost.layers import LayerTable
 from pptune.cost.memory import bytes_per_param, optimizer_partitioned
@@ -37,7 +38,6 @@ OPTIMIZER_BYTES_PER_PARAM = {"mixed": 50.0, "fp32": 36.0}
 class StageTerms:
     """The terms of every stage of one split (index = stage)."""
 
-    cluster: Cluster
     params: tuple[int, ...]  # parameters per GPU of the stage (a tied head copy included)
     times: np.ndarray  # (2, pp): tied all-reduce after the last op, DP gradient sync
     states: np.ndarray  # (3, pp) int: weight, gradient and optimizer bytes
@@ -45,16 +45,15 @@ class StageTerms:
     optimizer_ms: float
 
 
-_TERMS: dict[tuple, StageTerms] = {}
-
-
-def stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster) -> StageTerms:
-    """Per stage: tied all-reduce and DP sync after the last op, optimizer step, model states."""
+def stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster,
+                cache: CostCache) -> StageTerms:
+    """Per stage: tied all-reduce and DP sync after the last op, optimizer step, model states (kept in ``cache``)."""
     key = (table.param_count, table.tied_param_count, table.head_index, table.embedding_index, bounds,
-           config.zero_stage, config.target, config.dtype, config.dp, config.tp, id(cluster))
-    hit = _TERMS.get(key)
-    if hit is not None and hit.cluster is cluster:
-        return hit
+           config.zero_stage, config.target, config.dtype, config.dp, config.tp, cache.fingerprint(cluster))
+    return cache.get("stage_terms", key, lambda: _stage_terms(table, bounds, config, cluster))
+
+
+def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster) -> StageTerms:
     pp, dp = config.pp, config.dp
     params = [stage_params(table, bounds, pp, s) for s in range(pp)]
     w_b, g_b, o_b = bytes_per_param(config)
@@ -62,13 +61,9 @@ def stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConf
     states = [[round(p * w_b / (dp if config.zero_stage >= 3 else 1)) for p in params],
               [round(p * g_b / (dp if config.zero_stage >= 2 else 1)) for p in params],
               [round(p * o_b / (dp if optimizer_partitioned(config) else 1)) for p in params]]
-    terms = StageTerms(cluster=cluster, params=tuple(params), times=np.array([sync.tied_ms, sync.sync_ms]),
-                       states=np.array(states, dtype=np.int64), sync=sync,
-                       optimizer_ms=max(optimizer_ms(n, config, cluster) for n in params))
-    if len(_TERMS) > 65536:
-        _TERMS.clear()
-    _TERMS[key] = terms
-    return terms
+    return StageTerms(params=tuple(params), times=np.array([sync.tied_ms, sync.sync_ms]),
+                      states=np.array(states, dtype=np.int64), sync=sync,
+                      optimizer_ms=max(optimizer_ms(n, config, cluster) for n in params))
 
 
 def stage_params(table: LayerTable, bounds: tuple[int, ...], pp: int, stage: int) -> int:

@@ -16,7 +16,6 @@ that later ops read, and resumes after the region; rows that are not periodic ye
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +39,15 @@ class SteadyState:
     lasts: tuple[int, ...]  # stage-last positions inside the region (their ends are results)
 
 
-@functools.lru_cache(maxsize=256)
 def steady_state(compiled: CompiledSchedule) -> SteadyState | None:
-    """The longest repeating run of levels of ``compiled``, or None (too short, or none)."""
+    """The longest repeating run of levels of ``compiled``, or None (too short, or none); kept in its memo."""
+    memo = compiled.memo
+    if "steady" not in memo:
+        memo["steady"] = _steady_state(compiled)
+    return memo["steady"]
+
+
+def _steady_state(compiled: CompiledSchedule) -> SteadyState | None:
     levels = compiled.num_levels
     if levels < MIN_LEVELS:
         return None
@@ -114,10 +119,17 @@ def long_enough(compiled: CompiledSchedule) -> bool:
     return steady is not None and steady.copy_end - steady.copy_first >= max(3 * compiled.pp, 3 * steady.period)
 
 
-@functools.lru_cache(maxsize=256)
 def family_offset(base: CompiledSchedule, other: CompiledSchedule) -> int | None:
     """Positions by which ``other``'s ops after its copied region follow ``base``'s (a whole number of steady
-    periods), or None when ``other`` is not ``base`` with more periods: checked op by op, once per pair."""
+    periods), or None when ``other`` is not ``base`` with more periods: checked op by op, once per pair (kept in
+    ``base``'s memo, by ``other``'s shape)."""
+    offsets = base.memo.setdefault("family", {})
+    if other.key not in offsets:
+        offsets[other.key] = _family_offset(base, other)
+    return offsets[other.key]
+
+
+def _family_offset(base: CompiledSchedule, other: CompiledSchedule) -> int | None:
     sb, so = steady_state(base), steady_state(other)
     if (sb is None or so is None or other.m <= base.m or (sb.period, sb.shift, sb.copy_first, sb.reach)
             != (so.period, so.shift, so.copy_first, so.reach) or (so.copy_end - sb.copy_end) % sb.period):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pptune.cost import estimate
+from pptune.cost.cache import CostCache
 from pptune.cost.chunks import group_chunks, table_arrays, with_blocking_sends
 from pptune.cost.layers import layer_table
 from pptune.cost.partition import stage_boundaries
@@ -23,8 +24,9 @@ def chunk_costs(profile, cluster, config):
     """(per-chunk forward, backward, p2p per boundary, activations kept per micro-batch on stage 0) of one config."""
     table = layer_table(profile, micro_batch_size=config.micro_batch_size, tp=config.tp, dtype=config.dtype)
     bounds = stage_boundaries(profile, config)
-    ch = group_chunks([config], [table_arrays(table)], np.array([bounds]), cluster, seq_len=profile.seq_len,
-                      w_share=W_SHARE_OF_BACKWARD)
+    cache = CostCache()
+    ch = group_chunks([config], [table_arrays(table, cache)], np.array([bounds]), cluster, seq_len=profile.seq_len,
+                      w_share=W_SHARE_OF_BACKWARD, cache=cache)
     return (tuple(ch.fwd_ms[0].tolist()), tuple(ch.bwd_ms[0].tolist()), tuple(ch.p2p_ms[0].tolist()),
             int(ch.kept_bytes[0, 0]), table, bounds)
 

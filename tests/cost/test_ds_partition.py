@@ -62,6 +62,7 @@ def test_balanced_equals_deepspeed_on_a_large_model(ds_utils):
 def test_one_cut_table_serves_every_part_count(ds_utils):
     # The planner builds DeepSpeed's programme once per weight vector (for len - 1 parts) and reads every smaller
     # pipeline depth from it: the same boundaries as DeepSpeed run for each depth separately.
+    from pptune.cost.cache import CostCache
     from pptune.cost.ds_partition import balanced_bounds, balanced_cuts
     from pptune.cost.partition import _ds_balanced
 
@@ -73,5 +74,5 @@ def test_one_cut_table_serves_every_part_count(ds_utils):
         for parts in range(1, n):
             expected = [int(x) for x in ds_utils.partition_balanced(weights=list(weights), num_parts=parts)]
             assert list(balanced_bounds(table, parts)) == expected, (weights, parts)
-            assert list(_ds_balanced(weights, parts)) == expected
-        assert _ds_balanced(weights, n + 2) == partition_uniform(n, n + 2)
+            assert list(_ds_balanced(CostCache(), weights, parts)) == expected
+        assert _ds_balanced(CostCache(), weights, n + 2) == partition_uniform(n, n + 2)

@@ -12,11 +12,22 @@ from pptune.profile.analytic import analytic_profile
 H100 = GPU_PRESETS["H100-SXM5-80GB"]
 
 
-def test_table_is_cached_per_profile_and_shape(make_profile):
+def test_table_is_kept_per_profile_content_and_shape(make_profile):
+    import dataclasses
+
+    from pptune.cost.cache import CostCache
+
+    cache = CostCache()
     profile = make_profile(blocks=4)
-    a = layer_table(profile, micro_batch_size=2, tp=1, dtype="bf16")
-    assert layer_table(profile, micro_batch_size=2, tp=1, dtype="bf16") is a
-    assert layer_table(profile, micro_batch_size=4, tp=1, dtype="bf16") is not a
+    a = layer_table(profile, micro_batch_size=2, tp=1, dtype="bf16", cache=cache)
+    assert layer_table(profile, micro_batch_size=2, tp=1, dtype="bf16", cache=cache) is a
+    assert layer_table(profile, micro_batch_size=4, tp=1, dtype="bf16", cache=cache) is not a
+    twin = dataclasses.replace(profile)  # an equal profile, another object: the same entry
+    assert layer_table(twin, micro_batch_size=2, tp=1, dtype="bf16", cache=cache) is a
+    slower = dataclasses.replace(profile, layers=(dataclasses.replace(profile.layers[0], param_count=7),
+                                                  *profile.layers[1:]))
+    assert layer_table(slower, micro_batch_size=2, tp=1, dtype="bf16", cache=cache) is not a
+    assert layer_table(profile, micro_batch_size=2, tp=1, dtype="bf16") is not a  # no cache: built for the call
     assert a.fwd_ms[0] == pytest.approx(2.0)  # 1 ms per sample, linear in the micro-batch size
 
 

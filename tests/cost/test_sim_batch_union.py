@@ -22,9 +22,9 @@ def test_shared_level_loop_equals_each_shape_alone(monkeypatch):
     shared = []
     real = sim_batch._union_ends
 
-    def counting(parts, width):
+    def counting(parts, width, cache):
         shared.append(len(parts))
-        return real(parts, width)
+        return real(parts, width, cache)
 
     monkeypatch.setattr(sim_batch, "_union_ends", counting)
     together = sim_batch.simulate_batches(items)
