@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pptune.calibrate.constants import BOUNDS, FITTED, Constants
 from pptune.calibrate.predict import predict_rows, relative_errors
 from pptune.calibrate.published import PublishedRow
+from pptune.cost.cache import CostCache
 from pptune.errors import PptuneError
 from pptune.hardware import Cluster
 
@@ -70,11 +71,12 @@ def fit_constants(rows: Sequence[PublishedRow], base: Cluster, *, start: Constan
     x0 = [min(max(v, lo), hi) for v, lo, hi in zip(start.fitted_vector(), lower, upper, strict=True)]
     scale = [max(abs(v), 1e-3) for v in x0]
     calls = 0
+    cache = CostCache()  # one for every evaluation of the fit: the rows' shapes repeat
 
     def residuals(x: Sequence[float]) -> list[float]:
         nonlocal calls
         calls += 1
-        return relative_errors(predict_rows(rows, base, start.with_fitted(list(x))), rows)
+        return relative_errors(predict_rows(rows, base, start.with_fitted(list(x)), cache=cache), rows)
 
     result = least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, diff_step=1e-3,
                            max_nfev=max_evaluations)

@@ -28,7 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pptune.cost.cache import CostCache
 from pptune.cost.estimate import estimate
+from pptune.cost.rows import overhead_units
 from pptune.errors import ConfigError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
@@ -103,6 +105,7 @@ class _Predictor:
     def __init__(self, base: Cluster) -> None:
         self.base = base.replace(per_microbatch_overhead_ms=0.0, per_step_overhead_ms=0.0)
         self._clusters: dict[tuple[float, float], Cluster] = {}
+        self.cache = CostCache()
 
     def _cluster(self, lat: float, bw: float) -> Cluster:
         if (lat, bw) not in self._clusters:
@@ -112,16 +115,15 @@ class _Predictor:
 
     def bare_ms(self, sample: Sample, scale: float, lat: float, bw: float) -> float:
         """Predicted step time without the two overheads."""
-        return estimate(scaled_profile(sample.profile, scale), self._cluster(lat, bw), sample.config).step_time_ms
+        return estimate(scaled_profile(sample.profile, scale), self._cluster(lat, bw), sample.config,
+                        cache=self.cache).step_time_ms
 
 
-def _microbatch_count(config: ParallelConfig) -> int:
-    return config.num_microbatches * config.vpp  # what estimate() multiplies per_microbatch_overhead_ms by
 
 
 def _nnls_overheads(bare: Sequence[float], samples: Sequence[Sample]) -> tuple[float, float, float]:
     """Non-negative (a, b) minimising sum(((bare + a m + b) - meas) / meas)^2; returns (a, b, objective)."""
-    rows = [(_microbatch_count(s.config) / s.measured_ms, 1.0 / s.measured_ms, (s.measured_ms - p) / s.measured_ms)
+    rows = [(overhead_units(s.config) / s.measured_ms, 1.0 / s.measured_ms, (s.measured_ms - p) / s.measured_ms)
             for p, s in zip(bare, samples, strict=True)]
 
     def cost(a: float, b: float) -> float:

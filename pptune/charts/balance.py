@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from pptune.charts.variants import try_estimate, with_depth
+from pptune.cost.cache import CostCache
 from pptune.cost.types import StageCost
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
@@ -87,7 +88,8 @@ def measured_stages(run: Measured | None, config: ParallelConfig) -> MeasuredSta
 
 
 def balance_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
-                   methods: tuple[str, ...] | None = None, measured: Measured | None = None) -> BalanceChart:
+                   methods: tuple[str, ...] | None = None, measured: Measured | None = None,
+                   cache: CostCache | None = None) -> BalanceChart:
     """Per-stage time and memory of each split method at the plan's configuration.
 
     Args:
@@ -102,7 +104,7 @@ def balance_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *
             config, what_if = deeper, True
     splits: list[Split] = []
     for method in methods or split_methods(config.partition):
-        est = try_estimate(profile, cluster, config.replace(partition=method))
+        est = try_estimate(profile, cluster, config.replace(partition=method), cache=cache)
         if est is None:
             continue
         same = next((k for k, s in enumerate(splits) if s.boundaries == est.boundaries), None)

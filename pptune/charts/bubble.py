@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from pptune.charts.variants import try_estimate, with_depth
+from pptune.cost.cache import CostCache
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
@@ -60,7 +61,8 @@ def pipeline_depths(*, ranks: int, chosen: int, max_pp: int, count: int = 4) -> 
 
 
 def bubble_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
-                  depths: tuple[int, ...] | None = None, microbatches: tuple[int, ...] | None = None) -> BubbleChart:
+                  depths: tuple[int, ...] | None = None, microbatches: tuple[int, ...] | None = None,
+                  cache: CostCache | None = None) -> BubbleChart:
     """Bubble fraction and tokens/s against the number of micro-batches, one line per pipeline depth.
 
     Args:
@@ -73,6 +75,7 @@ def bubble_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     Returns:
         A BubbleChart whose points are ``estimate(...)`` values.
     """
+    cache = CostCache() if cache is None else cache  # the chart's estimates share its structure
     gpus = cluster.num_gpus
     if depths is None:
         depths = pipeline_depths(ranks=gpus // config.tp, chosen=config.pp, max_pp=profile.num_layers)
@@ -83,14 +86,15 @@ def bubble_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     for pp in depths:
         bubble, tokens, fits = [], [], []
         for m in microbatches:
-            est = try_estimate(profile, cluster, with_depth(config, pp=pp, gpus=gpus, num_microbatches=m))
+            est = try_estimate(profile, cluster, with_depth(config, pp=pp, gpus=gpus, num_microbatches=m),
+                               cache=cache)
             bubble.append(NAN if est is None else est.bubble_fraction)
             tokens.append(NAN if est is None else est.tokens_per_s)
             fits.append(est is not None and est.feasible)
         dp = gpus // (config.tp * pp) if gpus % (config.tp * pp) == 0 else 0
         lines.append(BubbleLine(pp=pp, dp=dp, num_microbatches=tuple(microbatches), bubble_fraction=tuple(bubble),
                                 tokens_per_s=tuple(tokens), feasible=tuple(fits)))
-    chosen = try_estimate(profile, cluster, config)
+    chosen = try_estimate(profile, cluster, config, cache=cache)
     return BubbleChart(lines=tuple(lines), micro_batch_size=config.micro_batch_size, tp=config.tp,
                        schedule=config.schedule, chosen_pp=config.pp, chosen_microbatches=config.num_microbatches,
                        chosen_bubble_fraction=NAN if chosen is None else chosen.bubble_fraction,

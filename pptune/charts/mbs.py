@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pptune.charts.variants import try_estimate
+from pptune.cost.cache import CostCache
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
@@ -70,7 +71,7 @@ def oom_spans(sizes: tuple[int, ...], peaks: tuple[int, ...], limit: int) -> tup
 
 
 def mbs_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
-               sizes: tuple[int, ...] | None = None) -> MbsChart:
+               sizes: tuple[int, ...] | None = None, cache: CostCache | None = None) -> MbsChart:
     """Throughput and per-stage peak memory for each micro-batch size at the plan's layout and global batch.
 
     Args:
@@ -82,6 +83,7 @@ def mbs_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     Returns:
         An MbsChart; sizes the cost model rejects are left out.
     """
+    cache = CostCache() if cache is None else cache  # the chart's estimates share its structure
     if sizes is None:
         sizes = micro_batch_sizes(config)
     per_replica = config.global_batch_size // config.dp
@@ -89,7 +91,8 @@ def mbs_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     for size in sizes:
         if per_replica % size:
             continue
-        est = try_estimate(profile, cluster, config.replace(micro_batch_size=size, num_microbatches=per_replica // size))
+        est = try_estimate(profile, cluster, config.replace(micro_batch_size=size, num_microbatches=per_replica // size),
+                           cache=cache)
         if est is None:
             continue
         kept.append(size)

@@ -11,6 +11,7 @@ from pptune.charts.context import MEASURED_FILE, RANKING_FILE, PlanContext, load
 from pptune.charts.mbs import MbsChart, mbs_series
 from pptune.charts.pareto import ParetoChart, pareto_series, read_ranking
 from pptune.charts.timeline import TimelineChart, load_measured_timeline, timeline_series
+from pptune.cost.cache import CostCache
 from pptune.runtime.measured import load_measured
 
 
@@ -37,12 +38,13 @@ def plan_charts(plan_dir: str | os.PathLike | PlanContext) -> PlanCharts:
     if ranking_path.exists():
         pareto = pareto_series(read_ranking(ranking_path), chosen_label=ctx.label,
                                memory_limit_gib=cluster.gpu.memory_gib)
+    cache = CostCache()  # the charts' estimates share layer tables, splits and compiled schedules
     return PlanCharts(
         context=ctx,
-        bubble=bubble_series(profile, cluster, config),
-        mbs=mbs_series(profile, cluster, config),
+        bubble=bubble_series(profile, cluster, config, cache=cache),
+        mbs=mbs_series(profile, cluster, config, cache=cache),
         timeline=timeline_series(profile, cluster, config, chosen=ctx.estimate,
-                                 measured=load_measured_timeline(measured_path, config)),
-        balance=balance_series(profile, cluster, config, measured=run),
+                                 measured=load_measured_timeline(measured_path, config), cache=cache),
+        balance=balance_series(profile, cluster, config, measured=run, cache=cache),
         pareto=pareto,
     )

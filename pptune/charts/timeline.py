@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pptune.charts.variants import try_estimate, with_depth
+from pptune.cost.cache import CostCache
 from pptune.cost.types import Estimate, TimelineOp
 from pptune.errors import SchemaError
 from pptune.hardware import Cluster
@@ -75,7 +76,7 @@ def _title(config: ParallelConfig, *, chosen: bool, reference: ParallelConfig) -
 
 def timeline_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
                     alternative: ParallelConfig | None = None, chosen: Estimate | None = None,
-                    measured: MeasuredTimeline | None = None) -> TimelineChart:
+                    measured: MeasuredTimeline | None = None, cache: CostCache | None = None) -> TimelineChart:
     """The chosen configuration's timeline and an alternative schedule's.
 
     Args:
@@ -84,11 +85,12 @@ def timeline_series(profile: Profile, cluster: Cluster, config: ParallelConfig, 
         chosen: the chosen estimate if already computed with ``timeline=True``.
         measured: a measured run to overlay.
     """
-    est = chosen if chosen is not None and chosen.timeline else try_estimate(profile, cluster, config, timeline=True)
+    est = chosen if chosen is not None and chosen.timeline else try_estimate(profile, cluster, config, timeline=True,
+                                                                                  cache=cache)
     assert est is not None, "the chosen configuration must estimate"
     panels = [panel(_title(config, chosen=True, reference=config), config, est)]
     alt = alternative or alternative_config(config, gpus=cluster.num_gpus, num_layers=profile.num_layers)
-    alt_est = try_estimate(profile, cluster, alt, timeline=True)
+    alt_est = try_estimate(profile, cluster, alt, timeline=True, cache=cache)
     if alt is not None and alt_est is not None:
         panels.append(panel(_title(alt, chosen=False, reference=config), alt, alt_est))
     return TimelineChart(panels=tuple(panels), measured=measured)

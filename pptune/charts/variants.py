@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pptune.cost.cache import CostCache
 from pptune.cost.estimate import estimate
 from pptune.cost.types import Estimate
 from pptune.errors import ConfigError
@@ -38,11 +39,11 @@ def with_depth(config: ParallelConfig, *, pp: int, gpus: int, num_microbatches: 
 
 
 def try_estimate(profile: Profile, cluster: Cluster, config: ParallelConfig | None, *,
-                 timeline: bool = False) -> Estimate | None:
+                 timeline: bool = False, cache: CostCache | None = None) -> Estimate | None:
     """The estimate, or None when the cost model rejects the configuration (e.g. m not a multiple of pp)."""
     if config is None:
         return None
     try:
-        return estimate(profile, cluster, config, timeline=timeline)
+        return estimate(profile, cluster, config, timeline=timeline, cache=cache)
     except ConfigError:
         return None
