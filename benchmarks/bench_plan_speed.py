@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,9 +35,9 @@ import time
 from pathlib import Path
 
 from pptune.fileio import cpu_name
+from pptune.testing.large_space import TARGETS, bulk_inputs
 
 PLAN = ["gpt3-175b", "--cluster", "a100-80g", "--gpus", "1024", "--global-batch-size", "1536", "--exhaustive"]
-TARGETS = ("deepspeed", "megatron")
 
 
 def machine() -> str:
@@ -63,57 +64,14 @@ def time_plan(target: str, runs: int) -> dict:
             "configs": evaluated}
 
 
-def clear_cost_caches() -> None:
-    """Empty every cache of the cost model (what a fresh process starts with)."""
-    from pptune.cost import (
-        bulk,
-        chunks,
-        comm,
-        compiled,
-        layers,
-        orders,
-        partition,
-        rows,
-        sim_batch,
-        stage_terms,
-        steady,
-    )
-
-    layers._CACHE.clear()
-    chunks._ARRAYS.clear()
-    chunks._TP_STAGES.clear()
-    chunks._P2P_LINKS.clear()
-    chunks._GATHER_LINKS.clear()
-    chunks._STACKS.clear()
-    sim_batch._UNIONS.clear()
-    stage_terms._TERMS.clear()
-    bulk._SPLITS.clear()
-    rows._UNITS.clear()
-    for fn in (compiled.compile_schedule, compiled.event_rows, orders.order_arrays, orders.stage_orders,
-               steady.steady_state, partition._ds_balanced, partition._ds_cuts, partition._ds_uniform, partition.min_max_split,
-               partition.type_weights, partition._run_sums, steady.family_offset, comm._link, comm._tp_far,
-               comm._dp_far, comm._pair_far):
-        fn.cache_clear()
-
-
-def bulk_inputs(target: str) -> tuple:
-    """(cluster, configurations, {tp: profile}) of the exhaustive plan's space, as the planner builds them.
-
-    The profiles are the cost model's input (built once per tp by the planner), not part of it.
-    """
-    from pptune.hardware import load_cluster
-    from pptune.model_source import resolve_model
-    from pptune.space import build_space
-
-    source = resolve_model("gpt3-175b")
-    cluster = load_cluster("a100-80g", num_gpus=1024)
-    space = build_space(num_blocks=source.num_blocks, gpus=1024, gpus_per_node=cluster.gpus_per_node,
-                        global_batch_size=1536, num_heads=source.num_heads, num_kv_heads=source.num_kv_heads,
-                        target=target, block_kind=source.block_kind)
-    configs = list(space.configs())
-    profiles = {tp: source.profile(cluster, tp=tp, dtype="bf16", micro_batch_sizes=space.micro_batch_sizes)
-                for tp in sorted({c.tp for c in configs})}
-    return cluster, configs, profiles
+def cost_cache() -> dict:
+    """``{"cache": a new, empty CostCache}`` to pass to the cost model; ``{}`` for a revision that kept its caches
+    in modules (before pptune.cost.cache: a fresh process starts them empty and every call shares them)."""
+    try:
+        from pptune.cost.cache import CostCache
+    except ImportError:
+        return {}
+    return {"cache": CostCache()}
 
 
 def time_bulk_once(target: str) -> dict:
@@ -121,14 +79,15 @@ def time_bulk_once(target: str) -> dict:
     from pptune.cost.bulk import estimate_many
 
     cluster, configs, profiles = bulk_inputs(target)
+    cache = cost_cache()
     c0, w0 = time.process_time(), time.perf_counter()
-    results = estimate_many(profiles, cluster, configs)
+    results = estimate_many(profiles, cluster, configs, **cache)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     assert len(results) == len(configs)
     warm = []
     for _ in range(3):
         c0 = time.process_time()
-        estimate_many(profiles, cluster, configs)
+        estimate_many(profiles, cluster, configs, **cache)
         warm.append(time.process_time() - c0)
     return {"cpu_s": cpu, "wall_s": wall, "warm_cpu_s": statistics.median(warm)}
 
@@ -138,6 +97,9 @@ def baseline_tree(rev: str, into: Path) -> Path:
     root = Path(__file__).resolve().parents[1]
     archive = subprocess.run(["git", "-C", str(root), "archive", rev, "pptune"], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    # The inputs (pptune.testing's spaces) are this tree's, as when they lived in this file; only
+    # the cost model that evaluates them is the revision's (older revisions have no pptune/testing at all).
+    shutil.copytree(root / "pptune" / "testing", into / "pptune" / "testing", dirs_exist_ok=True)
     return into
 
 
@@ -166,10 +128,11 @@ def time_bulk(target: str, runs: int) -> dict:
                                       text=True, check=True).stdout) for _ in range(runs)]
     out["estimate_many, cold"] = {k: statistics.median(r[k] for r in cold) for k in ("cpu_s", "wall_s")}
     cpu, wall = [], []
-    estimate_many(profiles, cluster, configs)  # fills the caches
+    cache = cost_cache()
+    estimate_many(profiles, cluster, configs, **cache)  # fills the cache
     for _ in range(runs):
         c0, w0 = time.process_time(), time.perf_counter()
-        results = estimate_many(profiles, cluster, configs)
+        results = estimate_many(profiles, cluster, configs, **cache)
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
     assert len(results) == len(configs)
@@ -177,11 +140,11 @@ def time_bulk(target: str, runs: int) -> dict:
     # The per-configuration path the search used before: estimate() one by one (all its caches on, cold start).
     cpu, wall = [], []
     for _ in range(runs):
-        clear_cost_caches()
+        cache = cost_cache()  # one cache for the whole loop, empty at its start (as the search's evaluator holds one)
         c0, w0 = time.process_time(), time.perf_counter()
         for config in configs:
             try:
-                estimate(profiles[config.tp], cluster, config)
+                estimate(profiles[config.tp], cluster, config, **cache)
             except PptuneError:
                 pass
         cpu.append(time.process_time() - c0)

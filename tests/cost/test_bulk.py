@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 
 import pytest
@@ -15,8 +14,7 @@ from pptune.hardware import load_cluster
 from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig
 from pptune.profile.analytic import analytic_profile
-
-REL = 1e-9
+from pptune.testing.estimates import assert_same_summary
 
 
 def _random_configs(rng: random.Random, n: int, gpus: int) -> list[ParallelConfig]:
@@ -45,19 +43,6 @@ def _random_configs(rng: random.Random, n: int, gpus: int) -> list[ParallelConfi
     return out
 
 
-def _assert_same(got, ref, config) -> None:
-    label = config.label()
-    for field in ("step_time_ms", "samples_per_s", "tokens_per_s", "tflops_per_gpu", "mfu", "bubble_fraction"):
-        assert math.isclose(getattr(got, field), getattr(ref, field), rel_tol=REL, abs_tol=1e-12), (field, label)
-    for field, value in dataclasses.asdict(ref.breakdown).items():
-        assert math.isclose(getattr(got.breakdown, field), value, rel_tol=REL, abs_tol=1e-9), (field, label)
-    assert math.isclose(got.breakdown.step_ms, got.step_time_ms, rel_tol=REL)
-    assert got.memory_per_stage_bytes == ref.memory_per_stage_bytes, label
-    assert (got.peak_memory_bytes, got.feasible, got.infeasible_reason) == \
-        (ref.peak_memory_bytes, ref.feasible, ref.infeasible_reason), label
-    assert got.boundaries == ref.boundaries, label
-
-
 def _compare(profile, cluster, configs) -> int:
     """How many configurations were estimated (not rejected) and agreed; ``profile`` may be ``{tp: profile}``."""
     same = 0
@@ -68,7 +53,7 @@ def _compare(profile, cluster, configs) -> int:
             assert isinstance(got, PptuneError) and str(got) == str(exc), config.label()
             continue
         assert not isinstance(got, PptuneError), (config.label(), got)
-        _assert_same(got, ref.summary(), config)
+        assert_same_summary(got, ref.summary(), config)
         same += 1
     return same
 
