@@ -40,6 +40,7 @@ from pptune.cost.layers import LayerTable
 from pptune.cost.memory import grouped_checkpoint_bytes
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
+from pptune.targets import rules_for
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -195,18 +196,18 @@ def backward_ms(fwd: np.ndarray, bwd: np.ndarray, attn_fwd: np.ndarray, interval
 
 def partitioned_sends(config: ParallelConfig) -> bool:
     """Whether each pipeline message is split over the tp ranks and gathered by the receiver (DeepSpeed, tp > 1)."""
-    return config.target == "deepspeed" and config.tp > 1
+    return config.tp > 1 and rules_for(config.target, config.pp).partitioned_sends
 
 
 def keeps_stage_output(config: ParallelConfig) -> bool:
     """Whether the engine holds each in-flight micro-batch's stage output until its backward (DeepSpeed's pipe
     engine; with tp > 1 its 1/tp part, since pipe_partitioned replaces the tensor's data by the partition)."""
-    return config.target == "deepspeed"
+    return rules_for(config.target, config.pp).keeps_stage_output
 
 
 def blocking_sends(configs: list[ParallelConfig]) -> np.ndarray:
     """(K,) whether each row's pipeline sends block the sender until the transfer is done (DeepSpeed)."""
-    return np.array([c.target == "deepspeed" for c in configs])
+    return np.array([rules_for(c.target, c.pp).blocking_sends for c in configs])
 
 
 def with_blocking_sends(fwd: np.ndarray, bwd: np.ndarray, p2p: np.ndarray,

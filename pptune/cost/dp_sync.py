@@ -19,6 +19,7 @@ from pptune.cost.layers import LayerTable
 from pptune.cost.memory import bf16_optimizer, bytes_per_param
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
+from pptune.targets import rules_for
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,8 +44,9 @@ def stage_sync(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfi
         tied_ms = comm.all_reduce_ms(tied * grad_bytes, 2, comm.first_last_link(cluster, tp=config.tp, dp=dp, pp=pp))
     gather = bf16_optimizer(config)
     sync, reduce, gathers = [], [], []
+    overlapped = rules_for(config.target, pp).overlap_grad_reduce  # only the last bucket (the first layer) shows
     for s in range(pp):
-        n = table.param_count[bounds[s]] if config.target == "megatron" else params[s]
+        n = table.param_count[bounds[s]] if overlapped else params[s]
         link = comm.dp_link(cluster, tp=config.tp, dp=dp, stage=s)
         sync.append(comm.dp_grad_sync_ms(n * grad_bytes, n * weight_bytes, dp=dp, zero_stage=config.zero_stage,
                                          link=link, gather_after_all_reduce=gather))

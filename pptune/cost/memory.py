@@ -24,6 +24,7 @@ import numpy as np
 
 from pptune.cost.layers import LayerTable
 from pptune.parallel import ParallelConfig
+from pptune.targets import rules_for
 
 GIB = 2**30
 # CUDA context and library workspaces (~0.5 GiB) plus NCCL/p2p communication buffers (~0.5 GiB).
@@ -34,19 +35,16 @@ RESERVE_FRACTION = 0.05
 
 def bytes_per_param(config: ParallelConfig) -> tuple[float, float, float]:
     """(weight, gradient, optimizer) bytes per parameter, before ZeRO partitioning."""
+    grad = rules_for(config.target, config.pp).grad_bytes(config.dtype)
     if config.dtype == "fp32":
-        return 4.0, 4.0, 8.0
-    if config.target == "megatron":
-        grad = 4.0
-    else:
-        grad = 6.0 if config.dtype == "bf16" else 2.0
+        return 4.0, grad, 8.0
     return 2.0, grad, 12.0
 
 
 def bf16_optimizer(config: ParallelConfig) -> bool:
     """Whether DeepSpeed runs its BF16_Optimizer: bf16 in the pipeline engine at ZeRO 0, or ZeRO 1 with the fp32
     gradient accumulation pptune emits (engine ``_do_optimizer_sanity_check``); ZeRO 2/3 use the ZeRO optimizer."""
-    return config.target == "deepspeed" and config.dtype == "bf16" and config.zero_stage <= 1
+    return config.dtype == "bf16" and config.zero_stage <= rules_for(config.target, config.pp).bf16_optimizer_max_zero
 
 
 def optimizer_partitioned(config: ParallelConfig) -> bool:
