@@ -2,7 +2,8 @@
 
 Rules: tp inside one node and dividing the attention heads and the KV heads (Megatron's column/row split);
 pp at most the number of transformer blocks (no stage without a block); dp divides the global batch
-(DeepSpeed's batch rule ``train_batch_size = micro * gradient_accumulation_steps * dp``).
+(DeepSpeed's batch rule ``train_batch_size = micro * gradient_accumulation_steps * dp``). The first three are
+``pptune.targets``' rules and words (``tp_node_rule``, ``heads_rule``, ``stage_blocks_rule``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pptune.errors import ConfigError
+from pptune.targets import heads_rule, stage_blocks_rule, tp_node_rule
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,39 +48,48 @@ def _divisors(n: int) -> list[int]:
 
 
 def layouts_for(*, gpus: int, gpus_per_node: int, global_batch_size: int, num_blocks: int, num_heads: int | None,
-             num_kv_heads: int | None, allowed_tp: tuple[int, ...] | None, fixed: Fixed) -> tuple[Layout, ...]:
-    """Every tp x pp x dp of the GPUs the model accepts, or ConfigError naming the rule that emptied it."""
-    reasons: list[str] = []
+                num_kv_heads: int | None, allowed_tp: tuple[int, ...] | None, fixed: Fixed,
+                model_name: str = "the model", cluster_name: str = "the cluster") -> tuple[Layout, ...]:
+    """Every tp x pp x dp of the GPUs the model accepts, or ConfigError naming the rule that emptied it.
+
+    ``model_name`` and ``cluster_name`` only word the messages.
+    """
+    reasons: dict[str, str] = {}  # rule -> its first message (one reason per rule)
+
+    def keep(tps: list[int], rule: str, why) -> list[int]:
+        """The tps ``why`` (tp -> message or None) lets through; the first rejection's message when none is."""
+        found = {t: why(t) for t in tps}
+        ok = [t for t in tps if found[t] is None]
+        if tps and not ok:
+            reasons.setdefault(rule, found[tps[0]])
+        return ok
+
     tps = [t for t in _divisors(gpus) if fixed.tp in (None, t)]
     if fixed.tp is not None and gpus % fixed.tp:
         raise ConfigError(f"--tp {fixed.tp} does not divide {gpus} GPUs")
-    tps_ok = [t for t in tps if t <= gpus_per_node]
-    if not tps_ok:
-        reasons.append(f"tp must be <= {gpus_per_node} GPUs per node")
-    if num_heads is not None:
-        kv = num_kv_heads or num_heads
-        tps_ok = [t for t in tps_ok if num_heads % t == 0 and kv % t == 0]
-        if not tps_ok:
-            reasons.append(f"tp must divide {num_heads} heads and {kv} KV heads")
+    tps_ok = keep(tps, "tp-node", lambda t: tp_node_rule(t, gpus_per_node, cluster_name))
+    tps_ok = keep(tps_ok, "heads-tp", lambda t: heads_rule(num_heads, t, model_name)
+                  or heads_rule(num_kv_heads, t, model_name, kv=True))
     if allowed_tp is not None:
         tps_ok = [t for t in tps_ok if t in allowed_tp]
         if not tps_ok:
-            reasons.append(f"the profile allows tp in {list(allowed_tp)}")
+            reasons.setdefault("profile-tp", f"the profile allows tp in {list(allowed_tp)}")
     out: list[Layout] = []
     min_dp: int | None = None
     for tp in tps_ok:
         for pp in _divisors(gpus // tp):
             if fixed.pp not in (None, pp):
                 continue
-            if pp > num_blocks:
-                reasons.append(f"pp must be <= {num_blocks} blocks")
+            too_deep = stage_blocks_rule(pp, num_blocks, model_name)
+            if too_deep:
+                reasons.setdefault("stage-blocks", too_deep)
                 continue
             dp = gpus // (tp * pp)
             if fixed.dp not in (None, dp):
                 continue
             min_dp = dp if min_dp is None else min(min_dp, dp)
             if global_batch_size % dp:
-                reasons.append(f"dp must divide the global batch {global_batch_size}")
+                reasons.setdefault("dp-batch", f"dp must divide the global batch {global_batch_size}")
                 continue
             out.append(Layout(tp=tp, pp=pp, dp=dp))
     if out:
@@ -89,5 +100,5 @@ def layouts_for(*, gpus: int, gpus_per_node: int, global_batch_size: int, num_bl
             f"({gpus} GPUs): every replica needs at least one sample"
         )
     pins = ", ".join(f"--{k} {v}" for k, v in (("tp", fixed.tp), ("pp", fixed.pp), ("dp", fixed.dp)) if v is not None)
-    why = "; ".join(dict.fromkeys(reasons)) or "the fixed tp/pp/dp do not multiply to the GPU count"
+    why = "; ".join(reasons.values()) or "the fixed tp/pp/dp do not multiply to the GPU count"
     raise ConfigError(f"{gpus} GPUs factor into no tp*pp*dp layout the model accepts{' with ' + pins if pins else ''}: {why}")

@@ -147,7 +147,7 @@ def plan(
         num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
         num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=target, dtype=dtype, fixed=fixed,
         max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble, block_kind=source.block_kind,
-        allowed_tp=_measured_tp(source, fixed, hw),
+        allowed_tp=_measured_tp(source, fixed, hw), model_name=source.name, cluster_name=hw.name,
     )
     evaluator = Evaluator(
         profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=dtype, micro_batch_sizes=space.micro_batch_sizes),

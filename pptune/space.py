@@ -185,6 +185,8 @@ def build_space(
     max_micro_batch_size: int = 16,
     zero_bubble: bool = False,
     block_kind: str = DEFAULT_BLOCK_KIND,
+    model_name: str = "the model",
+    cluster_name: str = "the cluster",
 ) -> SearchSpace:
     """Build the space of one planning problem, or raise ConfigError saying why it is empty.
 
@@ -202,6 +204,7 @@ def build_space(
         zero_bubble: also try ``zb_h1`` (Megatron target only; a what-if, mainline Megatron lacks it).
         block_kind: the profile's block class name; ``type:<it>`` is the even split (DeepSpeed's ``type:``
             method, Megatron's default). For the Megatron target ``--partition uniform`` means this split.
+        model_name / cluster_name: how the messages of an empty space name the model and the cluster.
     """
     fixed = fixed or Fixed()
     _raise(target_rule(target))
@@ -235,7 +238,7 @@ def build_space(
         sps = (False, True) if pipe.sequence_parallel else (False,)
     layouts = layouts_for(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
                        num_blocks=num_blocks, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                       allowed_tp=allowed_tp, fixed=fixed)
+                       allowed_tp=allowed_tp, fixed=fixed, model_name=model_name, cluster_name=cluster_name)
     space = SearchSpace(
         gpus=gpus, global_batch_size=global_batch_size, num_blocks=num_blocks, target=target, dtype=dtype,
         layouts=layouts, micro_batch_sizes=mbs, zero_stages=zeros, recomputes=recomputes, schedules=schedules,

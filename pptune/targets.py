@@ -149,6 +149,7 @@ RULES: tuple[str, ...] = (
     "chunks-layers",  # model
     "heads-tp",  # model
     "kv-heads-tp",  # model
+    "stage-blocks",  # plan, model
     "even-split-blocks",  # plan, model
     "interleaving-blocks",  # plan, model
     "tp-node",  # cluster
@@ -241,6 +242,13 @@ def chunks_rule(pp: int, vpp: int, num_layers: int, model: str) -> str | None:
 def heads_rule(heads: int | None, tp: int, model: str, *, kv: bool = False) -> str | None:
     if heads and heads % tp:
         return f"{heads} {'key/value' if kv else 'attention'} heads of {model} are not divisible by tp {tp}"
+    return None
+
+
+def stage_blocks_rule(pp: int, num_blocks: int, model: str) -> str | None:
+    """Planned stages each hold a transformer block (the cost model also accepts embedding- or head-only stages)."""
+    if pp > num_blocks:
+        return f"pp {pp} > {num_blocks} transformer blocks of {model}: every stage needs a block"
     return None
 
 
@@ -338,7 +346,8 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
             ("kv-heads-tp", heads_rule(kv, c.tp, name, kv=True)),
         ]
         if planned and c.target in TARGETS:
-            found += [("even-split-blocks", even_split_rule(rules, c.partition, c.pp, blocks)),
+            found += [("stage-blocks", stage_blocks_rule(c.pp, blocks, name)),
+                      ("even-split-blocks", even_split_rule(rules, c.partition, c.pp, blocks)),
                       ("interleaving-blocks", interleaving_blocks_rule(c.schedule, c.pp, c.vpp, blocks))]
     if cluster is not None:
         found += [("tp-node", tp_node_rule(c.tp, cluster.gpus_per_node, cluster.name)),

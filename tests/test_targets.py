@@ -128,6 +128,8 @@ RULE_CASES = [
      "pp 4 x vpp 4 = 16 chunks > 14 pipeline layers of gpt2-small: every chunk needs a layer"),
     ("heads-tp", dict(tp=5), {"model": PRESETS["gpt2-small"]}, "12 attention heads of gpt2-small are not divisible by tp 5"),
     ("kv-heads-tp", dict(tp=3), {"model": PROFILE}, "4 key/value heads of gpt2-small are not divisible by tp 3"),
+    ("stage-blocks", dict(pp=13, num_microbatches=13), {"model": SPEC, "planned": True},
+     "pp 13 > 12 transformer blocks of gpt2-small: every stage needs a block"),
     ("even-split-blocks", dict(pp=5, partition="type:TransformerBlockPipe", **M), {"model": SPEC, "planned": True},
      "Megatron-LM's even split needs the 12 transformer blocks divisible by pp 5 (use balanced)"),
     ("interleaving-blocks", dict(pp=4, vpp=2, schedule="interleaved_1f1b", num_microbatches=8, **M),
@@ -257,6 +259,20 @@ def test_the_space_words_a_pinned_megatron_zero_like_the_emitter():
     space_message = message_of(lambda: small_space(target="megatron", fixed=Fixed(zero_stage=3)))
     assert space_message == targets.zero_rule(MEGATRON, 3, None, planned=True) == (
         "ZeRO stage 3: Megatron-LM allows only ZeRO 0 or 1")
+
+
+@pytest.mark.parametrize(("rule", "kw", "context", "fixed"), [
+    ("tp-node", dict(tp=16), {"cluster": CLUSTER}, Fixed(tp=16)),
+    ("heads-tp", dict(tp=8), {"model": SPEC}, Fixed(tp=8)),
+    ("stage-blocks", dict(pp=16, num_microbatches=16), {"model": SPEC, "planned": True}, Fixed(pp=16)),
+])
+def test_the_space_words_its_layout_rules_like_the_table(rule, kw, context, fixed):
+    found = violations(raw(**kw), context.get("model"), context.get("cluster"), planned=context.get("planned", False))
+    (expected,) = [v for v in found if v.rule == rule]
+    message = message_of(lambda: build_space(num_blocks=12, gpus=16, gpus_per_node=8, global_batch_size=64,
+                                             num_heads=12, num_kv_heads=4, fixed=fixed, model_name="gpt2-small",
+                                             cluster_name="a100-80g"))
+    assert message.endswith(": " + expected.message)
 
 
 def test_the_space_plans_only_what_the_table_allows():
