@@ -22,6 +22,7 @@ from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 from pptune.runtime.measured import load_measured
+from pptune.targets import rules_for
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,8 +57,9 @@ def alternative_config(config: ParallelConfig, *, gpus: int, num_layers: int) ->
     if config.pp == 1:
         return with_depth(config, pp=2, gpus=gpus) if num_layers >= 2 else None
     schedule = "zb_h1" if config.schedule == "1f1b" else "1f1b"
-    return config.replace(schedule=schedule, vpp=1, target="megatron" if schedule != "1f1b" else config.target,
-                          zero_stage=min(config.zero_stage, 1))
+    target = "megatron" if schedule != "1f1b" else config.target
+    return config.replace(schedule=schedule, vpp=1, target=target,  # at a ZeRO stage the target plans
+                          zero_stage=min(config.zero_stage, rules_for(target, config.pp).planned_max_zero_stage))
 
 
 def panel(title: str, config: ParallelConfig, est: Estimate) -> TimelinePanel:

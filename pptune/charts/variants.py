@@ -9,6 +9,7 @@ from pptune.errors import ConfigError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
+from pptune.targets import rules_for
 
 
 def with_depth(config: ParallelConfig, *, pp: int, gpus: int, num_microbatches: int | None = None) -> ParallelConfig | None:
@@ -30,8 +31,8 @@ def with_depth(config: ParallelConfig, *, pp: int, gpus: int, num_microbatches: 
     changes: dict[str, object] = {"pp": pp, "dp": dp, "num_microbatches": num_microbatches}
     if pp == 1:
         changes.update(schedule="1f1b", vpp=1)
-    if config.target == "deepspeed" and pp > 1:
-        changes["zero_stage"] = min(config.zero_stage, 1)
+    if pp > 1:  # the target's ZeRO limit with a pipeline (DeepSpeed's pipeline engine: 1)
+        changes["zero_stage"] = min(config.zero_stage, rules_for(config.target, pp).max_zero_stage_with_pp)
     try:
         return config.replace(**changes)
     except ConfigError:

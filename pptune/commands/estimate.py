@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pptune.targets import SCHEDULES, TARGETS
+
 # Batch-line keys and the CLI attribute that supplies each one's default.
 BATCH_KEYS = {
     "model": "model", "cluster": "cluster", "gpus": "gpus", "tp": "tp", "pp": "pp", "dp": "dp",
@@ -33,13 +35,13 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--dp", type=int, default=1, help="data-parallel size (default 1)")
     p.add_argument("--micro-batch-size", type=int, default=1, help="samples per micro-batch (default 1)")
     p.add_argument("--global-batch-size", type=int, help="samples per optimizer step (micro * accumulation * dp)")
-    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved_1f1b", "zb_h1"), default="1f1b")
+    p.add_argument("--schedule", choices=SCHEDULES, default="1f1b")
     p.add_argument("--vpp", type=int, default=1, help="model chunks per stage (interleaved_1f1b)")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0, help="ZeRO stage (default 0)")
     p.add_argument("--recompute", default="none", help="none, selective (Megatron), full or every:K")
     p.add_argument("--partition", default="parameters", help="uniform, parameters, balanced or type:<regex>")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
-    p.add_argument("--target", choices=("deepspeed", "megatron"), default="deepspeed")
+    p.add_argument("--target", choices=TARGETS, default="deepspeed")
     p.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism (tp > 1)")
     p.add_argument("--json", action="store_true", help="print Estimate.to_json_dict() as one JSON object")
     p.add_argument("--timeline", action="store_true", help="with --json: include every op's start and end")

@@ -9,7 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pptune.targets import TARGETS, rules_for
+
 RECOMPUTES = ("none", "selective", "full")
+# --schedule: what some target plans with pp > 1, on request (zb_h1) included
+PLANNED_SCHEDULES = tuple(dict.fromkeys(s for t in TARGETS for r in (rules_for(t, 2),)
+                                        for s in r.planned_schedules + r.what_if_schedules))
 
 
 def add_parser(subparsers: Any, name: str) -> None:
@@ -33,7 +38,7 @@ def add_parser(subparsers: Any, name: str) -> None:
     s.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///OUT/study.db)")
     s.add_argument("--study-name", default=None, help="study name (default derived from model, cluster, GPUs, batch)")
     s.add_argument("--resume", action="store_true", help="continue the stored study up to --trials finished trials")
-    s.add_argument("--target", choices=("deepspeed", "megatron"), default="deepspeed", help="framework (default deepspeed)")
+    s.add_argument("--target", choices=TARGETS, default="deepspeed", help="framework (default deepspeed)")
     s.add_argument("--max-micro-batch-size", type=int, default=16, help="largest micro-batch size tried (default 16)")
     s.add_argument("--zero-bubble", action="store_true", help="also try zb_h1 (Megatron target; a what-if)")
     f = p.add_argument_group("fix a dimension")
@@ -44,7 +49,7 @@ def add_parser(subparsers: Any, name: str) -> None:
     f.add_argument("--micro-batch-size", type=int, help="micro-batch size")
     f.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="ZeRO stage")
     f.add_argument("--recompute", help="none, selective (Megatron), full or every:K")
-    f.add_argument("--schedule", choices=("1f1b", "interleaved_1f1b", "zb_h1"), help="pipeline schedule")
+    f.add_argument("--schedule", choices=PLANNED_SCHEDULES, help="pipeline schedule")
     f.add_argument("--vpp", type=int, help="virtual stages per rank (interleaved_1f1b)")
     f.add_argument("--partition", help="uniform, parameters, balanced or type:<regex>")
     f.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
