@@ -1,10 +1,11 @@
 """Benchmark the cost model: one estimate() of a 96-layer model (pp=8, m=64) and configurations per second in bulk.
 
-Run: ``python benchmarks/bench_estimate.py [--repeat N] [--sample N]``. Prints a small table. ``cold`` clears the
-cost model's caches before every call (layer table, compiled schedule, simulation; DeepSpeed's own
-``partition_balanced`` result too in the first row, which a plan computes once per (tp, pp)); ``warm`` repeats the
-same call; ``bulk`` evaluates distinct configurations of one model as a planner would (profiles built once per tp
-beforehand, caches on; CPU seconds, so other processes on the machine matter less).
+Run: ``python benchmarks/bench_estimate.py [--repeat N] [--sample N]``. Prints a small table. ``cold`` passes a new,
+empty CostCache to every call (layer table, split, compiled schedule; in the first row DeepSpeed's own
+``partition_balanced`` programme too, which a plan computes once per (tp, pp)); ``warm`` repeats the same call with
+one cache; ``bulk`` evaluates distinct configurations of one model one by one as the TPE search does (profiles built
+once per tp beforehand, one CostCache as the search's evaluator holds; CPU seconds, so other processes on the machine
+matter less).
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ import statistics
 import time
 
 from pptune.cost import estimate
-from pptune.cost import layers as layers_mod
-from pptune.cost import partition as partition_mod
-from pptune.cost.compiled import compile_schedule
-from pptune.cost.estimate import _simulate
-from pptune.cost.orders import order_arrays, stage_orders
+from pptune.cost.cache import LIMITS, CostCache
 from pptune.errors import PptuneError
 from pptune.hardware import load_cluster
 from pptune.model.spec import PRESETS
@@ -28,13 +25,10 @@ from pptune.parallel import ParallelConfig
 from pptune.profile.analytic import analytic_profile
 
 
-def clear_caches(*, keep_deepspeed_partition: bool = False) -> None:
-    layers_mod._CACHE.clear()
-    fns = [partition_mod.min_max_split, compile_schedule, order_arrays, stage_orders, _simulate]
-    if not keep_deepspeed_partition:
-        fns += [partition_mod._ds_balanced, partition_mod._ds_cuts, partition_mod._ds_uniform]
-    for fn in fns:
-        fn.cache_clear()
+def all_but_deepspeed_split(cache: CostCache) -> CostCache:
+    """``cache`` emptied except for DeepSpeed's split programmes (which a plan computes once per (tp, pp))."""
+    cache.clear(*(store for store in LIMITS if not store.startswith("ds_")))
+    return cache
 
 
 def time_one(repeat: int) -> dict[str, float]:
@@ -43,23 +37,25 @@ def time_one(repeat: int) -> dict[str, float]:
     profile = analytic_profile(spec, cluster.gpu, tp=8, micro_batch_sizes=(1, 2))
     config = ParallelConfig(tp=8, pp=8, dp=1, micro_batch_size=1, num_microbatches=64, zero_stage=1,
                             recompute="full", target="megatron")
-    estimate(profile, cluster, config)  # imports deepspeed's partition functions once
+    warm, known = CostCache(), CostCache()
+    estimate(profile, cluster, config, cache=warm)  # the first numpy calls
+    estimate(profile, cluster, config, cache=known)  # DeepSpeed's split programme, kept by ``known``
     cases = {
         # every cache empty, DeepSpeed's O(n^2 p) partition_balanced included (once per (tp, pp) in a plan)
-        "cold, parameters split": (config, dict(keep_deepspeed_partition=False), max(5, repeat // 20)),
-        # every pptune cache empty (layer table, compiled schedule, simulation); DeepSpeed's split remembered
-        "cold, parameters split known": (config, dict(keep_deepspeed_partition=True), repeat),
-        "cold, balanced split": (config.replace(partition="balanced"), dict(keep_deepspeed_partition=True), repeat),
-        "warm (same call again)": (config, None, repeat),
+        "cold, parameters split": (config, lambda: CostCache(), max(5, repeat // 20)),
+        # every other cache empty (layer table, split, compiled schedule); DeepSpeed's split programme remembered
+        "cold, parameters split known": (config, lambda: all_but_deepspeed_split(known), repeat),
+        "cold, balanced split": (config.replace(partition="balanced"), lambda: all_but_deepspeed_split(known),
+                                 repeat),
+        "warm (same call again)": (config, lambda: warm, repeat),
     }
     out = {}
-    for label, (cfg, clear, n) in cases.items():
+    for label, (cfg, make_cache, n) in cases.items():
         times = []
         for _ in range(n):
-            if clear is not None:
-                clear_caches(**clear)
+            cache = make_cache()
             t0 = time.perf_counter()
-            estimate(profile, cluster, cfg)
+            estimate(profile, cluster, cfg, cache=cache)
             times.append(time.perf_counter() - t0)
         out[label] = statistics.median(times) * 1e3
     return out
@@ -93,12 +89,12 @@ def time_bulk(n: int, seed: int) -> dict[str, float]:
     cluster = load_cluster("h100-80g", num_gpus=gpus)
     profiles = {tp: analytic_profile(spec, cluster.gpu, tp=tp, micro_batch_sizes=(1, 2, 4)) for tp in (1, 2, 4, 8)}
     configs = sample_configs(n, gpus, seed)
-    clear_caches()
+    cache = CostCache()
     out: dict[str, float] = {"configs": len(configs)}
-    for label in ("first pass", "second pass"):  # second: every simulation and split is cached
+    for label in ("first pass", "second pass"):  # second: every split and compiled schedule is kept
         t0 = time.process_time()
         for config in configs:
-            estimate(profiles[config.tp], cluster, config)
+            estimate(profiles[config.tp], cluster, config, cache=cache)
         out[label] = len(configs) / (time.process_time() - t0)
     return out
 

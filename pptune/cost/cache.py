@@ -3,7 +3,8 @@ benchmark, a test), with one ``clear()`` and its size limits in one table (``LIM
 
 The cost model keeps structure and per-stage work, never a configuration's result: layer tables and their
 arrays, stage splits, schedule orders and their compiled forms (steady states, unions of shapes), per-stage
-terms and link tables. Keys are contents: a profile by its fingerprint (a digest of its fields), a cluster
+terms and link tables, and simulated pipelines (which configurations differing only in dp, ZeRO or target
+share). Keys are contents: a profile by its fingerprint (a digest of its fields), a cluster
 by its own value (a frozen dataclass compares and hashes by its fields), layer tables by the fingerprint and
 shape they were built from, schedules by ``(schedule, pp, m, vpp)``. Two equal profiles share entries; a
 changed cluster never reads another's.
@@ -39,7 +40,8 @@ LIMITS: dict[str, int] = {
     "event_rows": 64,
     "steady": 256,
     "family": 256,
-    "unions": 16,  # a union of big shapes holds a few MB of indices
+    "unions": 16,
+    "pipelines": 8192,  # (shape, durations, timeline) -> ScheduleResult of the event-driven simulator  # a union of big shapes holds a few MB of indices
     "inflight": 4096,
     "tp_stages": 4096,  # (cluster, tp, dp, pp, message bytes, sp) -> TP collectives per stage
     "gather_links": 4096,
@@ -81,10 +83,10 @@ class CostCache:
         entries[id(obj)] = (obj, digest)
         return digest
 
-    def clear(self) -> None:
-        """Empty every store (what a fresh process starts with)."""
-        for entries in self._stores.values():
-            entries.clear()
+    def clear(self, *stores: str) -> None:
+        """Empty the named stores, or every store when none is named (what a fresh process starts with)."""
+        for name in stores or self._stores:
+            self._stores[name].clear()
 
     def sizes(self) -> dict[str, int]:
         """Entries per store."""

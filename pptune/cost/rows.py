@@ -26,6 +26,7 @@ The step's parts (``pptune.cost.types.Breakdown``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -124,11 +125,17 @@ class EventPool:
     def run(self) -> None:
         for shape, blocks in self.rows.items():
             schedule, pp, m, vpp = shape
-            fwd, bwd, p2p, w = _split_row(shape, np.concatenate(blocks))
-            runs = [simulate(f, b, schedule=schedule, num_microbatches=m, p2p_ms=g, vpp=vpp,
-                             timeline=self.timeline and not self.runs and i == 0, w_ms=None if w is None else w[i],
-                             cache=self.cache)
-                    for i, (f, b, g) in enumerate(zip(fwd.tolist(), bwd.tolist(), p2p.tolist(), strict=True))]
+            rows = np.concatenate(blocks)
+            fwd, bwd, p2p, w = _split_row(shape, rows)
+            runs = []
+            for i in range(len(rows)):
+                timeline = self.timeline and not self.runs and i == 0
+                # Configurations that differ only in dp, ZeRO or target share a pipeline: simulate it once.
+                key = (shape, rows[i].tobytes(), timeline)
+                runs.append(self.cache.get("pipelines", key, functools.partial(
+                    simulate, fwd[i].tolist(), bwd[i].tolist(), schedule=schedule, num_microbatches=m,
+                    p2p_ms=p2p[i].tolist(), vpp=vpp, timeline=timeline, w_ms=None if w is None else w[i].tolist(),
+                    cache=self.cache)))
             self.runs += runs
             self.results[shape] = BatchSchedule(
                 step_ms=np.array([r.step_ms for r in runs]), busy_ms=np.array([r.busy_ms for r in runs]),
