@@ -30,7 +30,7 @@ def test_bulk_equals_estimate_on_gpt3_175b_at_1024_gpus(target):
 
 def test_the_benchmark_cold_start_is_a_new_cost_cache(make_profile, make_cluster, monkeypatch):
     """bench_plan_speed's cold figures are a fresh CostCache: that is every cache empty only while no module of
-    pptune.cost keeps one of its own (a dict named _UPPER or an lru_cache) that estimate_many or estimate fills."""
+    pptune.cost keeps one of its own (an lru_cache, or any module-level dict, list or set that a call fills)."""
     import functools
     import importlib
     import pkgutil
@@ -47,20 +47,24 @@ def test_the_benchmark_cold_start_is_a_new_cost_cache(make_profile, make_cluster
                               partition=part, target="megatron")
                for tp in (1, 2) for pp in (2, 4) for m in (8, 64, 128) for z in (0, 1) for part in ("balanced", "parameters")
                for s, v in (("1f1b", 1), ("interleaved_1f1b", 2)) if m % pp == 0]
+    modules = [importlib.import_module(f"pptune.cost.{info.name}") for info in pkgutil.iter_modules(pptune.cost.__path__)]
+    lru = [f"{m.__name__}.{name}" for m in modules for name, value in vars(m).items()
+           if isinstance(value, functools._lru_cache_wrapper) and value.__module__ == m.__name__]
+    assert lru == []
+
+    def containers() -> dict[str, int]:  # every module-level dict, list or set of pptune.cost, by size
+        return {f"{m.__name__}.{name}": len(value) for m in modules for name, value in vars(m).items()
+                if isinstance(value, (dict, list, set)) and not name.startswith("__")}
+
+    before = containers()
     cache = CostCache()
     estimate_many({1: profile, 2: profile}, cluster, configs, cache=cache)
-    estimate(profile, cluster, configs[0], cache=cache)
+    estimate(profile, cluster, configs[0], cache=cache, timeline=True)
     estimate_many({1: profile, 2: profile}, cluster, configs[:8])  # and without a cache (each call makes its own)
-    caches = []
-    for info in pkgutil.iter_modules(pptune.cost.__path__):
-        module = importlib.import_module(f"pptune.cost.{info.name}")
-        for name, value in vars(module).items():
-            if isinstance(value, functools._lru_cache_wrapper) and value.__module__ == module.__name__:
-                caches.append((f"{info.name}.{name}", lambda v=value: v.cache_info().currsize))
-            elif isinstance(value, dict) and name.startswith("_") and name[1:].isupper():
-                caches.append((f"{info.name}.{name}", lambda v=value: len(v)))
-    assert [name for name, size in caches if size()] == []
+    assert containers() == before  # nothing the calls did stayed behind in a module
     assert sum(cache.sizes().values()) > 0  # the calls did fill caches: the CostCache the caller owns
+    cache.clear()
+    assert sum(cache.sizes().values()) == 0
 
 
 def test_the_bit_identity_check_counts_every_differing_value():
