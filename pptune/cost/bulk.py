@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+
 from pptune.cost.cache import CostCache
 from pptune.cost.checks import check_config
 from pptune.cost.partition import stage_boundaries
@@ -73,13 +75,15 @@ def estimate_many(profile: Profile | Mapping[int, Profile], cluster: Cluster, co
             group = groups[(c.pp, c.vpp)] = ([], [])
         group[0].append(i)
         group[1].append(bounds)
-    pool = BatchPool(cache)
-    prepared = [(idx, RowGroup(profile if profiles is None else profiles, cluster, [configs[i] for i in idx], bounds,
-                               pool)) for idx, bounds in groups.values()]
-    pool.run()
-    for idx, group in prepared:
-        for i, summary in zip(idx, _summaries(group.figures(pool), group.bounds, group.seq_len), strict=True):
-            out[i] = summary
+    with np.errstate(all="ignore"):  # out-of-range inputs end as per-row errors, not as numpy warnings
+        pool = BatchPool(cache)
+        prepared = [(idx, RowGroup(profile if profiles is None else profiles, cluster, [configs[i] for i in idx], bounds,
+                                   pool)) for idx, bounds in groups.values()]
+        pool.run()
+        for idx, group in prepared:
+            figures = group.figures(pool)
+            for i, summary, error in zip(idx, _summaries(figures, group.bounds, group.seq_len), figures.errors, strict=True):
+                out[i] = summary if error is None else error
     return out
 
 

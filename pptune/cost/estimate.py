@@ -8,6 +8,8 @@ timeline. See ``pptune.cost.rows`` for what each part of the Breakdown means.
 
 from __future__ import annotations
 
+import numpy as np
+
 from pptune.cost.cache import CostCache
 from pptune.cost.checks import check_config
 from pptune.cost.memory import MEMORY_PARTS
@@ -32,15 +34,19 @@ def estimate(profile: Profile, cluster: Cluster, config: ParallelConfig, *, time
             planner's evaluator does; a fresh one when not given.
 
     Raises:
-        ConfigError: the configuration cannot run this model on this cluster (numbers in the message).
+        ConfigError: the configuration cannot run this model on this cluster (numbers in the message), or the
+            prediction is not a finite number (figures beyond what floats hold).
     """
     check_config(profile, cluster, config)
     cache = CostCache() if cache is None else cache
     bounds = stage_boundaries(profile, config, cache=cache)
     pool = EventPool(cache, timeline=timeline)
-    group = RowGroup(profile, cluster, [config], [bounds], pool)
-    pool.run()
-    f = group.figures(pool)
+    with np.errstate(all="ignore"):  # out-of-range inputs end as the error below, not as numpy warnings
+        group = RowGroup(profile, cluster, [config], [bounds], pool)
+        pool.run()
+        f = group.figures(pool)
+    if f.errors[0] is not None:
+        raise f.errors[0]
     sim = pool.runs[0]  # the pipeline with its messages (the group adds it first)
     pp, chunks = config.pp, len(bounds) - 1
     fwd, bwd = group.chunks.fwd_ms[0].tolist(), group.chunks.bwd_ms[0].tolist()

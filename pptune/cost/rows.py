@@ -40,6 +40,7 @@ from pptune.cost.memory import MEMORY_PARTS, inflight_units, logits_bytes, memor
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD, ScheduleResult, simulate
 from pptune.cost.sim_batch import BatchSchedule, simulate_batches
 from pptune.cost.stage_terms import StageTerms, stage_terms
+from pptune.errors import ConfigError
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
@@ -166,6 +167,7 @@ class RowFigures:
     peak_memory_bytes: np.ndarray  # (K,)
     feasible: np.ndarray  # (K,) bool: the peak fits the GPU's memory
     infeasible_reasons: list[str | None]
+    errors: list[ConfigError | None]  # a row whose figures are not finite and positive (inputs beyond what floats hold)
 
 
 class RowGroup:
@@ -282,7 +284,9 @@ class RowGroup:
         peaks = np.array([by_dtype[c.dtype] for c in configs])
         return RowFigures(step_ms=total, breakdown=parts, samples_per_s=samples, tflops_per_gpu=tflops,
                           mfu=tflops / peaks, bubble_fraction=bubble, memory_parts=memory, memory_bytes=totals,
-                          peak_memory_bytes=peak, feasible=peak <= gpu.memory_bytes, infeasible_reasons=self._reasons(totals, peak, memory["activations"]))
+                          peak_memory_bytes=peak, feasible=peak <= gpu.memory_bytes,
+                          infeasible_reasons=self._reasons(totals, peak, memory["activations"]),
+                          errors=_not_finite(total, tflops, parts))
 
     def _stage_terms(self) -> tuple[list[StageTerms], np.ndarray]:
         """Per-stage terms of each distinct (tp, boundaries, ZeRO, target, dtype, dp), and each row's index."""
@@ -333,6 +337,20 @@ class RowGroup:
             per_table = np.array([logits_bytes(t) for t in self.distinct_tables], dtype=np.int64)
             logits[heads, head_stage[heads]] = per_table[self.table_index[heads]]
         return memory_parts(states, units[inv], ch.kept_bytes[inv], ch.work_bytes[inv], logits)
+
+
+def _not_finite(step_ms: np.ndarray, tflops: np.ndarray, parts: dict[str, np.ndarray]) -> list[ConfigError | None]:
+    """Per row, an error when a figure is not a finite positive number (a profile or cluster beyond what floats hold
+    reaches here only if its loader let it through; no NaN or inf is ever reported as a prediction)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(step_ms) & (step_ms > 0) & np.isfinite(tflops)
+        for values in parts.values():
+            ok &= np.isfinite(values)
+    if ok.all():
+        return [None] * len(step_ms)
+    return [None if good else ConfigError(
+        f"the prediction is not a finite number (step time {float(t)!r} ms): the profile's or cluster's figures are "
+        "out of range") for good, t in zip(ok.tolist(), step_ms.tolist(), strict=True)]
 
 
 def _gather(pool: BatchPool | EventPool, refs: list[tuple[tuple, np.ndarray, np.ndarray]], k: int, pp: int,

@@ -163,3 +163,18 @@ def test_positional_constructor_builds_the_same_frozen_object():
         made.compute_ms = 0.0  # type: ignore[misc]
     summary = positional_constructor(EstimateSummary)(*[made.compute_ms] * 12)
     assert [getattr(summary, f.name) for f in dataclasses.fields(EstimateSummary)] == [1.0] * 12
+
+
+def test_figures_beyond_floats_are_an_error_not_nan(make_profile, make_cluster):
+    from pptune.cost.bulk import estimate_many
+
+    profile = make_profile(blocks=4)
+    huge = dataclasses.replace(profile, layers=tuple(
+        dataclasses.replace(layer, timings=tuple(dataclasses.replace(t, bwd_ms=1e308) for t in layer.timings))
+        for layer in profile.layers))
+    config = ParallelConfig(pp=2, num_microbatches=8)
+    with pytest.raises(ConfigError, match="not a finite number"):
+        estimate(huge, make_cluster(2), config)
+    got = estimate_many(huge, make_cluster(2), [config, config.replace(num_microbatches=4)])
+    assert all(isinstance(g, ConfigError) and "not a finite number" in str(g) for g in got)
+    assert estimate(profile, make_cluster(2), config).step_time_ms > 0  # the same configuration, sane figures
