@@ -47,7 +47,7 @@ def _git() -> str:
 
 
 def run_case(model: str, cluster: str, gpus: int, gbs: int, target: str, *, trials: int, seeds: int) -> list[str]:
-    from pptune.search import plan
+    from pptune.planner import plan
 
     t = time.perf_counter()
     ref = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, target=target, exhaustive=True)

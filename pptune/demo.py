@@ -40,10 +40,10 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
     """
     from pptune.draw.plan import draw_plan_figures
     from pptune.emit.plan_dir import write_plan_dir
-    from pptune.plan_report import text_report
+    from pptune.planner import plan
+    from pptune.planner.report import text_report
     from pptune.profile.measure import profile_model
     from pptune.profile.schema import save_profile
-    from pptune.search import plan
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """tune(): Optuna over *real* runs, seeded with the cost model's best configurations.
 
-The cost model ranks every configuration (``pptune.search.plan``); the study is seeded with its top-k
+The cost model ranks every configuration (``pptune.planner.plan``); the study is seeded with its top-k
 (``study.enqueue_trial``: measured first, so the predicted best is always measured) and TPE proposes the rest.
 Each trial writes a plan directory and trains it with real DeepSpeed (``run_plan``) under a timeout; the
 objective is the *measured* tokens per second. A run that crashes, runs out of memory or times out is a
@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pptune.errors import ConfigError, RunError
-from pptune.evaluator import Evaluator
 from pptune.parallel import ParallelConfig
-from pptune.ranking import config_label
-from pptune.search import PlanResult, plan
-from pptune.space import SearchSpace
-from pptune.study import close_storage, open_storage, open_study, redact_url, trial_config
+from pptune.planner import Evaluator, PlanResult, SearchSpace, plan
+from pptune.planner.ranking import config_label
+from pptune.planner.study import close_storage, open_storage, open_study, redact_url, trial_config
 from pptune.validation.run import run_slug
 from pptune.validation.run_dir import write_run_dir
 
@@ -50,7 +48,7 @@ class TuneSettings:
 
 
 def trial_params(space: SearchSpace, config: ParallelConfig) -> dict[str, Any]:
-    """The Optuna parameters under which ``pptune.study.trial_config`` proposes ``config`` (for enqueue_trial)."""
+    """The Optuna parameters under which ``pptune.planner.study.trial_config`` proposes ``config`` (for enqueue_trial)."""
     params: dict[str, Any] = {}
 
     def ordinal(name: str, choices: tuple, value: Any) -> None:
@@ -179,7 +177,7 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
     """Plan with the cost model, then run an Optuna study of real runs seeded with its top-k.
 
     Args:
-        model_or_profile, cluster, gpus, global_batch_size: as for ``pptune.search.plan``.
+        model_or_profile, cluster, gpus, global_batch_size: as for ``pptune.planner.plan``.
         out_dir: trial plan directories go to ``OUT/trials/``; the default storage is ``OUT/tune.db``.
         settings: top-k, trials (finished ones in total, failures included), per-trial timeout and steps.
         storage: an Optuna RDB URL (default ``sqlite:///OUT/tune.db``).

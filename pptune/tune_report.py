@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pptune.fileio import write_text_atomic
-from pptune.ranking import config_label
+from pptune.planner.ranking import config_label
 
 CSV_FILE = "tune.csv"
 COLUMNS = ("trial", "state", "label", "predicted_rank", "predicted_ms", "measured_ms", "error", "measured_tokens_per_s",

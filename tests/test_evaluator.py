@@ -7,12 +7,11 @@ import math
 
 from pptune.cost import estimate
 from pptune.cost.types import Estimate, EstimateSummary
-from pptune.evaluator import Evaluator
 from pptune.hardware import load_cluster
 from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig
+from pptune.planner import Evaluator, build_space
 from pptune.profile.analytic import analytic_profile
-from pptune.space import build_space
 
 
 def _same(a: EstimateSummary, b: EstimateSummary) -> None:

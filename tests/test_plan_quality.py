@@ -18,10 +18,9 @@ from pptune.errors import PptuneError
 from pptune.hardware import load_cluster
 from pptune.model_source import resolve_model
 from pptune.parallel import ParallelConfig
+from pptune.planner import build_space, plan
+from pptune.planner.ranking import config_label
 from pptune.profile.source import profile_for
-from pptune.ranking import config_label
-from pptune.search import plan
-from pptune.space import build_space
 
 # GPT-3 13B on 128 A100s, Megatron target: 23 layouts, 1,782 configurations; the median one reaches 58% of the
 # best's tokens/s and the 10th best 91%, so a search that does not learn stays well below the optimum.

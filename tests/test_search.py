@@ -8,15 +8,13 @@ import pytest
 
 from pptune.cost.types import Breakdown, Estimate
 from pptune.errors import ConfigError, InfeasibleError
-from pptune.evaluator import Evaluator
 from pptune.hardware import load_cluster
 from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig
+from pptune.planner import Evaluator, build_space, plan
+from pptune.planner.study import trial_config
 from pptune.profile.analytic import analytic_profile
 from pptune.profile.schema import save_profile
-from pptune.search import plan
-from pptune.space import build_space
-from pptune.study import trial_config
 
 SMALL = dict(cluster="a100-80g", gpus=8, global_batch_size=32)
 MODEL = "gpt2-small"
@@ -202,11 +200,10 @@ def test_a_measured_profile_is_planned_at_its_own_tp_unless_tp_is_pinned(tmp_pat
     import dataclasses
 
     from pptune.hardware import load_cluster
-    from pptune.layouts import Fixed
     from pptune.model.spec import parse_spec
+    from pptune.planner import Fixed, plan
     from pptune.profile.analytic import analytic_profile
     from pptune.profile.schema import save_profile
-    from pptune.search import plan
 
     spec = parse_spec("gpt:layers=4,hidden=256,heads=4,seq=64,vocab=512")
     measured = dataclasses.replace(analytic_profile(spec, load_cluster("a100-80g").gpu), source="measured")

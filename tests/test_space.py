@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pptune.errors import ConfigError
-from pptune.space import Fixed, Layout, build_space
+from pptune.planner import Fixed, Layout, build_space
 
 
 def small(**kw):

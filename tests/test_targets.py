@@ -14,11 +14,10 @@ from pptune.emit.deepspeed import ds_config, engine_kind
 from pptune.emit.megatron import megatron_args
 from pptune.errors import ConfigError
 from pptune.hardware import load_cluster
-from pptune.layouts import Fixed
 from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig, Target
+from pptune.planner import Fixed, build_space
 from pptune.profile.analytic import analytic_profile
-from pptune.space import build_space
 from pptune.targets import DEEPSPEED_PIPE, DEEPSPEED_PLAIN, MEGATRON, TARGETS, Violation, check, rules_for, violations
 
 SPEC = dataclasses.replace(PRESETS["gpt2-small"], num_kv_heads=4)  # 12 blocks, 12 heads, 4 KV heads

@@ -12,8 +12,8 @@ import pytest
 from pptune.cli import main
 from pptune.errors import ConfigError, RunError
 from pptune.parallel import ParallelConfig
-from pptune.space import Fixed, build_space
-from pptune.study import trial_config
+from pptune.planner import Fixed, build_space
+from pptune.planner.study import trial_config
 from pptune.testing.records import fake_measured
 from pptune.tune import TuneSettings, failure_kind, trial_params, tune
 

@@ -71,7 +71,7 @@ def default_out(model: str, gpus: int) -> Path:
 
 
 def _fixed(args: argparse.Namespace):
-    from pptune.space import Fixed
+    from pptune.planner import Fixed
 
     return Fixed(tp=args.tp, pp=args.pp, dp=args.dp, micro_batch_size=args.micro_batch_size, zero_stage=args.zero,
                  recompute=args.recompute, schedule=args.schedule, vpp=args.vpp, partition=args.partition,
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from pptune.emit.deepspeed import check_overrides, parse_override
     from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
     from pptune.errors import PptuneError
-    from pptune.plan_report import json_summary, text_report
-    from pptune.search import plan
+    from pptune.planner import plan
+    from pptune.planner.report import json_summary, text_report
 
     _check_numbers(args)
     overrides = check_overrides(dict(parse_override(o) for o in args.ds_override))

@@ -37,7 +37,7 @@ def add_parser(subparsers: Any, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from pptune.commands.plan import default_out
     from pptune.errors import ConfigError
-    from pptune.space import Fixed
+    from pptune.planner import Fixed
     from pptune.tune import STUDY_FILE, TuneSettings, tune
     from pptune.tune_report import best_lines, predicted_best_label, predicted_ranks, table_lines, trial_rows, write_csv
 

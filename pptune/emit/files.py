@@ -14,11 +14,11 @@ from pptune.emit.howto import how_to_run
 from pptune.emit.launch import deepspeed_launch, hostfile_example, megatron_launch
 from pptune.emit.megatron import check_megatron_args, format_args, megatron_args
 from pptune.errors import ConfigError
-from pptune.ranking import config_label
+from pptune.planner.ranking import config_label
 from pptune.targets import rules_for
 
 if TYPE_CHECKING:
-    from pptune.search import PlanResult
+    from pptune.planner import PlanResult
 
 DS_METHODS = ("uniform", "parameters")
 EXECUTABLE = 0o755

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pptune.ranking import config_label
+from pptune.planner.ranking import config_label
 
 if TYPE_CHECKING:
-    from pptune.search import PlanResult
+    from pptune.planner import PlanResult
 
 
 def _breakdown(result: PlanResult) -> list[str]:
@@ -86,7 +86,7 @@ def how_to_run(result: PlanResult, *, pipeline: dict[str, Any], summary: str, co
         "| --- | --- |",
         *_breakdown(result),
         "",
-        f"Made by `{command}`." if command else "Made by pptune.search.plan().",
+        f"Made by `{command}`." if command else "Made by pptune.planner.plan().",
         f"Search: {s.method}, objective {s.objective}, seed {s.seed}, {result.evaluations} evaluations, "
         f"{len(result.ranking)} distinct configurations (all of them in `ranking.csv`, best first).",
         "",

@@ -19,7 +19,7 @@ from pptune.emit.files import plan_files, ranking_csv
 from pptune.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pptune.search import PlanResult
+    from pptune.planner import PlanResult
 
 STUDY_FILE = "study.db"
 KEEP = (STUDY_FILE, f"{STUDY_FILE}-journal", f"{STUDY_FILE}-wal", f"{STUDY_FILE}-shm")
@@ -44,7 +44,7 @@ def write_plan_dir(result: PlanResult, out_dir: str | os.PathLike, *, command: s
     """Write every file of the plan into ``out_dir`` (replacing an older plan there) and return its path.
 
     Args:
-        result: what ``pptune.search.plan`` returned.
+        result: what ``pptune.planner.plan`` returned.
         out_dir: the plan directory.
         command: the command line that made the plan (recorded in plan.json, launch.sh and HOW_TO_RUN.md).
         ds_overrides: dotted ds_config.json keys to set (``{"optimizer.params.lr": 3e-4}``).

@@ -16,7 +16,7 @@ def bulk_inputs(target: str) -> tuple:
     """
     from pptune.hardware import load_cluster
     from pptune.model_source import resolve_model
-    from pptune.space import build_space
+    from pptune.planner import build_space
 
     source = resolve_model("gpt3-175b")
     cluster = load_cluster("a100-80g", num_gpus=1024)

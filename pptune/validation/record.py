@@ -17,7 +17,7 @@ from typing import Any
 
 from pptune.cost.types import Estimate
 from pptune.parallel import ParallelConfig
-from pptune.ranking import config_label
+from pptune.planner.ranking import config_label
 from pptune.runtime.measured import Measured
 from pptune.runtime.timers import BACKWARD, FORWARD
 

@@ -20,8 +20,8 @@ from pptune.emit.files import partition_method
 from pptune.hardware import Cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
+from pptune.planner.ranking import config_label
 from pptune.profile.schema import Profile
-from pptune.ranking import config_label
 
 
 def pipeline_dict(config: ParallelConfig, estimate: Estimate, profile: Profile, *, model: str,

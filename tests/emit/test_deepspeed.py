@@ -9,7 +9,7 @@ import pytest
 from pptune.emit.deepspeed import check_overrides, ds_config, engine_kind, parse_override
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
-from pptune.space import build_space
+from pptune.planner import build_space
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
@@ -124,7 +124,7 @@ def test_overrides():
 def test_recommendations_are_runnable_by_deepspeed(ds_dist, model, cluster, gpus, gbs):
     """The DeepSpeed target never recommends what DeepSpeed refuses: ZeRO >= 2 with pipelining, a broken batch
     rule, or more memory than the GPU has."""
-    from pptune.search import plan
+    from pptune.planner import plan
 
     r = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, trials=40, seed=0)
     c = r.best

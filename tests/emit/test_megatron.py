@@ -17,7 +17,7 @@ from pptune.emit.megatron_check import parse_layout
 from pptune.errors import ConfigError
 from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig
-from pptune.space import build_space
+from pptune.planner import build_space
 
 ROLES_12 = ["embedding"] + ["block"] * 12 + ["head"]
 

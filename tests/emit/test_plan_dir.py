@@ -12,9 +12,8 @@ from pptune.cost.partition import stage_boundaries
 from pptune.emit.megatron import check_megatron_args, parse_args_text
 from pptune.emit.plan_dir import write_plan_dir
 from pptune.errors import ConfigError
+from pptune.planner import Fixed, plan
 from pptune.runtime.plan_files import load_run_plan
-from pptune.search import plan
-from pptune.space import Fixed
 
 SMALL = dict(cluster="a100-80g", gpus=8, global_batch_size=32)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pptune.ranking import config_label, format_table
+from pptune.planner.ranking import config_label, format_table
 
 
 def json_summary(result, out: Path) -> dict:

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pptune.errors import ConfigError
-from pptune.evaluator import Evaluation, Evaluator, memory_violation_gib
 from pptune.parallel import ParallelConfig
-from pptune.ranking import config_label
-from pptune.space import Layout, SearchSpace
+from pptune.planner.evaluator import Evaluation, Evaluator, memory_violation_gib
+from pptune.planner.ranking import config_label
+from pptune.planner.space import Layout, SearchSpace
 
 if TYPE_CHECKING:
     import optuna

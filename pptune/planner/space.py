@@ -15,7 +15,7 @@ Validity rules and where they come from (the rules and their wording: ``pptune.t
   (``type:<block class>``, which is Megatron's default) needs blocks divisible by pp, other splits are
   ``balanced`` (emitted as first/last stage sizes or a layout); sequence parallelism only with tp > 1.
 
-Layouts and the user's pins live in pptune/layouts.py.
+Layouts and the user's pins live in pptune/planner/layouts.py.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pptune.errors import ConfigError
-from pptune.layouts import Fixed, Layout, layouts_for
 from pptune.parallel import RECOMPUTE_NAMED, ParallelConfig
+from pptune.planner.layouts import Fixed, Layout, layouts_for
 from pptune.targets import (
     TargetRules,
     even_split_rule,

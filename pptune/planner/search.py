@@ -16,14 +16,13 @@ import pandas as pd
 
 from pptune.cost.types import Estimate
 from pptune.errors import ConfigError, InfeasibleError
-from pptune.evaluator import EstimateFn, Evaluation, Evaluator
 from pptune.hardware import Cluster, load_cluster
 from pptune.model_source import ModelSource, resolve_model
 from pptune.parallel import ParallelConfig
-from pptune.profile.schema import Profile
-from pptune.ranking import config_label, mark_pareto, ranking_frame, ranking_row
-from pptune.space import Fixed, SearchSpace, build_space
-from pptune.study import (
+from pptune.planner.evaluator import EstimateFn, Evaluation, Evaluator
+from pptune.planner.ranking import config_label, mark_pareto, ranking_frame, ranking_row
+from pptune.planner.space import Fixed, SearchSpace, build_space
+from pptune.planner.study import (
     OBJECTIVES,
     anchor_params,
     close_storage,
@@ -36,6 +35,7 @@ from pptune.study import (
     run_study,
     study_name_for,
 )
+from pptune.profile.schema import Profile
 
 GIB = 2**30
 
