@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,29 +112,40 @@ def _complete(db: Path) -> list[tuple[int, float]]:
     return rows
 
 
+def _running(db: Path) -> list[int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        return [n for (n,) in conn.execute("SELECT number FROM trials WHERE state = 'RUNNING' ORDER BY number")]
+
+
 def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
     """Kill a running search with SIGKILL, resume it, and end with the exhaustive best.
 
+    The search is killed at a known point, whatever the machine's speed: ``pptune.testing.plan_pause`` stops it
+    when trial 5 starts (trials 0-4 stored as complete, trial 5 running) and says so on stdout.
     TPE after a resume is not the sequence an uninterrupted run draws (same seed, different history), so
     "same best" is made deterministic by a small space in which every run reaches the exhaustive optimum.
     """
-    trials = 60
+    trials, paused = 60, 5
     args = [sys.executable, "-m", "pptune", "plan", *BASE, "--trials", str(trials)]
     env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONPATH=str(ROOT))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
+    proc = subprocess.Popen([sys.executable, "-m", "pptune.testing.plan_pause", str(paused), "plan", *BASE,
+                             "--trials", str(trials), "--out", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))  # a hung search ends the read below
+    watchdog.start()
     try:
-        while len(_complete(out / "study.db")) < 5:
-            assert proc.poll() is None, "the search ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial finished within 120 s"
-            time.sleep(0.05)
+        said = next((line for line in iter(proc.stdout.readline, "") if line.startswith("paused at trial")), None)
+        assert said == f"paused at trial {paused}\n", "the search ended (or hung) before trial 5 started"
+        assert proc.poll() is None
     finally:
+        watchdog.cancel()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
     before = _complete(out / "study.db")
-    assert 5 <= len(before) < trials
+    assert [n for n, _ in before] == list(range(paused))
+    assert _running(out / "study.db") == [paused]  # killed inside a trial: the resume must not count it
     assert not (out / "plan.json").exists()  # killed before writing the plan
     subprocess.run([*args, "--out", str(out), "--resume"], env=env, check=True, capture_output=True)
     after = _complete(out / "study.db")
