@@ -9,9 +9,9 @@ import pytest
 from pptune.calibrate.local_fit import LocalConstants, Sample, calibrated_cluster, predict_ms
 from pptune.cli import main
 from pptune.hardware import load_cluster
+from pptune.testing.calibration import measured_dir
+from pptune.testing.profiles import small_profile
 from pptune.validation.grid import local_grid
-from tests.calibrate.test_measured_runs import measured_dir
-from tests.validation.conftest import small_profile
 
 
 def test_calibrate_writes_cluster_and_reports_leave_one_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

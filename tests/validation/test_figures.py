@@ -9,7 +9,7 @@ import pytest
 from pptune.charts.validation import bubble_series, family, scatter_series
 from pptune.draw.validation import draw_bubble, draw_scatter
 from pptune.parallel import ParallelConfig
-from tests.validation.conftest import record
+from pptune.testing.records import record
 
 
 def _records(profile, cluster):

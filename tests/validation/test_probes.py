@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 
 from pptune.cost.stage_terms import OPTIMIZER_BYTES_PER_PARAM
+from pptune.testing.profiles import TINY, small_profile
 from pptune.validation.contended import contended_profile, fastest_pass, mean_profile
 from pptune.validation.engine_probe import engine_step_ms, memory_efficiency_for, model_parameters
-from tests.validation.conftest import TINY, small_profile
 
 
 def test_memory_efficiency_reproduces_the_measured_step() -> None:
