@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from pptune.cli import main
-from pptune.search import plan
-from pptune.space import Fixed
+from pptune.planner import Fixed, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["gpt2-small", "--cluster", "a100-80g", "--gpus", "8", "--global-batch-size", "32", "--zero", "1",
