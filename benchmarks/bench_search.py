@@ -47,10 +47,11 @@ def _git() -> str:
 
 
 def run_case(model: str, cluster: str, gpus: int, gbs: int, target: str, *, trials: int, seeds: int) -> list[str]:
-    from pptune.planner import plan
+    from pptune.planner import PlanSettings, plan
 
     t = time.perf_counter()
-    ref = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, target=target, exhaustive=True)
+    ref = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs,
+               settings=PlanSettings(target=target, exhaustive=True))
     ex_s = time.perf_counter() - t
     best = ref.estimate.tokens_per_s
     lines = [f"{model} on {gpus} x {cluster}, global batch {gbs}, target {target}: {len(ref.ranking)} configurations "
@@ -63,8 +64,8 @@ def run_case(model: str, cluster: str, gpus: int, gbs: int, target: str, *, tria
         regrets, secs, distinct = [], [], []
         for seed in range(seeds):
             t = time.perf_counter()
-            r = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, target=target, trials=trials, seed=seed,
-                     **kw)
+            r = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs,
+                     settings=PlanSettings(target=target, trials=trials, seed=seed, **kw))
             secs.append(time.perf_counter() - t)
             regrets.append(100 * (1 - r.estimate.tokens_per_s / best))
             distinct.append(len(r.ranking))

@@ -40,7 +40,7 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
     """
     from pptune.draw.plan import draw_plan_figures
     from pptune.emit.plan_dir import write_plan_dir
-    from pptune.planner import plan
+    from pptune.planner import PlanSettings, plan
     from pptune.planner.report import text_report
     from pptune.profile.measure import profile_model
     from pptune.profile.schema import save_profile
@@ -53,7 +53,7 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, model: str = DEMO_M
                                 threads=1, repeat=repeat, command=command, progress=progress)
         profile_path = save_profile(profile, tmp / "profile.json")
         result = plan(str(profile_path), cluster="local-cpu", gpus=DEMO_GPUS, global_batch_size=DEMO_GLOBAL_BATCH,
-                      exhaustive=True, dtype="fp32", progress=progress)
+                      settings=PlanSettings(exhaustive=True, dtype="fp32"), progress=progress)
         write_plan_dir(result, tmp / "plan", command=command)
         draw_plan_figures(tmp / "plan")
         summary = text_report(result, out / "plan", top=5)

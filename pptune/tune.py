@@ -21,7 +21,7 @@ from typing import Any
 
 from pptune.errors import ConfigError, RunError
 from pptune.parallel import ParallelConfig
-from pptune.planner import Evaluator, PlanResult, SearchSpace, plan
+from pptune.planner import Evaluator, PlanResult, PlanSettings, SearchSpace, plan
 from pptune.planner.ranking import config_label
 from pptune.planner.study import close_storage, open_storage, open_study, redact_url, trial_config
 from pptune.validation.run import run_slug
@@ -29,6 +29,7 @@ from pptune.validation.run_dir import write_run_dir
 
 STUDY_FILE = "tune.db"
 FINISHED = ("COMPLETE", "FAIL")
+PLAN_SETTINGS = PlanSettings(exhaustive=True)  # the cost model ranks every configuration before the real runs
 
 
 class TrialFailed(Exception):
@@ -172,7 +173,7 @@ def _evaluator(result: PlanResult) -> Evaluator:
 
 def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: int, out_dir: str | Path,
          settings: TuneSettings = TuneSettings(), storage: str | None = None, resume: bool = False,
-         plan_options: dict[str, Any] | None = None, command: str | None = None,
+         plan_settings: PlanSettings = PLAN_SETTINGS, command: str | None = None,
          log: Callable[[str], None] = print, run_plan: Callable[..., Any] | None = None) -> tuple[PlanResult, Any]:
     """Plan with the cost model, then run an Optuna study of real runs seeded with its top-k.
 
@@ -182,7 +183,7 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
         settings: top-k, trials (finished ones in total, failures included), per-trial timeout and steps.
         storage: an Optuna RDB URL (default ``sqlite:///OUT/tune.db``).
         resume: continue a stored study of the same problem; without it an existing study is an error.
-        plan_options: extra keyword arguments for ``plan`` (``fixed``, ``dtype``, ``exhaustive``, ``trials``...).
+        plan_settings: how ``plan`` ranks the configurations first (default: exhaustively).
         command: recorded in each trial's plan.json.
         log: progress lines.
         run_plan: replaces ``pptune.runtime.launch.run_plan`` (tests).
@@ -198,8 +199,8 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
                           f"{settings.trials}, {settings.timeout_s:g}, {settings.steps}, {settings.warmup}")
     if run_plan is None:
         from pptune.runtime.launch import run_plan
-    options = {"exhaustive": True, **(plan_options or {})}
-    result = plan(model_or_profile, cluster=cluster, gpus=gpus, global_batch_size=global_batch_size, **options)
+    result = plan(model_or_profile, cluster=cluster, gpus=gpus, global_batch_size=global_batch_size,
+                  settings=plan_settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"

@@ -18,7 +18,7 @@ from pptune.errors import PptuneError
 from pptune.hardware import load_cluster
 from pptune.model_source import resolve_model
 from pptune.parallel import ParallelConfig
-from pptune.planner import build_space, plan
+from pptune.planner import PlanSettings, build_space, plan
 from pptune.planner.ranking import config_label
 from pptune.profile.source import profile_for
 
@@ -30,8 +30,8 @@ MT_NLG = "gpt:layers=105,hidden=20480,heads=128,seq=2048,vocab=50272,name=mt-nlg
 
 
 def _plan(**kw):
-    return plan(MODEL, cluster="a100-80g", gpus=GPUS, global_batch_size=GBS, target=TARGET,
-                max_micro_batch_size=MAX_MBS, **kw)
+    return plan(MODEL, cluster="a100-80g", gpus=GPUS, global_batch_size=GBS,
+                settings=PlanSettings(target=TARGET, max_micro_batch_size=MAX_MBS, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,8 @@ def _published(model: str, gpus: int, gbs: int, **config: object) -> float:
 def test_search_predicts_at_least_the_published_throughput(model: str, gpus: int, gbs: int, target: str,
                                                           published: dict) -> None:
     """A 60-trial search (not the exhaustive ranking) picks something at least as fast as the published layout."""
-    result = plan(model, cluster="a100-80g", gpus=gpus, global_batch_size=gbs, trials=60, seed=0, target=target,
-                  max_micro_batch_size=4)
+    result = plan(model, cluster="a100-80g", gpus=gpus, global_batch_size=gbs,
+                  settings=PlanSettings(trials=60, seed=0, target=target, max_micro_batch_size=4))
     assert result.estimate.feasible
     assert result.estimate.tokens_per_s >= _published(model, gpus, gbs, **published) * (1 - 1e-9)
     assert result.best.target == target and (target == "megatron" or result.best.schedule == "1f1b")

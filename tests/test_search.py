@@ -11,7 +11,7 @@ from pptune.errors import ConfigError, InfeasibleError
 from pptune.hardware import load_cluster
 from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig
-from pptune.planner import Evaluator, build_space, plan
+from pptune.planner import Evaluator, PlanSettings, build_space, plan
 from pptune.planner.study import trial_config
 from pptune.profile.analytic import analytic_profile
 from pptune.profile.schema import save_profile
@@ -22,7 +22,7 @@ MODEL = "gpt2-small"
 
 @pytest.fixture(scope="module")
 def exhaustive():
-    return plan(MODEL, exhaustive=True, **SMALL)
+    return plan(MODEL, settings=PlanSettings(exhaustive=True), **SMALL)
 
 
 def test_exhaustive_evaluates_the_whole_space_and_ranks_it(exhaustive):
@@ -41,7 +41,7 @@ def test_exhaustive_evaluates_the_whole_space_and_ranks_it(exhaustive):
 
 
 def test_tpe_reaches_the_exhaustive_best(exhaustive):
-    r = plan(MODEL, trials=80, seed=0, **SMALL)
+    r = plan(MODEL, settings=PlanSettings(trials=80, seed=0), **SMALL)
     regret = 1 - r.estimate.tokens_per_s / exhaustive.estimate.tokens_per_s
     assert regret <= 0.02
     assert r.settings.method == "tpe" and r.evaluations == 80
@@ -50,8 +50,8 @@ def test_tpe_reaches_the_exhaustive_best(exhaustive):
 
 def test_polish_ranks_every_configuration_of_the_best_layouts(exhaustive):
     # 6 trials cannot try every micro-batch size / ZeRO / recompute / split of a layout; the polish does.
-    rough = plan(MODEL, trials=6, seed=0, polish=False, **SMALL)
-    r = plan(MODEL, trials=6, seed=0, **SMALL)
+    rough = plan(MODEL, settings=PlanSettings(trials=6, seed=0, polish=False), **SMALL)
+    r = plan(MODEL, settings=PlanSettings(trials=6, seed=0), **SMALL)
     assert r.evaluations == rough.evaluations == 6 and len(r.ranking) > len(rough.ranking)
     layout = {c for c in r.space.configs() if (c.tp, c.pp, c.dp) == (r.best.tp, r.best.pp, r.best.dp)}
     ranked = set(r.ranking["label"])
@@ -63,14 +63,14 @@ def test_polish_ranks_every_configuration_of_the_best_layouts(exhaustive):
 
 
 def test_same_seed_same_result():
-    a = plan(MODEL, trials=40, seed=3, **SMALL)
-    b = plan(MODEL, trials=40, seed=3, **SMALL)
+    a = plan(MODEL, settings=PlanSettings(trials=40, seed=3), **SMALL)
+    b = plan(MODEL, settings=PlanSettings(trials=40, seed=3), **SMALL)
     assert a.best == b.best
     pd.testing.assert_frame_equal(a.ranking, b.ranking)
 
 
 def test_pareto_marks_a_non_dominated_front():
-    r = plan(MODEL, trials=60, seed=0, objective="pareto", **SMALL)
+    r = plan(MODEL, settings=PlanSettings(trials=60, seed=0, objective="pareto"), **SMALL)
     assert r.settings.method == "nsga2" and "pareto" in r.ranking
     front = r.ranking[r.ranking["pareto"]]
     feasible = r.ranking[r.ranking["feasible"]]
@@ -98,7 +98,7 @@ def _fake_estimate(profile, cluster, config: ParallelConfig) -> Estimate:
 
 
 def test_injected_estimate_and_memory_infeasible_points_stay_ranked():
-    r = plan(MODEL, exhaustive=True, estimate_fn=_fake_estimate, **SMALL)
+    r = plan(MODEL, settings=PlanSettings(exhaustive=True), estimate_fn=_fake_estimate, **SMALL)
     assert (r.best.micro_batch_size, r.best.pp, r.best.zero_stage) == (16, 2, 0)
     infeasible = r.ranking[~r.ranking["feasible"]]
     assert len(infeasible) > 0 and (infeasible["pp"] >= 4).all()
@@ -109,7 +109,7 @@ def test_injected_estimate_and_memory_infeasible_points_stay_ranked():
 
 
 def test_optuna_sees_memory_as_a_constraint():
-    r = plan(MODEL, trials=30, seed=1, estimate_fn=_fake_estimate, **SMALL)
+    r = plan(MODEL, settings=PlanSettings(trials=30, seed=1), estimate_fn=_fake_estimate, **SMALL)
     trials = r.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     for t in trials:
         config = ParallelConfig(**t.user_attrs["config"])
@@ -134,7 +134,7 @@ def test_every_sampled_configuration_is_in_the_space():
 
 def test_no_configuration_fits_names_the_closest():
     with pytest.raises(InfeasibleError) as info:
-        plan("gpt3-175b", cluster="a100-80g", gpus=8, global_batch_size=64, trials=20)
+        plan("gpt3-175b", cluster="a100-80g", gpus=8, global_batch_size=64, settings=PlanSettings(trials=20))
     text = str(info.value)
     assert "lowest peak memory found:" in text and "the GPU (A100-SXM4-80GB) has 80 GiB" in text
     assert "full recompute" in text and "mbs=1" in text and "\n" not in text
@@ -147,31 +147,32 @@ def test_no_configuration_fits_names_the_closest():
     (dict(gpus=64, global_batch_size=1), "global batch 1 is smaller than the smallest data-parallel size 2"),
 ])
 def test_bad_requests_raise_one_line(kw, message):
-    args = dict(SMALL, trials=5)
-    args.update(kw)
+    problem = {**SMALL, **{k: v for k, v in kw.items() if k in SMALL}}
+    settings = PlanSettings(trials=5, **{k: v for k, v in kw.items() if k not in SMALL})
     with pytest.raises(ConfigError, match=message) as info:
-        plan(MODEL, **args)
+        plan(MODEL, settings=settings, **problem)
     assert "\n" not in str(info.value)
 
 
 def test_stored_study_needs_resume_and_resume_keeps_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    first = plan(MODEL, trials=15, seed=0, storage=url, **SMALL)
+    first = plan(MODEL, settings=PlanSettings(trials=15, seed=0, storage=url), **SMALL)
     before = {t.number: t.params for t in first.study.trials}
     with pytest.raises(ConfigError, match="--resume"):
-        plan(MODEL, trials=15, seed=0, storage=url, **SMALL)
-    again = plan(MODEL, trials=25, seed=0, storage=url, resume=True, **SMALL)
+        plan(MODEL, settings=PlanSettings(trials=15, seed=0, storage=url), **SMALL)
+    again = plan(MODEL, settings=PlanSettings(trials=25, seed=0, storage=url, resume=True), **SMALL)
     after = {t.number: t.params for t in again.study.trials}
     assert len(after) == 25 and all(after[n] == p for n, p in before.items())
     assert again.evaluations == 25
     with pytest.raises(ConfigError, match="use the same --objective"):
-        plan(MODEL, trials=5, storage=url, resume=True, objective="pareto", study_name=first.settings.study_name, **SMALL)
+        plan(MODEL, settings=PlanSettings(trials=5, storage=url, resume=True, objective="pareto",
+                                          study_name=first.settings.study_name), **SMALL)
 
 
 def test_a_profile_file_plans_like_its_model(tmp_path):
     cluster = load_cluster("a100-80g", num_gpus=8)
     path = save_profile(analytic_profile(PRESETS[MODEL], cluster.gpu, micro_batch_sizes=(1, 2, 4, 8)), tmp_path / "p.json")
-    r = plan(str(path), exhaustive=True, max_micro_batch_size=8, **SMALL)
+    r = plan(str(path), settings=PlanSettings(exhaustive=True, max_micro_batch_size=8), **SMALL)
     assert r.model.profile_path == str(path) and r.model.spec == PRESETS[MODEL]
     assert r.model.profile_label(r.cluster) == str(path)
     assert r.best.world_size == 8
@@ -201,15 +202,16 @@ def test_a_measured_profile_is_planned_at_its_own_tp_unless_tp_is_pinned(tmp_pat
 
     from pptune.hardware import load_cluster
     from pptune.model.spec import parse_spec
-    from pptune.planner import Fixed, plan
+    from pptune.planner import Fixed, PlanSettings, plan
     from pptune.profile.analytic import analytic_profile
     from pptune.profile.schema import save_profile
 
     spec = parse_spec("gpt:layers=4,hidden=256,heads=4,seq=64,vocab=512")
     measured = dataclasses.replace(analytic_profile(spec, load_cluster("a100-80g").gpu), source="measured")
     path = str(save_profile(measured, tmp_path / "measured.json"))
-    free = plan(path, cluster="a100-80g", gpus=8, global_batch_size=32, exhaustive=True, dtype="bf16")
+    free = plan(path, cluster="a100-80g", gpus=8, global_batch_size=32,
+                settings=PlanSettings(exhaustive=True, dtype="bf16"))
     assert set(free.ranking["tp"]) == {1}
-    pinned = plan(path, cluster="a100-80g", gpus=8, global_batch_size=32, exhaustive=True, dtype="bf16",
-                  fixed=Fixed(tp=2))
+    pinned = plan(path, cluster="a100-80g", gpus=8, global_batch_size=32,
+                  settings=PlanSettings(exhaustive=True, dtype="bf16", fixed=Fixed(tp=2)))
     assert set(pinned.ranking["tp"]) == {2}

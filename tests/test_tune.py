@@ -12,13 +12,13 @@ import pytest
 from pptune.cli import main
 from pptune.errors import ConfigError, RunError
 from pptune.parallel import ParallelConfig
-from pptune.planner import Fixed, build_space
+from pptune.planner import Fixed, PlanSettings, build_space
 from pptune.planner.study import trial_config
 from pptune.testing.records import fake_measured
 from pptune.tune import TuneSettings, failure_kind, trial_params, tune
 
 MODEL = "gpt:layers=2,hidden=64,heads=2,seq=32,vocab=128"
-PLAN = {"dtype": "fp32", "fixed": Fixed(tp=1), "max_micro_batch_size": 4}
+PLAN = PlanSettings(exhaustive=True, dtype="fp32", fixed=Fixed(tp=1), max_micro_batch_size=4)
 
 
 class FakeRuns:
@@ -56,13 +56,13 @@ def test_failure_kinds() -> None:
 def test_tune_seeds_top_k_records_failures_and_resumes(tmp_path: Path) -> None:
     runs = FakeRuns()
     result, _ = tune(MODEL, cluster="local-cpu", gpus=2, global_batch_size=4, out_dir=tmp_path / "probe",
-                     settings=TuneSettings(top_k=1, trials=1), plan_options=PLAN, run_plan=runs, log=lambda _: None)
+                     settings=TuneSettings(top_k=1, trials=1), plan_settings=PLAN, run_plan=runs, log=lambda _: None)
     top = list(result.ranking[result.ranking["feasible"]]["label"][:3])
     runs = FakeRuns(fail={top[1]: "training of {path} timed out after 5 s and was stopped; log: x"})
     out = tmp_path / "tune"
     settings = TuneSettings(top_k=3, trials=5, seed=1)
     _, study = tune(MODEL, cluster="local-cpu", gpus=2, global_batch_size=4, out_dir=out, settings=settings,
-                    plan_options=PLAN, run_plan=runs, log=lambda _: None)
+                    plan_settings=PLAN, run_plan=runs, log=lambda _: None)
     trials = study.get_trials()
     assert [t.user_attrs["label"] for t in trials[:3]] == top  # the cost model's top-3, in its order
     assert [t.state.name for t in trials[:3]] == ["COMPLETE", "FAIL", "COMPLETE"]
@@ -78,10 +78,10 @@ def test_tune_seeds_top_k_records_failures_and_resumes(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="already exists"):
         tune(MODEL, cluster="local-cpu", gpus=2, global_batch_size=4, out_dir=out, settings=settings,
-             plan_options=PLAN, run_plan=runs, log=lambda _: None)
+             plan_settings=PLAN, run_plan=runs, log=lambda _: None)
     before = len(runs.ran)
     _, study = tune(MODEL, cluster="local-cpu", gpus=2, global_batch_size=4, out_dir=out, resume=True,
-                    settings=TuneSettings(top_k=3, trials=6, seed=1), plan_options=PLAN, run_plan=runs,
+                    settings=TuneSettings(top_k=3, trials=6, seed=1), plan_settings=PLAN, run_plan=runs,
                     log=lambda _: None)
     assert len(study.get_trials()) == 6  # one more trial; the enqueued seeds were not enqueued again
     assert len(runs.ran) - before <= 1

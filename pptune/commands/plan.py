@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from pptune.emit.deepspeed import check_overrides, parse_override
     from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
     from pptune.errors import PptuneError
-    from pptune.planner import plan
+    from pptune.planner import PlanSettings, plan
     from pptune.planner.report import json_summary, text_report
 
     _check_numbers(args)
@@ -104,13 +104,14 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(out / STUDY_FILE).resolve()}"
     try:
-        result = plan(
-            args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
+        settings = PlanSettings(
             trials=args.trials, seed=args.seed, objective=args.objective, exhaustive=args.exhaustive, storage=storage,
             study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
             dtype=args.dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
-            zero_bubble=args.zero_bubble, progress=not args.no_progress and not args.json,
+            zero_bubble=args.zero_bubble,
         )
+        result = plan(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
+                      settings=settings, progress=not args.no_progress and not args.json)
     except PptuneError:
         if created:  # a failed plan leaves no output directory behind
             shutil.rmtree(out, ignore_errors=True)

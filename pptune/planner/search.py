@@ -41,8 +41,54 @@ GIB = 2**30
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PlanSettings:
+    """How ``plan`` searches (the problem itself, model, cluster, GPUs and global batch, are its arguments).
+
+    Attributes:
+        trials: total Optuna trials (a resumed study runs only the missing ones).
+        seed: sampler seed; the same seed and inputs give the same result.
+        objective: ``throughput`` (TPE) or ``pareto`` (NSGA-II on tokens/s and peak memory).
+        exhaustive: evaluate the whole space without Optuna.
+        storage: an Optuna RDB URL (``sqlite:///path.db``); None keeps the study in memory.
+        study_name: overrides the derived study name.
+        resume: continue a stored study of the same name (finished trials are kept).
+        replace_study: delete an existing study of the same name instead of failing (used for the plan
+            directory's own storage, which a fresh run replaces anyway).
+        target: ``deepspeed`` or ``megatron``.
+        dtype: training precision.
+        fixed: pinned dimensions (``Fixed()``: search them all).
+        max_micro_batch_size: the largest micro-batch size tried (powers of two), in samples.
+        zero_bubble: also try zb_h1 (Megatron target).
+        warm_start: begin a new study with one lean probe per layout (``anchor_params``); the benchmark turns it
+            off to show what it adds.
+        polish: after the study (throughput objective), evaluate every configuration of the 3 best layouts found
+            with the bulk cost model and rank them too (they are not Optuna trials).
+    """
+
+    trials: int = 200
+    seed: int = 0
+    objective: str = "throughput"
+    exhaustive: bool = False
+    storage: str | None = None
+    study_name: str | None = None
+    resume: bool = False
+    replace_study: bool = False
+    target: str = "deepspeed"
+    dtype: str = "bf16"
+    fixed: Fixed = Fixed()
+    max_micro_batch_size: int = 16
+    zero_bubble: bool = False
+    warm_start: bool = True
+    polish: bool = True
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SearchSettings:
-    """How the search ran (written to plan.json)."""
+    """How the search ran (written to plan.json): the method, and the study's resolved name and redacted storage."""
 
     method: str  # "tpe", "nsga2" or "exhaustive"
     objective: str  # "throughput" or "pareto"
@@ -84,22 +130,8 @@ def plan(
     cluster: str | Cluster,
     gpus: int,
     global_batch_size: int,
-    trials: int = 200,
-    seed: int = 0,
-    objective: str = "throughput",
-    exhaustive: bool = False,
-    storage: str | None = None,
-    study_name: str | None = None,
-    resume: bool = False,
-    replace_study: bool = False,
-    target: str = "deepspeed",
-    dtype: str = "bf16",
-    fixed: Fixed | None = None,
-    max_micro_batch_size: int = 16,
-    zero_bubble: bool = False,
+    settings: PlanSettings = PlanSettings(),
     progress: bool = False,
-    warm_start: bool = True,
-    polish: bool = True,
     estimate_fn: EstimateFn | None = None,
 ) -> PlanResult:
     """Search configurations and return the best feasible one with the full ranking.
@@ -109,25 +141,8 @@ def plan(
         cluster: a cluster preset, JSON path or Cluster; resized to ``gpus``.
         gpus: GPUs to plan for (tp * pp * dp).
         global_batch_size: samples per optimizer step.
-        trials: total Optuna trials (a resumed study runs only the missing ones).
-        seed: sampler seed; the same seed and inputs give the same result.
-        objective: ``throughput`` (TPE) or ``pareto`` (NSGA-II on tokens/s and peak memory).
-        exhaustive: evaluate the whole space without Optuna.
-        storage: an Optuna RDB URL (``sqlite:///path.db``); None keeps the study in memory.
-        study_name: overrides the derived study name.
-        resume: continue a stored study of the same name (finished trials are kept).
-        replace_study: delete an existing study of the same name instead of failing (used for the plan
-            directory's own storage, which a fresh run replaces anyway).
-        target: ``deepspeed`` or ``megatron``.
-        dtype: training precision.
-        fixed: pinned dimensions.
-        max_micro_batch_size: the largest micro-batch size tried (powers of two).
-        zero_bubble: also try zb_h1 (Megatron target).
+        settings: how to search (PlanSettings: trials, seed, objective, storage, target, dtype, pins ...).
         progress: show a tqdm bar on stderr.
-        warm_start: begin a new study with one lean probe per layout (``anchor_params``); the benchmark turns it
-            off to show what it adds.
-        polish: after the study (throughput objective), evaluate every configuration of the 3 best layouts found
-            with the bulk cost model and rank them too (they are not Optuna trials).
         estimate_fn: replaces pptune.cost.estimate.estimate (tests).
 
     Raises:
@@ -135,8 +150,7 @@ def plan(
             a bad storage URL, an existing study without resume.
         InfeasibleError: no configuration fits in GPU memory (the message names the closest candidate).
     """
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    st = settings
     start = time.perf_counter()
     source = resolve_model(model_or_profile)
     hw = load_cluster(cluster, num_gpus=gpus)
@@ -145,43 +159,45 @@ def plan(
                           f"use a multiple of {hw.gpus_per_node} or fewer GPUs than a node holds")
     space = build_space(
         num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
-        num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=target, dtype=dtype, fixed=fixed,
-        max_micro_batch_size=max_micro_batch_size, zero_bubble=zero_bubble, block_kind=source.block_kind,
-        allowed_tp=_measured_tp(source, fixed, hw), model_name=source.name, cluster_name=hw.name,
+        num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=st.target, dtype=st.dtype,
+        fixed=st.fixed, max_micro_batch_size=st.max_micro_batch_size, zero_bubble=st.zero_bubble,
+        block_kind=source.block_kind, allowed_tp=_measured_tp(source, st.fixed, hw), model_name=source.name,
+        cluster_name=hw.name,
     )
     evaluator = Evaluator(
-        profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=dtype, micro_batch_sizes=space.micro_batch_sizes),
+        profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=st.dtype, micro_batch_sizes=space.micro_batch_sizes),
         cluster=hw, estimate_fn=estimate_fn,
     )
     study = None
-    if exhaustive:
-        settings = SearchSettings(method="exhaustive", objective=objective, trials=0, seed=seed, storage=None,
-                                  study_name=None, resume=False)
+    if st.exhaustive:
+        ran = SearchSettings(method="exhaustive", objective=st.objective, trials=0, seed=st.seed, storage=None,
+                             study_name=None, resume=False)
         _run_exhaustive(space, evaluator, progress=progress)
         evaluated = evaluator.evaluated
         calls = len(evaluated)
     else:
-        name = study_name or study_name_for(model=source.name, cluster=hw.name, gpus=gpus,
-                                            global_batch_size=global_batch_size, target=target,
-                                            objective=objective, space=space)
-        settings = SearchSettings(method="nsga2" if objective == "pareto" else "tpe", objective=objective,
-                                  trials=trials, seed=seed, storage=redact_url(storage), study_name=name, resume=resume)
-        rdb = open_storage(storage)
+        name = st.study_name or study_name_for(model=source.name, cluster=hw.name, gpus=gpus,
+                                               global_batch_size=global_batch_size, target=st.target,
+                                               objective=st.objective, space=space)
+        ran = SearchSettings(method="nsga2" if st.objective == "pareto" else "tpe", objective=st.objective,
+                             trials=st.trials, seed=st.seed, storage=redact_url(st.storage), study_name=name,
+                             resume=st.resume)
+        rdb = open_storage(st.storage)
         try:
-            study = open_study(storage=rdb, study_name=name, objective=objective, seed=seed, resume=resume,
-                               replace=replace_study)
-            if warm_start and not study.trials:  # a new study only: a resumed one already holds its probes
-                for params in anchor_params(space, limit=max(1, trials // 4)):
+            study = open_study(storage=rdb, study_name=name, objective=st.objective, seed=st.seed, resume=st.resume,
+                               replace=st.replace_study)
+            if st.warm_start and not study.trials:  # a new study only: a resumed one already holds its probes
+                for params in anchor_params(space, limit=max(1, st.trials // 4)):
                     study.enqueue_trial(params, skip_if_exists=True)
-            fn = make_objective(space, evaluator, objective=objective, memory_limit_bytes=hw.gpu.memory_bytes)
-            run_study(study, fn, total_trials=trials, progress=progress)
+            fn = make_objective(space, evaluator, objective=st.objective, memory_limit_bytes=hw.gpu.memory_bytes)
+            run_study(study, fn, total_trials=st.trials, progress=progress)
             # Every finished trial counts, those of an earlier (killed) run included: re-evaluating is cheap.
             done = completed_trials(study)
         finally:
             close_storage(rdb)
         evaluated = _unique([evaluator(config_from_attrs(t.user_attrs)) for t in done])
         calls = len(done)
-        if objective == "throughput" and polish:
+        if st.objective == "throughput" and st.polish:
             evaluated = _unique(evaluated + _polish(space, evaluator, evaluated))
     if not any(e.feasible for e in evaluated):
         evaluated = evaluated + _unique([evaluator(c) for c in _memory_corners(space)])
@@ -189,13 +205,13 @@ def plan(
     if not feasible:
         raise InfeasibleError(_infeasible_message(evaluated, hw))
     ranking = ranking_frame(ranking_row(e.config, e.estimate, error=e.error) for e in evaluated)
-    if objective == "pareto":
+    if st.objective == "pareto":
         ranking = mark_pareto(ranking)
     by_label = {config_label(e.config): e for e in feasible}
     best = evaluator(by_label[ranking.iloc[0]["label"]].config)  # the full Estimate (exhaustive holds summaries)
     assert isinstance(best.estimate, Estimate)
     return PlanResult(
-        model=source, cluster=hw, global_batch_size=global_batch_size, space=space, settings=settings,
+        model=source, cluster=hw, global_batch_size=global_batch_size, space=space, settings=ran,
         best=best.config, estimate=best.estimate, profile=evaluator.profile(best.config.tp), ranking=ranking,
         study=study, evaluations=calls, search_seconds=time.perf_counter() - start,
     )

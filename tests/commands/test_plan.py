@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pptune.cli import main
-from pptune.planner import Fixed, plan
+from pptune.planner import Fixed, PlanSettings, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["gpt2-small", "--cluster", "a100-80g", "--gpus", "8", "--global-batch-size", "32", "--zero", "1",
@@ -154,7 +154,7 @@ def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
     straight = tmp_path / "straight"
     subprocess.run([*args, "--out", str(straight)], env=env, check=True, capture_output=True)
     uninterrupted = json.loads((straight / "plan.json").read_text())
-    exhaustive = plan("gpt2-small", cluster="a100-80g", gpus=8, global_batch_size=32, max_micro_batch_size=8,
-                      fixed=Fixed(zero_stage=1), exhaustive=True)
+    exhaustive = plan("gpt2-small", cluster="a100-80g", gpus=8, global_batch_size=32,
+                      settings=PlanSettings(max_micro_batch_size=8, fixed=Fixed(zero_stage=1), exhaustive=True))
     assert resumed["config"] == uninterrupted["config"] == exhaustive.best.to_dict()
     assert resumed["search"]["evaluations"] == trials and resumed["search"]["resume"] is True

@@ -124,9 +124,9 @@ def test_overrides():
 def test_recommendations_are_runnable_by_deepspeed(ds_dist, model, cluster, gpus, gbs):
     """The DeepSpeed target never recommends what DeepSpeed refuses: ZeRO >= 2 with pipelining, a broken batch
     rule, or more memory than the GPU has."""
-    from pptune.planner import plan
+    from pptune.planner import PlanSettings, plan
 
-    r = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, trials=40, seed=0)
+    r = plan(model, cluster=cluster, gpus=gpus, global_batch_size=gbs, settings=PlanSettings(trials=40, seed=0))
     c = r.best
     parsed = _validate(ds_config(c), c.dp)
     assert parsed.train_batch_size == gbs == c.micro_batch_size * c.num_microbatches * c.dp

@@ -12,7 +12,7 @@ from pptune.cost.partition import stage_boundaries
 from pptune.emit.megatron import check_megatron_args, parse_args_text
 from pptune.emit.plan_dir import write_plan_dir
 from pptune.errors import ConfigError
-from pptune.planner import Fixed, plan
+from pptune.planner import Fixed, PlanSettings, plan
 from pptune.runtime.plan_files import load_run_plan
 
 SMALL = dict(cluster="a100-80g", gpus=8, global_batch_size=32)
@@ -21,12 +21,13 @@ SMALL = dict(cluster="a100-80g", gpus=8, global_batch_size=32)
 @pytest.fixture(scope="module")
 def balanced():
     """pp=2 with pptune's time-balanced split: no DeepSpeed partition_method reproduces it."""
-    return plan("gpt2-small", exhaustive=True, fixed=Fixed(tp=1, pp=2, partition="balanced"), **SMALL)
+    return plan("gpt2-small", settings=PlanSettings(exhaustive=True, fixed=Fixed(tp=1, pp=2, partition="balanced")), **SMALL)
 
 
 @pytest.fixture(scope="module")
 def by_params():
-    return plan("gpt2-small", exhaustive=True, fixed=Fixed(tp=2, pp=4, partition="parameters", zero_stage=1), **SMALL)
+    fixed = Fixed(tp=2, pp=4, partition="parameters", zero_stage=1)
+    return plan("gpt2-small", settings=PlanSettings(exhaustive=True, fixed=fixed), **SMALL)
 
 
 def _files(path):
@@ -74,7 +75,7 @@ def test_balanced_split_is_explicit(tmp_path, balanced):
 
 
 def test_recompute_plan_tells_how_to_keep_the_embedding_out(tmp_path):
-    result = plan("gpt2-small", exhaustive=True, fixed=Fixed(tp=1, pp=2, recompute="full"), **SMALL)
+    result = plan("gpt2-small", settings=PlanSettings(exhaustive=True, fixed=Fixed(tp=1, pp=2, recompute="full")), **SMALL)
     out = write_plan_dir(result, tmp_path / "plan")
     assert json.loads((out / "pipeline.json").read_text())["activation_checkpoint_interval"] == 1
     assert 'checkpointable_layers=["TransformerBlockPipe"]' in (out / "HOW_TO_RUN.md").read_text()
@@ -116,8 +117,9 @@ def test_refuses_a_foreign_directory(tmp_path, by_params):
 
 
 def test_megatron_plan_directory(tmp_path):
-    r = plan("gpt2-small", cluster="a100-80g", gpus=16, global_batch_size=64, exhaustive=True, target="megatron",
-             fixed=Fixed(tp=2, pp=4, schedule="interleaved_1f1b", vpp=3, partition="uniform", sequence_parallel=True))
+    fixed = Fixed(tp=2, pp=4, schedule="interleaved_1f1b", vpp=3, partition="uniform", sequence_parallel=True)
+    r = plan("gpt2-small", cluster="a100-80g", gpus=16, global_batch_size=64,
+             settings=PlanSettings(exhaustive=True, target="megatron", fixed=fixed))
     out = write_plan_dir(r, tmp_path / "plan")
     assert not (out / "ds_config.json").exists()
     args = parse_args_text((out / "megatron_args.txt").read_text())
