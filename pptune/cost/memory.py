@@ -1,6 +1,6 @@
 """Peak memory of one GPU of each pipeline stage: model states, activations, buffers and a reserve.
 
-Model states per parameter (Rajbhandari et al. SC'20, "ZeRO", Sec. 3; REFERENCE.md §1 and §4):
+Model states per parameter (Rajbhandari et al. SC'20, "ZeRO", Sec. 3; docs/REFERENCE.md §1 and §4):
 - fp32 training: 4 weight + 4 gradient + 8 Adam (m, v).
 - bf16/fp16 mixed precision: 2 weight + gradient + 12 fp32 optimizer (master copy, m, v). The gradient is
   2 bytes (DeepSpeed fp16: FP16_Optimizer makes fp32 copies only inside the step), 2 + 4 for DeepSpeed bf16

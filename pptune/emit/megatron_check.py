@@ -2,7 +2,7 @@
 
 Rules from Megatron-LM's ``validate_args`` (megatron/training/arguments.py), ``get_num_layers_to_build``
 (megatron/core/transformer/transformer_block.py), ``PipelineParallelLayerLayout`` and TransformerConfig, also
-listed in REFERENCE.md §3: world divisible by tp*pp*cp; global batch divisible by micro batch * dp; layers divisible
+listed in docs/REFERENCE.md §3: world divisible by tp*pp*cp; global batch divisible by micro batch * dp; layers divisible
 by pp unless first/last stage sizes are given (then the rest divisible by the remaining stages) or a layout is;
 at most one of the virtual-stage flags and the layout; with virtual stages the layers per stage divisible by the
 layers per virtual stage, pp > 2 (without p2p overlap) and the micro-batch count a multiple of pp (default group

@@ -1,7 +1,7 @@
 """Predict every grid configuration, write its plan directory, and run it for real (one after the other).
 
 Runs are sequential: on this 2-core machine one 2-rank run already uses every core, and a second one at the
-same time would slow both (REFERENCE.md §2). A run that fails (crash, timeout, out of memory) is kept as a
+same time would slow both (docs/REFERENCE.md §2). A run that fails (crash, timeout, out of memory) is kept as a
 record with its reason, so the report says what did not run instead of silently dropping it. The host is
 shared: each run's disturbance by other processes is measured (``host_load.py``) and a disturbed run repeated.
 """

@@ -14,7 +14,7 @@ from pptune.validation.report import (
     cpu_model,
 )
 
-# Published end-to-end step-time errors of other planners/simulators (REFERENCE.md §6), for scale.
+# Published end-to-end step-time errors of other planners/simulators (docs/REFERENCE.md §6), for scale.
 PUBLISHED = "Calculon 3.65% mean / 8.87% max (Megatron A100 runs), vTrain 8.37% (one 8xA100 node), Proteus 3.0% mean"
 
 
