@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pptune.errors import ConfigError
+from pptune.limits import check_model
 
 Norm = Literal["layernorm", "rmsnorm"]
 Mlp = Literal["gelu", "swiglu"]
@@ -31,16 +32,25 @@ class TransformerSpec:
     position: Position = "learned"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"model spec: name must be a non-empty string, got {self.name!r}")
         for field in ("num_layers", "hidden_size", "num_heads", "ffn_hidden_size", "vocab_size", "seq_len"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"model {self.name!r}: {field} must be a positive integer, got {value!r}")
+        kv = self.num_kv_heads
+        if kv is not None and (not isinstance(kv, int) or isinstance(kv, bool) or kv <= 0):
+            raise ConfigError(f"model {self.name!r}: num_kv_heads must be a positive integer, got {kv!r}")
+        if not isinstance(self.tied_embeddings, bool):
+            raise ConfigError(f"model {self.name!r}: tied_embeddings must be true or false, got {self.tied_embeddings!r}")
+        check_model(name=self.name, layers=self.num_layers, hidden=self.hidden_size, heads=self.num_heads,
+                    ffn=self.ffn_hidden_size, vocab=self.vocab_size, seq=self.seq_len, kv_heads=kv)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
         kv = self.kv_heads
-        if kv <= 0 or self.num_heads % kv:
+        if self.num_heads % kv:
             raise ConfigError(f"model {self.name!r}: num_heads {self.num_heads} is not divisible by num_kv_heads {kv}")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ConfigError(f"model {self.name!r}: norm must be layernorm or rmsnorm, got {self.norm!r}")
@@ -152,6 +162,8 @@ _SPEC_KEYS = {
     "ffn": "ffn_hidden_size", "vocab": "vocab_size", "seq": "seq_len", "tied": "tied_embeddings",
     "norm": "norm", "mlp": "mlp", "position": "position", "name": "name",
 }
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+_MAX_DIGITS = 100  # far beyond every bound in pptune.limits (which then names it); keeps int() of a hostile string cheap
 _FAMILIES = {"gpt": {}, "llama": {"tied_embeddings": False, "norm": "rmsnorm", "mlp": "swiglu", "position": "rope"}}
 
 
@@ -164,21 +176,27 @@ def parse_spec(text: str) -> TransformerSpec:
     if not sep or family not in _FAMILIES:
         raise ConfigError(f"model spec {text!r}: expected '<gpt|llama>:layers=..,hidden=..,heads=..'")
     values: dict[str, object] = dict(_FAMILIES[family])
+    seen: set[str] = set()
     for item in filter(None, body.split(",")):
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or key not in _SPEC_KEYS:
             raise ConfigError(f"model spec {text!r}: unknown or malformed item {item!r}; keys: {sorted(_SPEC_KEYS)}")
-        field = _SPEC_KEYS[key]
+        if key in seen:  # the last one would silently win: say so rather than guess which was meant
+            raise ConfigError(f"model spec {text!r}: {key}= is given twice")
+        seen.add(key)
+        field, raw = _SPEC_KEYS[key], raw.strip()
         if field in ("norm", "mlp", "position", "name"):
-            values[field] = raw.strip()
+            values[field] = raw
         elif field == "tied_embeddings":
-            values[field] = raw.strip().lower() in ("1", "true", "yes")
+            if raw.lower() not in _BOOLEANS:
+                raise ConfigError(f"model spec {text!r}: tied must be one of {'/'.join(_BOOLEANS)}, got {raw!r}")
+            values[field] = _BOOLEANS[raw.lower()]
         else:
-            try:
-                values[field] = int(raw)
-            except ValueError:
-                raise ConfigError(f"model spec {text!r}: {key} must be an integer, got {raw!r}") from None
+            # int() would also take "1_0", "+4" and 10^5 digits; a count here is plain ASCII digits
+            if not (raw.isascii() and raw.isdecimal() and len(raw) <= _MAX_DIGITS) or int(raw) < 1:
+                raise ConfigError(f"model spec {text!r}: {key} must be a positive integer, got {key}={raw!r}")
+            values[field] = int(raw)
     for key in ("layers", "hidden", "heads"):
         if _SPEC_KEYS[key] not in values:
             raise ConfigError(f"model spec {text!r}: missing {key}=")
@@ -198,8 +216,31 @@ def _llama_ffn(hidden: int) -> int:
 
 def resolve_spec(name_or_spec: str) -> TransformerSpec:
     """A preset name (``gpt2-medium``) or a spec string (``gpt:layers=..``)."""
-    if name_or_spec in PRESETS:
-        return PRESETS[name_or_spec]
-    if ":" in name_or_spec and name_or_spec.split(":", 1)[0] in _FAMILIES:
-        return parse_spec(name_or_spec)
+    spec = spec_or_none(name_or_spec)
+    if spec is not None:
+        return spec
+    if name_or_spec.startswith("hf:"):
+        raise ConfigError(
+            f"model {name_or_spec!r}: Hugging Face models work only in 'pptune profile'; profile it first "
+            f"(pptune profile '{name_or_spec}' -o profile.json) and pass the profile file, or use a preset "
+            f"({', '.join(PRESETS)}) or a spec 'gpt:layers=..,hidden=..,heads=..'"
+        )
     raise ConfigError(f"unknown model {name_or_spec!r}; presets: {', '.join(PRESETS)}; or a spec 'gpt:layers=..,hidden=..,heads=..'")
+
+
+def is_spec_model(text: str) -> bool:
+    """Whether ``text`` names a preset or is a spec string (``gpt:...`` / ``llama:...``), valid or not."""
+    return text in PRESETS or (":" in text and text.split(":", 1)[0] in _FAMILIES)
+
+
+def spec_or_none(text: str) -> TransformerSpec | None:
+    """The spec of a preset or spec string; None for anything else (``hf:...``, ``package.module:function``).
+
+    A spec string with a bad value raises ConfigError naming it (``layers=0``): callers that accept other
+    model forms too use this rather than swallowing resolve_spec's errors.
+    """
+    if text in PRESETS:
+        return PRESETS[text]
+    if is_spec_model(text):
+        return parse_spec(text)
+    return None

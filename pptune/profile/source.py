@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pptune.errors import ConfigError
 from pptune.hardware import GPU, Cluster, load_cluster
-from pptune.model.spec import TransformerSpec, resolve_spec
+from pptune.model.spec import TransformerSpec, is_spec_model, resolve_spec
 from pptune.profile.analytic import analytic_profile
 from pptune.profile.scale import compute_scale_of, scaled_profile
 from pptune.profile.schema import Profile, load_profile
@@ -55,6 +55,8 @@ def profile_for(
     try:
         spec = resolve_spec(model_or_profile)
     except ConfigError as exc:
+        if is_spec_model(model_or_profile) or model_or_profile.startswith("hf:"):
+            raise  # the spec's own problem (layers=0), or the hf: hint that already names profile files
         raise ConfigError(f"{exc}; or a profile file (*.json) made by 'pptune profile'") from None
     gpu = cluster if isinstance(cluster, GPU) else load_cluster(cluster).gpu
     return _analytic_cached(spec, gpu, tp, dtype, tuple(sorted(set(micro_batch_sizes))), sequence_parallel)

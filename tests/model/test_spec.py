@@ -36,7 +36,13 @@ def test_spec_string_defaults_and_overrides() -> None:
     ("text", "fragment"),
     [
         ("gpt:layers=2,hidden=64", "missing heads="),
-        ("gpt:layers=x,hidden=64,heads=2", "layers must be an integer"),
+        ("gpt:layers=x,hidden=64,heads=2", "layers must be a positive integer"),
+        ("gpt:layers=0,hidden=64,heads=4", "layers must be a positive integer, got layers='0'"),
+        ("gpt:layers=+4,hidden=64,heads=4", "layers must be a positive integer"),
+        ("gpt:layers=4,layers=8,hidden=64,heads=4", "layers= is given twice"),
+        ("gpt:layers=4,hidden=64,heads=4,tied=maybe", "tied must be one of"),
+        ("gpt:layers=1000000000,hidden=128,heads=4", "layers=1,000,000,000 is above pptune's bound"),
+        ("gpt:layers=4,hidden=64,heads=4,seq=" + "9" * 60, "seq=.* is above pptune's bound"),
         ("gpt:layers=2,hidden=64,heads=3", "not divisible by num_heads 3"),
         ("gpt:depth=2", "unknown or malformed item"),
         ("bert:layers=2", "expected '<gpt|llama>"),
@@ -56,3 +62,28 @@ def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="unknown keys"):
         TransformerSpec.from_dict({**PRESETS["gpt2-small"].to_dict(), "depth": 3})
     assert TransformerSpec.from_dict(PRESETS["gpt2-small"].to_dict()) == PRESETS["gpt2-small"]
+
+
+@pytest.mark.parametrize(("raw", "tied"), [("true", True), ("YES", True), ("1", True), ("false", False), ("no", False),
+                                           ("0", False)])
+def test_tied_accepts_only_booleans(raw: str, tied: bool) -> None:
+    assert parse_spec(f"gpt:layers=2,hidden=64,heads=4,tied={raw}").tied_embeddings is tied
+
+
+def test_hf_models_are_pointed_at_pptune_profile() -> None:
+    with pytest.raises(ConfigError, match="work only in 'pptune profile'"):
+        resolve_spec("hf:gpt2")
+
+
+def test_spec_or_none_names_the_bad_value_and_passes_other_forms() -> None:
+    from pptune.model.spec import spec_or_none
+
+    assert spec_or_none("hf:gpt2") is None and spec_or_none("pkg.mod:fn") is None
+    assert spec_or_none("gpt2-small") is PRESETS["gpt2-small"]
+    with pytest.raises(ConfigError, match="layers='0'"):
+        spec_or_none("gpt:layers=0,hidden=64,heads=4")
+
+
+def test_llama3_405b_shape_is_within_the_bounds() -> None:
+    spec = parse_spec("llama:layers=126,hidden=16384,heads=128,kv_heads=8,ffn=53248,seq=131072,vocab=256000")
+    assert spec.param_count > 400e9
