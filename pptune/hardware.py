@@ -17,6 +17,7 @@ from typing import Any
 
 from pptune.errors import ConfigError, SchemaError
 from pptune.fileio import write_json_atomic
+from pptune.limits import check_cluster_size, check_job
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -188,6 +189,7 @@ def load_cluster(spec: str | os.PathLike | dict | Cluster, *, num_gpus: int | No
 def _resize(cluster: Cluster, num_gpus: int) -> Cluster:
     if not isinstance(num_gpus, int) or isinstance(num_gpus, bool) or num_gpus < 1:
         raise ConfigError(f"num_gpus must be a positive integer, got {num_gpus!r}")
+    check_job(gpus=num_gpus)
     if num_gpus < cluster.gpus_per_node:
         return cluster.replace(gpus_per_node=num_gpus, num_nodes=1)
     return cluster.replace(num_nodes=math.ceil(num_gpus / cluster.gpus_per_node))
@@ -225,11 +227,37 @@ def _base_for(data: dict) -> Cluster | None:
     return CLUSTER_PRESETS.get(name) if isinstance(name, str) else None
 
 
+# Plausible ranges of every number of a GPU or cluster, far outside any real device, so that absurd finite
+# values (peak_bf16_tflops 1e-300, inter_node_gbps 1e-300) are refused at load time instead of overflowing into
+# inf or 300-digit step times:
+# - peaks in [1e-3, 1e6] TFLOP/s: one CPU core does > 1 GFLOP/s; 1 EFLOP/s is 400x a B200's dense bf16;
+# - memory in [1e-3, 2**20] GiB (1 MiB to 1 PiB; the largest GPUs hold 192-288 GiB);
+# - bandwidths in [1e-3, 1e6] GB/s (1 MB/s, below any network, to 1 PB/s, 100x a B200's 8 TB/s HBM);
+# - efficiencies (achieved / peak) in [1e-3, 4]: <= 1 when the datasheet peak is right; a fit against an
+#   underestimated peak (a guessed CPU peak) may exceed 1, never by 4x;
+# - matmul_half_flops in [0, 1e15] (A100: 5e9; 1e15 is a GEMM a second long at peak);
+# - latencies in [0, 1e7] us and overheads in [0, 1e7] ms (10 s per message, 2.8 h per micro-batch or step).
+_RANGES: dict[str, tuple[float, float]] = {
+    "peak_bf16_tflops": (1e-3, 1e6), "peak_fp16_tflops": (1e-3, 1e6), "peak_fp32_tflops": (1e-3, 1e6),
+    "memory_gib": (1e-3, 2.0**20), "hbm_gbps": (1e-3, 1e6), "matmul_efficiency": (1e-3, 4.0),
+    "memory_efficiency": (1e-3, 4.0), "matmul_half_flops": (0.0, 1e15), "launch_overhead_us": (0.0, 1e7),
+    "intra_node_gbps": (1e-3, 1e6), "inter_node_gbps": (1e-3, 1e6), "intra_node_latency_us": (0.0, 1e7),
+    "inter_node_latency_us": (0.0, 1e7), "per_microbatch_overhead_ms": (0.0, 1e7), "per_step_overhead_ms": (0.0, 1e7),
+}
+# calibration.compute_scale (real layer time / profiled layer time): a fit gives ~0.5-3; beyond 1000x either way
+# the profile is of another machine.
+COMPUTE_SCALE_RANGE = (1e-3, 1e3)
+
+
 def _number(origin: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SchemaError(f"{origin}: field '{key}': expected a number, got {type(value).__name__} {value!r}")
     if not math.isfinite(value) or value < 0 or (key.rsplit(".", 1)[-1] in _POSITIVE and value == 0):
         raise SchemaError(f"{origin}: field '{key}': must be {'positive' if key.rsplit('.', 1)[-1] in _POSITIVE else 'non-negative'} and finite, got {value!r}")
+    lo, hi = _RANGES.get(key.rsplit(".", 1)[-1], (0.0, math.inf))
+    if not lo <= value <= hi:
+        raise SchemaError(f"{origin}: field '{key}': {value!r} is outside the plausible range [{lo:g}, {hi:g}] "
+                          "(see pptune/hardware.py)")
     return float(value)
 
 
@@ -298,10 +326,27 @@ def _parse_cluster(data: dict, origin: str) -> Cluster:
         elif key == "calibration":
             if not isinstance(value, dict):
                 raise SchemaError(f"{origin}: field 'calibration': expected an object, got {type(value).__name__}")
+            if "compute_scale" in value:
+                try:
+                    check_compute_scale(value["compute_scale"], origin=f"{origin}: field 'calibration.compute_scale'")
+                except ConfigError as exc:
+                    raise SchemaError(str(exc)) from None
             values[key] = value
     for key in ("gpu", "gpus_per_node", "intra_node_gbps", "inter_node_gbps"):
         if key not in values:
             raise SchemaError(f"{origin}: field '{key}': missing (no preset to take it from: 'gpu' names none)")
     values.setdefault("name", values["gpu"].name)
     values["calibration"] = dict(values.get("calibration") or {})
+    try:
+        check_cluster_size(gpus_per_node=values["gpus_per_node"], num_nodes=values["num_nodes"], origin=origin)
+    except ConfigError as exc:
+        raise SchemaError(str(exc)) from None
     return Cluster(**values)
+
+
+def check_compute_scale(value: Any, *, origin: str) -> float:
+    """A calibrated compute scale: a finite number in COMPUTE_SCALE_RANGE (ConfigError otherwise)."""
+    lo, hi = COMPUTE_SCALE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigError(f"{origin}: must be a number in [{lo:g}, {hi:g}], got {value!r}")
+    return float(value)

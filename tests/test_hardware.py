@@ -100,6 +100,14 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     ({"gpu": 7}, "gpu"),
     ({"gpu": "h200", "calibration": []}, "calibration"),
     ({"gpus_per_node": 8}, "gpu"),
+    # Absurd finite numbers (issue 19): refused at load time, not an OverflowError or a 300-digit step time.
+    ({"gpu": {"name": "h200", "peak_bf16_tflops": 1e-300}}, "gpu.peak_bf16_tflops"),
+    ({"gpu": {"name": "h200", "hbm_gbps": 1e300}}, "gpu.hbm_gbps"),
+    ({"gpu": {"name": "h200", "matmul_efficiency": 1e-300}}, "gpu.matmul_efficiency"),
+    ({"gpu": "h200", "inter_node_gbps": 1e-300}, "inter_node_gbps"),
+    ({"gpu": "h200", "intra_node_latency_us": 1e30}, "intra_node_latency_us"),
+    ({"gpu": "h200", "per_step_overhead_ms": 1e30}, "per_step_overhead_ms"),
+    ({"gpu": "h200", "calibration": {"compute_scale": 1e300}}, "calibration.compute_scale"),
 ])
 def test_bad_fields_name_file_and_field(tmp_path: Path, raw: dict, field: str) -> None:
     path = tmp_path / "bad.json"
@@ -121,3 +129,13 @@ def test_unknown_preset_and_bad_files(tmp_path: Path) -> None:
         load_cluster(tmp_path / "b.json")
     with pytest.raises(SchemaError, match="cannot read"):
         load_cluster(tmp_path / "missing.json")
+
+
+def test_cluster_size_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"gpu": "h200", "gpus_per_node": 8, "num_nodes": 10**8}))
+    with pytest.raises(SchemaError, match="num_nodes=100,000,000 is above"):
+        load_cluster(path)
+    with pytest.raises(ConfigError, match="GPU count=.* is above"):
+        load_cluster("h200", num_gpus=10**9)
+    assert load_cluster("h200", num_gpus=131_072).num_gpus == 131_072  # a 100k+ GPU cluster is real

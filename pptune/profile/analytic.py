@@ -35,6 +35,7 @@ from collections.abc import Iterable
 
 from pptune.errors import ConfigError
 from pptune.hardware import GPU
+from pptune.limits import check_micro_batch
 from pptune.model.spec import TransformerSpec
 from pptune.profile.flops import (
     ATTN_OPS_FLASH,
@@ -48,7 +49,7 @@ from pptune.profile.flops import (
     embedding_work,
     head_work,
 )
-from pptune.profile.schema import LayerProfile, LayerTiming, Profile
+from pptune.profile.schema import LayerProfile, LayerTiming, Profile, check_layer_bounds
 from pptune.profile.sizes import (
     block_params,
     block_saved_bytes,
@@ -159,6 +160,8 @@ def analytic_profile(
     if seq_len is not None and seq_len != spec.seq_len:
         spec = spec.replace(seq_len=seq_len)
     s, sp = spec.seq_len, sequence_parallel
+    for b in sizes:
+        check_micro_batch(b, seq_len=s)
     emb_t, blk_t, head_t = [], [], []
     for b in sizes:
         hid = hidden_bytes(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp)
@@ -176,6 +179,8 @@ def analytic_profile(
     layers += [_layer(1 + i, f"block.{i}", KIND_BLOCK, "block", blk_params, e, blk_timings, None if i == 0 else 1)
                for i in range(spec.num_layers)]
     layers.append(_layer(spec.num_layers + 1, "head", KIND_HEAD, "head", head_params(spec, tp), e, tuple(head_t)))
+    for layer in (layers[0], layers[1], layers[-1]):  # the blocks share one timing tuple: one check covers them
+        check_layer_bounds(layer, origin=f"model {spec.name!r} on {gpu.name}")
     return Profile(
         model=spec.name, source="analytic", device=gpu.name, device_name=gpu.name, dtype=dtype,  # type: ignore[arg-type]
         seq_len=s, micro_batch_sizes=sizes, layers=tuple(layers), tp=tp, spec=spec.to_dict(),

@@ -10,16 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pptune.errors import ConfigError
+from pptune.hardware import check_compute_scale
 from pptune.profile.schema import Profile
 
 
 def compute_scale_of(calibration: dict[str, Any], *, origin: str = "cluster") -> float:
     """``calibration['compute_scale']`` (1.0 when absent); ConfigError unless a positive number."""
-    value = calibration.get("compute_scale", 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{origin}: calibration.compute_scale must be a positive number, got {value!r}")
-    return float(value)
+    return check_compute_scale(calibration.get("compute_scale", 1.0), origin=f"{origin}: calibration.compute_scale")
 
 
 def scaled_profile(profile: Profile, scale: float) -> Profile:

@@ -16,9 +16,29 @@ from typing import Any, Literal
 
 from pptune.errors import ConfigError, SchemaError
 from pptune.fileio import write_json_atomic
+from pptune.limits import MAX_GPUS, MAX_MICRO_BATCH, MAX_PROFILE_LAYERS, MAX_SEQ
 from pptune.model.spec import TransformerSpec
 
 SCHEMA_VERSION = 1
+
+# Bounds on every number of a profile, far beyond any real device, so that a file of huge finite numbers
+# (bwd_ms 1e308) is refused here rather than turning into inf/NaN step times deep in the cost model:
+# - one layer's pass at one micro-batch size takes < 1e7 ms (2.8 hours; a real layer takes micro- to
+#   milliseconds on a GPU, seconds on a CPU);
+# - bytes (saved, output, peak, parameters) < 2**50 (1 PiB: 1,000x the memory of any GPU node or host);
+# - parameters of one layer < 2**50 (a Llama 3 405B block holds 3.2e9);
+# - forward FLOPs of one layer < 1e22 (what a 1e6 TFLOP/s device, 400x a B200, does in 1e7 ms).
+MAX_LAYER_MS = 1e7
+MAX_BYTES = 2**50
+MAX_PARAMS = 2**50
+MAX_LAYER_FLOPS = 1e22
+MAX_THREADS = 2**20
+MAX_MICRO_BATCH_SIZES = 1024  # sizes listed in one profile
+TIMING_BOUNDS: dict[str, float] = {
+    "fwd_ms": MAX_LAYER_MS, "bwd_ms": MAX_LAYER_MS, "fwd_spread_ms": MAX_LAYER_MS, "bwd_spread_ms": MAX_LAYER_MS,
+    "attn_fwd_ms": MAX_LAYER_MS, "saved_bytes": MAX_BYTES, "output_bytes": MAX_BYTES,
+    "peak_allocated_bytes": MAX_BYTES, "fwd_flops": MAX_LAYER_FLOPS,
+}
 Role = Literal["embedding", "block", "head", "other"]
 Source = Literal["measured", "analytic"]
 ROLES = ("embedding", "block", "head", "other")
@@ -188,18 +208,25 @@ class _Reader:
             raise self.fail(key, f"expected {_tname(types)}, got {type(value).__name__} {value!r}")
         return value
 
-    def number(self, key: str, *, required: bool = True, default: float | None = None, positive: bool = False) -> Any:
+    def number(self, key: str, *, required: bool = True, default: float | None = None, positive: bool = False,
+               maximum: float | None = None) -> Any:
         value = self.get(key, (int, float), required=required, default=default)
         if value is None:
             return value
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             raise self.fail(key, f"must be {'positive' if positive else 'non-negative'} and finite, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.fail(key, f"{value!r} is above the plausible bound {maximum:g} (see pptune/profile/schema.py)")
         return value
 
-    def integer(self, key: str, *, required: bool = True, default: int | None = None, positive: bool = False) -> Any:
+    def integer(self, key: str, *, required: bool = True, default: int | None = None, positive: bool = False,
+                maximum: int | float | None = None) -> Any:
         value = self.get(key, int, required=required, default=default)
         if value is not None and (value < 0 or (positive and value == 0)):
             raise self.fail(key, f"must be {'positive' if positive else 'non-negative'}, got {value!r}")
+        if value is not None and maximum is not None and value > maximum:
+            raise self.fail(key, f"{value!r} is above the plausible bound {maximum:,} (see pptune/profile/schema.py "
+                                 "and pptune/limits.py)")
         return value
 
     def choice(self, key: str, options: tuple[str, ...], **kw: Any) -> Any:
@@ -227,11 +254,17 @@ def _parse_profile(data: Any, origin: str) -> Profile:
     mbs_list = r.get("micro_batch_sizes", list)
     if not mbs_list or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mbs_list):
         raise r.fail("micro_batch_sizes", f"must be a non-empty list of positive integers, got {mbs_list!r}")
+    if len(mbs_list) > MAX_MICRO_BATCH_SIZES or max(mbs_list) > MAX_MICRO_BATCH:
+        raise r.fail("micro_batch_sizes", f"at most {MAX_MICRO_BATCH_SIZES} sizes of at most {MAX_MICRO_BATCH:,} each "
+                                          "(see pptune/limits.py)")
     if len(set(mbs_list)) != len(mbs_list):
         raise r.fail("micro_batch_sizes", f"lists a size twice: {mbs_list!r}")
     layers_raw = r.get("layers", list)
     if not layers_raw:
         raise r.fail("layers", "must list at least one layer")
+    if len(layers_raw) > MAX_PROFILE_LAYERS:
+        raise r.fail("layers", f"lists {len(layers_raw):,} layers, above pptune's bound of {MAX_PROFILE_LAYERS:,} "
+                               "(see pptune/limits.py)")
     layers = tuple(_parse_layer(r.child("layers", i), i, len(layers_raw)) for i in range(len(layers_raw)))
     for layer in layers:
         got = [t.micro_batch_size for t in layer.timings]
@@ -250,11 +283,11 @@ def _parse_profile(data: Any, origin: str) -> Profile:
         device=r.get("device", str),
         device_name=r.get("device_name", str),
         dtype=r.choice("dtype", ("fp32", "bf16", "fp16")),
-        seq_len=r.integer("seq_len", positive=True),
+        seq_len=r.integer("seq_len", positive=True, maximum=MAX_SEQ),
         micro_batch_sizes=tuple(sorted(mbs_list)),
         layers=layers,
-        tp=r.integer("tp", required=False, default=1, positive=True),
-        threads=r.integer("threads", required=False, positive=True),
+        tp=r.integer("tp", required=False, default=1, positive=True, maximum=MAX_GPUS),
+        threads=r.integer("threads", required=False, positive=True, maximum=MAX_THREADS),
         torch_version=r.get("torch_version", str, required=False),
         date=r.get("date", str, required=False),
         command=r.get("command", str, required=False),
@@ -280,23 +313,40 @@ def _parse_layer(r: _Reader, position: int, count: int) -> LayerProfile:
         name=r.get("name", str),
         kind=r.get("kind", str),
         role=r.choice("role", ROLES),
-        param_count=r.integer("param_count"),
-        param_bytes=r.integer("param_bytes"),
+        param_count=r.integer("param_count", maximum=MAX_PARAMS),
+        param_bytes=r.integer("param_bytes", maximum=MAX_BYTES),
         timings=timings,
         shares_measurement_with=shares,
     )
 
 
 def _parse_timing(r: _Reader) -> LayerTiming:
+    b = TIMING_BOUNDS
     return LayerTiming(
-        micro_batch_size=r.integer("micro_batch_size", positive=True),
-        fwd_ms=r.number("fwd_ms"),
-        bwd_ms=r.number("bwd_ms"),
-        fwd_spread_ms=r.number("fwd_spread_ms", required=False, default=0.0),
-        bwd_spread_ms=r.number("bwd_spread_ms", required=False, default=0.0),
-        saved_bytes=r.integer("saved_bytes"),
-        output_bytes=r.integer("output_bytes"),
-        fwd_flops=r.number("fwd_flops", required=False, default=0.0),
-        attn_fwd_ms=r.number("attn_fwd_ms", required=False, default=0.0),
-        peak_allocated_bytes=r.integer("peak_allocated_bytes", required=False),
+        micro_batch_size=r.integer("micro_batch_size", positive=True, maximum=MAX_MICRO_BATCH),
+        fwd_ms=r.number("fwd_ms", maximum=b["fwd_ms"]),
+        bwd_ms=r.number("bwd_ms", maximum=b["bwd_ms"]),
+        fwd_spread_ms=r.number("fwd_spread_ms", required=False, default=0.0, maximum=b["fwd_spread_ms"]),
+        bwd_spread_ms=r.number("bwd_spread_ms", required=False, default=0.0, maximum=b["bwd_spread_ms"]),
+        saved_bytes=r.integer("saved_bytes", maximum=b["saved_bytes"]),
+        output_bytes=r.integer("output_bytes", maximum=b["output_bytes"]),
+        fwd_flops=r.number("fwd_flops", required=False, default=0.0, maximum=b["fwd_flops"]),
+        attn_fwd_ms=r.number("attn_fwd_ms", required=False, default=0.0, maximum=b["attn_fwd_ms"]),
+        peak_allocated_bytes=r.integer("peak_allocated_bytes", required=False, maximum=b["peak_allocated_bytes"]),
     )
+
+
+def check_layer_bounds(layer: LayerProfile, *, origin: str) -> None:
+    """Refuse a computed layer (an analytic profile's) whose numbers break the bounds a loaded file must keep.
+
+    A model within pptune.limits can still be absurd in combination (a 16M-token sequence on a tiny GPU): the
+    same bounds as for a file then say which number, in one line, instead of an inf or NaN step time later.
+    """
+    checks = [("param_count", layer.param_count, MAX_PARAMS), ("param_bytes", layer.param_bytes, MAX_BYTES)]
+    for t in layer.timings:
+        checks += [(f"timings[mbs={t.micro_batch_size}].{k}", getattr(t, k), bound) for k, bound in TIMING_BOUNDS.items()
+                   if getattr(t, k) is not None]
+    for key, value, bound in checks:
+        if not math.isfinite(value) or value > bound:
+            raise ConfigError(f"{origin}: layer {layer.name!r}: {key} would be {value:.4g}, above the plausible bound "
+                              f"{bound:g} (see pptune/profile/schema.py); use a smaller model, sequence or micro-batch")

@@ -155,3 +155,9 @@ def test_attention_core_time_is_what_its_kernels_take(flash: bool) -> None:
     launches = (1 if flash else 5) * A100.launch_overhead_us / 1e3  # its kernels re-launch: the host floor applies
     assert block.attn_fwd_ms == pytest.approx(overlap_ms(launches, gpu_ms), rel=1e-9)
     assert block.attn_fwd_ms < block.fwd_ms
+
+
+def test_a_model_within_the_size_bounds_but_absurd_on_this_gpu_is_refused_by_the_profile_bounds() -> None:
+    spec = parse_spec("gpt:layers=2,hidden=65536,heads=64,seq=16777216,vocab=1000")
+    with pytest.raises(ConfigError, match=r"layer 'block.0': timings\[mbs=1\]\.fwd_ms would be .* above the plausible"):
+        analytic_profile(spec, GPU_PRESETS["local-cpu"], micro_batch_sizes=(1,))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pptune.errors import SchemaError
+from pptune.model.spec import PRESETS
 from pptune.profile.schema import LayerProfile, LayerTiming, Profile, load_profile, save_profile
 
 
@@ -93,6 +94,16 @@ MALFORMED = [
     ("no layers", _set("layers", []), "'layers'"),
     ("shares itself", _set("layers.2.shares_measurement_with", 2), "'layers[2].shares_measurement_with'"),
     ("bad spec", _set("spec", {"name": "x", "num_layers": -1}), "'spec'"),
+    # Huge finite numbers: refused here, not turned into inf/NaN step times by the cost model (issue 19).
+    ("huge backward", _set("layers.1.timings.0.bwd_ms", 1e308), "'layers[1].timings[0].bwd_ms'"),
+    ("huge spread", _set("layers.1.timings.0.fwd_spread_ms", 1e9), "'layers[1].timings[0].fwd_spread_ms'"),
+    ("huge saved bytes", _set("layers.1.timings.0.saved_bytes", 2**60), "'layers[1].timings[0].saved_bytes'"),
+    ("huge flops", _set("layers.1.timings.0.fwd_flops", 1e300), "'layers[1].timings[0].fwd_flops'"),
+    ("huge params", _set("layers.1.param_count", 10**30), "'layers[1].param_count'"),
+    ("huge seq_len", _set("seq_len", 10**12), "'seq_len'"),
+    ("huge tp", _set("tp", 10**12), "'tp'"),
+    ("huge micro-batch", _set("micro_batch_sizes", [1, 2, 10**9]), "'micro_batch_sizes'"),
+    ("huge spec", _set("spec", {**PRESETS["gpt2-small"].to_dict(), "num_layers": 10**9}), "'spec'"),
 ]
 
 
