@@ -6,9 +6,15 @@ the LM head vocab-parallel. Norms, residual adds and the embedding's output are 
 unless sequence parallelism (Korthikanti et al., MLSys'23) splits them along the sequence.
 
 FLOP counts follow Narayanan et al. (SC'21, Appendix): a ``[m, k] x [k, n]`` GEMM costs ``2*m*k*n``; the
-attention scores ``Q K^T`` and the weighted sum ``A V`` cost ``2*b*s^2*h`` each, counted in full even though
-a causal kernel skips the masked half (Megatron's model-FLOPs convention; ``Work.attn_causal_skip`` says how
-much of that the time model may skip). A backward GEMM costs twice its forward (input and weight gradients).
+attention scores ``Q K^T`` and the weighted sum ``A V`` cost ``2*b*s^2*h`` each as computed in full
+(``Work.attn_flops``; ``Work.attn_causal_skip`` says how much of that a causal fused kernel skips). A backward
+GEMM costs twice its forward (input and weight gradients).
+
+Model FLOPs (``Work.fwd_flops``, what MFU divides by) count the causal attention's lower half only, as
+Megatron-LM's ``num_floating_point_operations`` does today ("Only half of the attention matrix is non-zero
+and needs to be multiplied with V": its ``seq_length / hidden_size / 2`` term). Counting the full ``s x s``
+(SC'21's eq. 3) books FLOPs no kernel runs: a causal flash kernel skips them, so at long sequences, where
+attention dominates, the "MFU" passed 100% (``gpt:layers=4,hidden=128,heads=4,seq=1048576``: 138.5%).
 
 GEMMs carry their shapes (``Gemm``), so the time model can apply a roofline: the unfused attention's
 batched ``[s, d] x [d, s]`` products move more bytes than they compute and are memory-bound.
@@ -39,6 +45,8 @@ MAIN_GRAD_BYTES = 4
 def grad_accumulate_bytes(params: float, e: int) -> float:
     """Memory traffic of adding one micro-batch's weight gradients into the fp32 accumulation buffer."""
     return params * (e + 2 * MAIN_GRAD_BYTES)
+# Share of the full s x s attention a causal model needs (the lower triangle): its model FLOPs (module docstring).
+CAUSAL_ATTENTION_SHARE = 0.5
 # FlashAttention-2's backward runs 5 matmuls for the forward's 2 (Dao 2023, Sec 3.1.2), recomputing Q K^T.
 FLASH_BWD_FACTOR = 2.5
 
@@ -95,8 +103,8 @@ class Work:
 
     @property
     def fwd_flops(self) -> float:
-        """Model FLOPs of the forward on this GPU (GEMMs + full attention, no elementwise)."""
-        return sum(self.gemm_flops) + self.attn_flops
+        """Model FLOPs of the forward on this GPU (GEMMs + the causal half of attention, no elementwise)."""
+        return sum(self.gemm_flops) + CAUSAL_ATTENTION_SHARE * self.attn_flops
 
 
 # Kernels a Megatron-style eager layer launches (Megatron-LM ParallelTransformerLayer / GPTModel, unfused

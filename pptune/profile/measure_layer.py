@@ -24,14 +24,31 @@ from pptune.profile.schema import LayerTiming
 from pptune.profile.timing import Timer, summarize
 
 
-def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
+def _sdpa_model_flops(op: torch._ops.OpOverloadPacket) -> Callable[..., int]:
+    """The FLOP formula of an SDPA kernel counting a causal call's lower half only (model FLOPs).
+
+    torch's formula counts the full s x s score matrix ("We aren't accounting for causal attention here");
+    pptune's model FLOPs take the causal half, as the analytic profile and Megatron-LM's FLOP count do
+    (pptune/profile/flops.py), so that measured and analytic MFU agree and neither passes 100%.
+    """
+    names = [a.name for a in op.default._schema.arguments]
+    causal_at = names.index("is_causal") - 3  # position among the arguments after query, key and value
+
+    def formula(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        causal = kwargs.get("is_causal", args[causal_at] if len(args) > causal_at else False)
+        full = sdpa_flop_count(query_shape, key_shape, value_shape)
+        return full // 2 if causal else full
+
+    return formula
 
 
 # torch's flop counter has no formula for the CPU flash-attention kernel that SDPA dispatches to on
-# CPU, so attention would count as 0 FLOPs there; it is the computation of the GPU kernels, counted alike
-# (full s x s score matrix, no causal discount, as torch and Megatron's FLOP formula count it).
-_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+# CPU (attention would count as 0 FLOPs there); the GPU kernels' formulas ignore causality. Every SDPA
+# kernel here counts alike: the full score matrix, halved for a causal call.
+_SDPA_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+_EXTRA_FLOP_FORMULAS = {getattr(torch.ops.aten, name): _sdpa_model_flops(getattr(torch.ops.aten, name))
+                        for name in _SDPA_KERNELS if hasattr(torch.ops.aten, name)}
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ATTENTION_REPEATS = 5  # forwards timing the attention kernels (after the timed forward/backward pairs)
