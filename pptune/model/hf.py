@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pptune.errors import ConfigError
+from pptune.limits import check_model
 
 FAMILIES = ("gpt2", "llama")
 
@@ -79,8 +80,51 @@ def parse_hf_model(text: str) -> tuple[str, dict[str, Any]]:
         key, eq, raw = item.partition("=")
         if not eq or not key:
             raise ConfigError(f"model {text!r}: malformed override {item!r}; expected key=value")
+        if key in overrides:
+            raise ConfigError(f"model {text!r}: {key}= is given twice")
         overrides[key] = _parse_value(raw)
     return family, overrides
+
+
+# The shape fields of each family's config: (layers, hidden, heads, kv heads, ffn, vocab, positions).
+_SHAPE_FIELDS = {
+    "gpt2": ("n_layer", "n_embd", "n_head", None, "n_inner", "vocab_size", "n_positions"),
+    "llama": ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+              "vocab_size", "max_position_embeddings"),
+}
+
+
+def _check_override_types(text: str, overrides: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Each override must have its field's type (``n_layer=two`` is not an int): transformers does not check."""
+    for key, value in overrides.items():
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        else:  # None or a structure: the config class decides
+            ok, want = True, ""
+        if not ok:
+            raise ConfigError(f"model {text!r}: {key} must be {want}, got {key}={value!r}")
+
+
+def _check_shape(text: str, family: str, config: Any) -> None:
+    """The shape pptune can build and plan: positive sizes within pptune.limits, heads dividing the width."""
+    names = _SHAPE_FIELDS[family]
+    layers, hidden, heads, kv, ffn, vocab, positions = (getattr(config, n, None) if n else None for n in names)
+    for name, value in zip(names, (layers, hidden, heads, kv, ffn, vocab, positions), strict=True):
+        if name and value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"model {text!r}: {name} must be a positive integer, got {name}={value!r}")
+    check_model(name=text, layers=layers, hidden=hidden, heads=heads, kv_heads=kv, ffn=ffn, vocab=vocab, seq=positions)
+    if hidden % heads:
+        raise ConfigError(f"model {text!r}: {names[1]}={hidden} is not divisible by {names[2]}={heads}"
+                          + (" (its default)" if names[2] not in parse_hf_model(text)[1] else ""))
+    if kv is not None and heads % kv:
+        raise ConfigError(f"model {text!r}: {names[2]}={heads} is not divisible by {names[3]}={kv}")
 
 
 def _parse_value(raw: str) -> Any:
@@ -119,10 +163,13 @@ def hf_config(text: str) -> Any:
         unknown = sorted(k for k in overrides if k not in known)
         if unknown:
             raise ConfigError(f"model {text!r}: {config_class.__name__} has no field(s) {unknown}")
+        _check_override_types(text, overrides, known)
         try:
-            return config_class(**overrides, attn_implementation="sdpa")
+            config = config_class(**overrides, attn_implementation="sdpa")
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"model {text!r}: {config_class.__name__} rejected the overrides: {exc}") from None
+    _check_shape(text, family, config)
+    return config
 
 
 def hf_param_count(config: Any) -> int:

@@ -193,9 +193,17 @@ def check_fits_in_memory(name: str, param_count: int) -> None:
     need = param_count * FP32_BYTES
     if available is not None and need > available:
         raise ConfigError(
-            f"model {name!r} has {param_count / 1e9:.2f}e9 parameters ({need / 2**30:.1f} GiB in fp32), "
+            f"model {name!r} has {format_count(param_count)} parameters ({need / 2**30:,.1f} GiB in fp32), "
             f"more than the {available / 2**30:.1f} GiB of memory available here; profile a smaller variant"
         )
+
+
+def format_count(n: float) -> str:
+    """A large count in words: ``49.98 trillion``, ``124.4 million``, ``1,234``."""
+    for scale, word in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million")):
+        if n >= scale:
+            return f"{n / scale:,.2f} {word}"
+    return f"{n:,.0f}"
 
 
 def _available_memory_bytes() -> int | None:

@@ -68,3 +68,25 @@ def test_hf_errors_are_one_line():
         load_model_layers("hf:gpt2?n_layer", 16)
     with pytest.raises(ConfigError, match="parameters"):
         load_model_layers("hf:llama?num_hidden_layers=400&hidden_size=8192&intermediate_size=28672", 16)
+
+
+@pytest.mark.parametrize(("model", "fragment"), [
+    ("hf:gpt2?n_layer=2&n_embd=64", "n_embd=64 is not divisible by n_head=12 (its default)"),
+    ("hf:gpt2?n_layer=two", "n_layer must be an integer, got n_layer='two'"),
+    ("hf:gpt2?n_layer=-1", "n_layer must be a positive integer, got n_layer=-1"),
+    ("hf:gpt2?n_layer=2&n_layer=3", "n_layer= is given twice"),
+    ("hf:gpt2?n_layer=100000", "above pptune's bound"),
+    ("hf:gpt2?scale_attn_weights=7", "scale_attn_weights must be true or false"),
+    ("hf:llama?num_attention_heads=4&num_key_value_heads=3&hidden_size=64", "not divisible by num_key_value_heads=3"),
+])
+def test_hf_shape_errors_are_one_line_before_transformers_builds(model, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_model_layers(model, 16)
+
+
+def test_parameter_counts_read_in_words():
+    from pptune.model.resolve import format_count
+
+    assert format_count(49_984e9) == "49.98 trillion"
+    assert format_count(124_439_808) == "124.44 million"
+    assert format_count(7) == "7"
