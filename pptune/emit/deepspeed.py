@@ -110,16 +110,57 @@ def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# DeepSpeed config fields (their last dotted part) that hold numbers (betas: a list of two), from DeepSpeed's
+# config docs and runtime/config.py / zero/config.py / fp16 loss scaler / the optimizer and LR scheduler params.
+NUMERIC_FIELDS = frozenset({
+    "lr", "eps", "weight_decay", "momentum", "betas", "gradient_clipping", "steps_per_print", "loss_scale",
+    "initial_scale_power", "loss_scale_window", "hysteresis", "min_loss_scale", "warmup_min_lr", "warmup_max_lr",
+    "warmup_num_steps", "total_num_steps", "cos_min_ratio", "reduce_bucket_size", "allgather_bucket_size",
+    "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold", "stage3_max_live_parameters",
+    "stage3_max_reuse_distance", "sub_group_size", "buffer_count", "buffer_size", "max_in_cpu", "bias_correction",
+})
+# Fields that hold strings: only these take a bare (unquoted) value; every other value must be JSON.
+STRING_FIELDS = frozenset({
+    "type", "device", "nvme_path", "grad_accum_dtype", "communication_data_type", "warmup_type", "tag_validation",
+    "output_path", "job_name", "output_file", "load_path", "mode",
+})
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is JSON when it parses (``3e-4``, ``true``), else a string."""
+    """``key=value`` from the command line: the value is JSON (``3e-4``, ``true``, ``[0.9, 0.95]``, ``"text"``).
+
+    A bare word is taken as a string only for DeepSpeed fields that hold strings (``optimizer.type=Adam``);
+    a known numeric field must get a finite number (``optimizer.params.lr=abc`` is refused, not written into
+    ds_config.json as "abc"). NaN and Infinity are refused anywhere: they are not JSON.
+    """
     key, eq, raw = text.partition("=")
-    if not eq or not key.strip():
+    key = key.strip()
+    if not eq or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--ds-override expects key=value (e.g. optimizer.params.lr=3e-4), got {text!r}")
+    field = key.rsplit(".", 1)[-1]
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError):
+        if field not in STRING_FIELDS:
+            raise ConfigError(f"--ds-override {key}={raw!r}: not a JSON value; give a number, true/false, a list, "
+                              f"or quote a string ({key}='\"{raw}\"')") from None
         value = raw
-    return key.strip(), value
+    if field in NUMERIC_FIELDS and not _numeric(value, field):
+        want = "a list of numbers" if field == "betas" else "true or false" if field == "bias_correction" else "a number"
+        raise ConfigError(f"--ds-override {key}={raw!r}: DeepSpeed's {field} must be {want}")
+    return key, value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _numeric(value: Any, field: str) -> bool:
+    if field == "bias_correction":
+        return isinstance(value, bool)
+    if field == "betas":
+        return isinstance(value, list) and bool(value) and all(_numeric(v, "lr") for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def engine_kind(config: ParallelConfig) -> str:

@@ -118,6 +118,28 @@ def test_overrides():
         parse_override("lr")
 
 
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("optimizer.params.lr=abc", "not a JSON value"),
+    ('optimizer.params.lr="abc"', "lr must be a number"),
+    ("optimizer.params.lr=true", "lr must be a number"),
+    ("optimizer.params.lr=NaN", "not a JSON value"),
+    ("optimizer.params.eps=Infinity", "not a JSON value"),
+    ("optimizer.params.betas=0.9", "betas must be a list of numbers"),
+    ("gradient_clipping=[1]", "gradient_clipping must be a number"),
+    ("some.custom_field=word", "quote a string"),
+    ("optimizer..lr=1", "key=value"),
+])
+def test_override_values_parse_as_json(text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_override(text)
+
+
+def test_bare_strings_only_for_string_fields():
+    assert parse_override("scheduler.type=WarmupLR") == ("scheduler.type", "WarmupLR")
+    assert parse_override('some.custom_field="word"') == ("some.custom_field", "word")
+    assert parse_override("optimizer.params.lr=3e-4") == ("optimizer.params.lr", 3e-4)
+
+
 @pytest.mark.parametrize(("model", "cluster", "gpus", "gbs"), [
     ("gpt2-medium", "a100-40g", 8, 64), ("llama2-7b", "a100-80g", 16, 128), ("gpt3-13b", "h100-80g", 32, 256),
 ])
