@@ -138,15 +138,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not eq or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--ds-override expects key=value (e.g. optimizer.params.lr=3e-4), got {text!r}")
     field = key.rsplit(".", 1)[-1]
+    want = "a list of numbers" if field == "betas" else "true or false" if field == "bias_correction" else "a number"
     try:
         value = json.loads(raw, parse_constant=_no_constant)
     except (json.JSONDecodeError, ValueError, RecursionError):
+        if field in NUMERIC_FIELDS:
+            raise ConfigError(f"--ds-override {key}={raw!r}: DeepSpeed's {field} must be {want}") from None
         if field not in STRING_FIELDS:
             raise ConfigError(f"--ds-override {key}={raw!r}: not a JSON value; give a number, true/false, a list, "
                               f"or quote a string ({key}='\"{raw}\"')") from None
         value = raw
     if field in NUMERIC_FIELDS and not _numeric(value, field):
-        want = "a list of numbers" if field == "betas" else "true or false" if field == "bias_correction" else "a number"
         raise ConfigError(f"--ds-override {key}={raw!r}: DeepSpeed's {field} must be {want}")
     return key, value
 

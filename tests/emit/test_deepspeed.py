@@ -119,11 +119,12 @@ def test_overrides():
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("optimizer.params.lr=abc", "not a JSON value"),
+    ("optimizer.params.lr=abc", "lr must be a number"),
     ('optimizer.params.lr="abc"', "lr must be a number"),
     ("optimizer.params.lr=true", "lr must be a number"),
-    ("optimizer.params.lr=NaN", "not a JSON value"),
-    ("optimizer.params.eps=Infinity", "not a JSON value"),
+    ("optimizer.params.lr=NaN", "lr must be a number"),
+    ("optimizer.params.eps=Infinity", "eps must be a number"),
+    ("custom.x=NaN", "not a JSON value"),
     ("optimizer.params.betas=0.9", "betas must be a list of numbers"),
     ("gradient_clipping=[1]", "gradient_clipping must be a number"),
     ("some.custom_field=word", "quote a string"),
