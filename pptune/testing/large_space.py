@@ -16,7 +16,10 @@ def bulk_inputs(target: str) -> tuple:
     """
     from pptune.hardware import load_cluster
     from pptune.model_source import resolve_model
-    from pptune.planner import build_space
+    try:
+        from pptune.planner import build_space
+    except ImportError:  # a revision before the planner package (bench_plan_speed --baseline runs this file there)
+        from pptune.space import build_space  # type: ignore[no-redef]
 
     source = resolve_model("gpt3-175b")
     cluster = load_cluster("a100-80g", num_gpus=1024)
