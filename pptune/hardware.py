@@ -232,7 +232,9 @@ def _base_for(data: dict) -> Cluster | None:
 # inf or 300-digit step times:
 # - peaks in [1e-3, 1e6] TFLOP/s: one CPU core does > 1 GFLOP/s; 1 EFLOP/s is 400x a B200's dense bf16;
 # - memory in [1e-3, 2**20] GiB (1 MiB to 1 PiB; the largest GPUs hold 192-288 GiB);
-# - bandwidths in [1e-3, 1e6] GB/s (1 MB/s, below any network, to 1 PB/s, 100x a B200's 8 TB/s HBM);
+# - HBM bandwidth in [1e-3, 1e6] GB/s (1 MB/s to 1 PB/s, 100x a B200's 8 TB/s); link bandwidths in
+#   [1e-3, 1e12] GB/s: what-if studies (and pptune's tests) model free links as 1e12, which only makes a
+#   transfer take ~0 ms; the low end is the dangerous one (1e-300 GB/s: 300-digit step times);
 # - efficiencies (achieved / peak) in [1e-3, 4]: <= 1 when the datasheet peak is right; a fit against an
 #   underestimated peak (a guessed CPU peak) may exceed 1, never by 4x;
 # - matmul_half_flops in [0, 1e15] (A100: 5e9; 1e15 is a GEMM a second long at peak);
@@ -241,7 +243,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "peak_bf16_tflops": (1e-3, 1e6), "peak_fp16_tflops": (1e-3, 1e6), "peak_fp32_tflops": (1e-3, 1e6),
     "memory_gib": (1e-3, 2.0**20), "hbm_gbps": (1e-3, 1e6), "matmul_efficiency": (1e-3, 4.0),
     "memory_efficiency": (1e-3, 4.0), "matmul_half_flops": (0.0, 1e15), "launch_overhead_us": (0.0, 1e7),
-    "intra_node_gbps": (1e-3, 1e6), "inter_node_gbps": (1e-3, 1e6), "intra_node_latency_us": (0.0, 1e7),
+    "intra_node_gbps": (1e-3, 1e12), "inter_node_gbps": (1e-3, 1e12), "intra_node_latency_us": (0.0, 1e7),
     "inter_node_latency_us": (0.0, 1e7), "per_microbatch_overhead_ms": (0.0, 1e7), "per_step_overhead_ms": (0.0, 1e7),
 }
 # calibration.compute_scale (real layer time / profiled layer time): a fit gives ~0.5-3; beyond 1000x either way
