@@ -1,4 +1,4 @@
-"""Small shared I/O helpers: atomic file writes and the host's CPU name."""
+"""Small shared I/O helpers: atomic file writes, the one output-path check every writing command makes first, and the host's CPU name."""
 
 from __future__ import annotations
 
@@ -44,3 +44,87 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
+
+def _writable(directory: Path) -> bool:
+    """True when this process may create and rename entries in ``directory`` (effective ids, capabilities included)."""
+    effective = os.access in os.supports_effective_ids
+    return os.access(directory, os.W_OK | os.X_OK, effective_ids=effective)
+
+
+def check_output_path(path: str | os.PathLike, *, kind: str = "file", flag: str = "--out",
+                      replaced: bool = False) -> Path:
+    """Refuse, before any work, an output path pptune could not write; return it as a Path.
+
+    The one check every command that writes calls first, so a bad output path is one line (exit 2) instead
+    of a traceback after minutes of work. It refuses a path below a regular file, an existing directory where
+    a file is wanted (and a file where a directory is), and a directory this process may not write in
+    (read-only mode, read-only file system; checked with the effective ids, so root without
+    CAP_DAC_OVERRIDE is refused too). Missing folders are fine: the writer creates them.
+
+    Args:
+        path: the file or directory the command will write.
+        kind: ``"file"`` (written through a temporary file and a rename in its folder) or ``"directory"``
+            (files are written into it).
+        flag: the option that named the path, for the message (``-o``, ``--out``, ``PLAN_DIR``).
+        replaced: a directory replaced as one unit (built beside it, then renamed): its folder must be
+            writable too.
+
+    Raises:
+        ConfigError: the path cannot be written, with the reason.
+    """
+    from pptune.errors import ConfigError
+
+    if kind not in ("file", "directory"):
+        raise ValueError(f"kind must be 'file' or 'directory', got {kind!r}")
+    p = Path(path)
+    where = f"{flag} {p}" if flag else str(p)
+    if str(p) == "" or p.name in ("", ".", ".."):
+        if kind == "file" or replaced:
+            raise ConfigError(f"{where}: not a usable {kind} name")
+    full = Path(os.path.abspath(p))
+    if full.exists():
+        if kind == "file" and full.is_dir():
+            raise ConfigError(f"{where}: is a directory; give a file path")
+        if kind == "file" and not full.is_file():
+            raise ConfigError(f"{where}: exists and is not a regular file")
+        if kind == "directory" and not full.is_dir():
+            raise ConfigError(f"{where}: exists and is not a directory")
+        if kind == "directory" and not _writable(full):
+            raise ConfigError(f"{where}: cannot write in this directory (permission denied or read-only)")
+        if kind == "directory" and not replaced:
+            return p
+    elif full.is_symlink():
+        raise ConfigError(f"{where}: is a dangling symbolic link")
+    folder = full.parent
+    while not folder.exists():
+        if folder.is_symlink():
+            raise ConfigError(f"{where}: {folder} is a dangling symbolic link")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{where}: {folder} is a file, not a directory")
+    if not _writable(folder):
+        raise ConfigError(f"{where}: cannot write in {folder} (permission denied or read-only)")
+    return p
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above ``path``; return them, outermost first (``remove_made`` undoes it)."""
+    made = []
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
+    made.reverse()
+    for folder in made:
+        folder.mkdir(exist_ok=True)
+    return made
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders ``make_parents`` created, innermost first, where they are still empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            break

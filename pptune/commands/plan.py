@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -89,38 +88,44 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from pptune.emit.deepspeed import check_overrides, parse_override
-    from pptune.emit.plan_dir import STUDY_FILE, check_out_dir, write_plan_dir
-    from pptune.errors import PptuneError
+    from pptune.emit.plan_dir import PlanBuild, check_out_dir, write_plan_files
+    from pptune.limits import check_job
     from pptune.planner import PlanSettings, plan
     from pptune.planner.report import json_summary, text_report
+    from pptune.planner.study import redact_url
 
+    # Everything that can be refused is refused before any file is touched: numbers, bounds, overrides, --out.
     _check_numbers(args)
+    check_job(global_batch_size=args.global_batch_size, gpus=args.gpus, micro_batch_size=args.micro_batch_size,
+              max_micro_batch_size=args.max_micro_batch_size)
     overrides = check_overrides(dict(parse_override(o) for o in args.ds_override))
     out = check_out_dir(args.out or default_out(args.model, args.gpus))
-    storage, created = args.storage, False
-    if storage is None and not args.exhaustive:
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{(out / STUDY_FILE).resolve()}"
-    try:
-        settings = PlanSettings(
-            trials=args.trials, seed=args.seed, objective=args.objective, exhaustive=args.exhaustive, storage=storage,
-            study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
-            dtype=args.dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
-            zero_bubble=args.zero_bubble,
-        )
+    own_study = args.storage is None and not args.exhaustive  # the study lives in OUT/study.db
+    settings = PlanSettings(
+        trials=args.trials, seed=args.seed, objective=args.objective, exhaustive=args.exhaustive, storage=None,
+        study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
+        dtype=args.dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
+        zero_bubble=args.zero_bubble,
+    )
+    # The plan (study, files, figures) is built beside OUT and renamed into place as one unit; any failure,
+    # Ctrl-C included, removes what this run created and leaves an older OUT as it was.
+    with PlanBuild(out, study=own_study) as build:
+        storage = build.storage_url if own_study else args.storage
         result = plan(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
-                      settings=settings, progress=not args.no_progress and not args.json)
-    except PptuneError:
-        if created:  # a failed plan leaves no output directory behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    write_plan_dir(result, out, command=args.command_line, ds_overrides=overrides)
-    if not args.no_figures:
-        from pptune.draw.plan import draw_plan_figures  # matplotlib: imported only when drawing
+                      settings=dataclasses.replace(settings, storage=storage),
+                      progress=not args.no_progress and not args.json)
+        if own_study:  # plan.json names the study where it will be, not where it was searched
+            ran = dataclasses.replace(result.settings, storage=redact_url(build.final_storage_url))
+            result = dataclasses.replace(result, settings=ran)
+        write_plan_files(result, build.staged, command=args.command_line, ds_overrides=overrides)
+        if not args.no_figures:
+            from pptune.draw.plan import draw_plan_figures  # matplotlib: imported only when drawing
 
-        draw_plan_figures(out)  # OUT/figures/*.png: bubble, micro-batch size, timeline, balance, Pareto
+            draw_plan_figures(build.staged)  # figures/*.png: bubble, micro-batch size, timeline, balance, Pareto
+        build.commit()
     if args.json:
         print(json.dumps(json_summary(result, out), indent=1))
     else:

@@ -1,22 +1,31 @@
-"""write_plan_dir: write a plan directory atomically, so a reader never sees a half-written plan.
+"""Plan directories, written as one unit: a reader never sees a half-written plan, a failure leaves the old one whole.
 
-The files go to ``DIR.tmp-XXXX`` beside DIR; then an existing DIR is renamed aside, the new one renamed
-into place and the old one deleted. The Optuna study in ``DIR/study.db`` (the default storage, which
-``--resume`` needs) is copied into the new directory before the swap. A directory that holds neither
-``plan.json`` nor ``study.db`` is not pptune's and is never replaced.
+Everything of a plan (its files, ``figures/`` and the Optuna study in ``study.db``) is built in a hidden
+``.DIR.tmp-XXXX`` beside DIR; then an existing DIR is renamed aside, the new one renamed into place and the
+old one deleted (Ctrl-C is held off during the two renames). A directory that holds neither ``plan.json``
+nor ``study.db`` is not pptune's and is never replaced.
+
+The study (the default storage, which ``--resume`` needs) is searched where ``--resume`` finds it only while
+DIR holds no plan yet (a new DIR, or the study a killed search left): a SIGKILL then leaves DIR with only
+``study.db``, which ``--resume`` continues. Once DIR holds a plan, the search runs on a copy of its study in
+the temporary directory, so the old plan and the study it came from stay a consistent pair until the swap.
+Any other failure (a pptune error, MemoryError, Ctrl-C) removes what this run created.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pptune.emit.files import plan_files, ranking_csv
 from pptune.errors import ConfigError
+from pptune.fileio import check_output_path, make_parents, remove_made
 
 if TYPE_CHECKING:
     from pptune.planner import PlanResult
@@ -30,18 +39,125 @@ def is_plan_dir(path: Path) -> bool:
     return path.is_dir() and (not any(path.iterdir()) or (path / "plan.json").exists() or (path / STUDY_FILE).exists())
 
 
-def check_out_dir(path: str | os.PathLike) -> Path:
-    """Refuse early (before any search) an output path pptune must not replace."""
+def check_out_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """Refuse early (before any search) an output path pptune must not replace or cannot write."""
     out = Path(path)
+    check_output_path(out, kind="directory", flag=flag, replaced=True)
     if out.exists() and not is_plan_dir(out):
-        raise ConfigError(f"--out {out}: exists and is not a pptune plan directory (no plan.json or study.db); "
+        raise ConfigError(f"{flag} {out}: exists and is not a pptune plan directory (no plan.json or study.db); "
                           "choose another path")
     return out
+
+
+def write_plan_files(result: PlanResult, directory: Path, *, command: str | None = None,
+                     ds_overrides: dict[str, Any] | None = None) -> None:
+    """Write the plan's files (not its figures or study) into the existing ``directory``."""
+    files = plan_files(result, command=command, ds_overrides=ds_overrides)
+    files["ranking.csv"] = (ranking_csv(result), 0o644)
+    for name, (text, mode) in files.items():
+        path = directory / name
+        path.write_text(text)
+        path.chmod(mode)
+
+
+def _copy_study(src: Path, dst: Path) -> None:
+    for name in KEEP:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)  # copy, not move: the old plan stays whole until the swap
+
+
+def commit_dir(staged: Path, out: Path) -> Path:
+    """Rename ``staged`` to ``out`` as one unit, replacing an existing ``out``; Ctrl-C waits until both renames ran."""
+    staged.chmod(0o755)
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(staged, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, out)
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    return out
+
+
+class PlanBuild:
+    """A plan directory being built: where the study lives during the search, the files, then one rename.
+
+    Use as a context manager: leaving it by an exception removes what it created (the temporary directory,
+    a new DIR, a new study in DIR, missing parent folders); ``commit()`` puts the plan in place.
+
+    Args:
+        out: the plan directory (checked with ``check_out_dir`` first).
+        study: the search keeps its study in the plan directory (the default storage).
+    """
+
+    def __init__(self, out: str | os.PathLike, *, study: bool) -> None:
+        self.out = check_out_dir(out)
+        self._made = make_parents(self.out)
+        self._fresh = not self.out.exists()
+        self._had_study = (self.out / STUDY_FILE).exists()
+        try:
+            self.staged = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+            self.in_place = study and not (self.out / "plan.json").exists()
+            if self.in_place and self._fresh:
+                self.out.mkdir()
+            elif not self._fresh and not self.in_place:
+                _copy_study(self.out, self.staged)
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def study_dir(self) -> Path:
+        """Where the search keeps study.db: DIR while it holds no plan, else the temporary directory."""
+        return self.out if self.in_place else self.staged
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{(self.study_dir / STUDY_FILE).resolve()}"
+
+    @property
+    def final_storage_url(self) -> str:
+        """The study's URL once the plan is in place (what plan.json records)."""
+        return f"sqlite:///{(self.out / STUDY_FILE).resolve()}"
+
+    def commit(self) -> Path:
+        """Put the built plan in place of DIR as one unit."""
+        if self.in_place:
+            _copy_study(self.out, self.staged)
+        commit_dir(self.staged, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        """Remove what this build created; an older DIR and its study stay as they were."""
+        if hasattr(self, "staged"):
+            shutil.rmtree(self.staged, ignore_errors=True)
+        if getattr(self, "in_place", False) and self._fresh:
+            shutil.rmtree(self.out, ignore_errors=True)
+        elif getattr(self, "in_place", False) and not self._had_study:
+            for name in KEEP:
+                (self.out / name).unlink(missing_ok=True)
+        remove_made(self._made)
+
+    def __enter__(self) -> PlanBuild:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
 
 
 def write_plan_dir(result: PlanResult, out_dir: str | os.PathLike, *, command: str | None = None,
                    ds_overrides: dict[str, Any] | None = None) -> Path:
     """Write every file of the plan into ``out_dir`` (replacing an older plan there) and return its path.
+
+    An older plan's study (``study.db``) is carried over into the new directory.
 
     Args:
         result: what ``pptune.planner.plan`` returned.
@@ -50,30 +166,8 @@ def write_plan_dir(result: PlanResult, out_dir: str | os.PathLike, *, command: s
         ds_overrides: dotted ds_config.json keys to set (``{"optimizer.params.lr": 3e-4}``).
 
     Raises:
-        ConfigError: ``out_dir`` exists and is not a plan directory.
+        ConfigError: ``out_dir`` exists and is not a plan directory, or cannot be written.
     """
-    out = check_out_dir(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files = plan_files(result, command=command, ds_overrides=ds_overrides)
-    files["ranking.csv"] = (ranking_csv(result), 0o644)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    try:
-        for name, (text, mode) in files.items():
-            path = tmp / name
-            path.write_text(text)
-            path.chmod(mode)
-        tmp.chmod(0o755)
-        if out.exists():
-            for name in KEEP:
-                if (out / name).exists():
-                    shutil.copy2(out / name, tmp / name)  # copy, not move: the old plan stays whole until the swap
-            old = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    with PlanBuild(out_dir, study=False) as build:
+        write_plan_files(result, build.staged, command=command, ds_overrides=ds_overrides)
+        return build.commit()

@@ -28,6 +28,7 @@ from pptune.planner.study import (
     close_storage,
     completed_trials,
     config_from_attrs,
+    job_identity,
     make_objective,
     open_storage,
     open_study,
@@ -184,8 +185,10 @@ def plan(
                              resume=st.resume)
         rdb = open_storage(st.storage)
         try:
+            job = job_identity(model=source.name, cluster=hw.name, gpus=gpus, global_batch_size=global_batch_size,
+                               target=st.target, dtype=st.dtype, objective=st.objective, space=space)
             study = open_study(storage=rdb, study_name=name, objective=st.objective, seed=st.seed, resume=st.resume,
-                               replace=st.replace_study)
+                               replace=st.replace_study, job=job)
             if st.warm_start and not study.trials:  # a new study only: a resumed one already holds its probes
                 for params in anchor_params(space, limit=max(1, st.trials // 4)):
                     study.enqueue_trial(params, skip_if_exists=True)

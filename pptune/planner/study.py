@@ -195,17 +195,57 @@ def study_name_for(*, model: str, cluster: str, gpus: int, global_batch_size: in
     return f"pptune-{slug}-{cluster}-{gpus}g-gbs{global_batch_size}-{target}-{objective}-{space.digest()}"
 
 
-def open_study(*, storage, study_name: str, objective: str, seed: int, resume: bool, replace: bool):
+JOB_ATTR = "pptune_job"  # the study's user attribute recording the job it searches (see job_identity)
+
+
+def job_identity(*, model: str, cluster: str, gpus: int, global_batch_size: int, target: str, dtype: str,
+                 objective: str, space: SearchSpace) -> dict:
+    """What a study searches: a resumed study must have been made for the same job (``--study-name`` may be reused)."""
+    return {"model": model, "cluster": cluster, "gpus": gpus, "global_batch_size": global_batch_size,
+            "target": target, "dtype": dtype, "objective": objective, "space": space.digest()}
+
+
+def _stored_job(storage, study_name: str) -> dict | None:
+    """The job a stored study records (None when it records none: made by an older pptune)."""
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
+    job = attrs.get(JOB_ATTR)
+    return job if isinstance(job, dict) else None
+
+
+def check_job_matches(study_name: str, stored: dict | None, job: dict) -> None:
+    """ConfigError (one line naming every difference) when a study to resume was made for another job."""
+    if stored is None:
+        return
+    diffs = [f"{key} {stored.get(key)!r} (now {value!r})" for key, value in job.items() if stored.get(key) != value]
+    if diffs:
+        what = "; ".join(d.replace("space ", "search space ", 1) for d in diffs)
+        raise ConfigError(f"--resume: study {study_name!r} was made for another job: {what}; resume it with the "
+                          "same model, cluster, GPUs, batch and pins, or give another --study-name")
+
+
+def open_study(*, storage, study_name: str, objective: str, seed: int, resume: bool, replace: bool,
+               job: dict | None = None):
     """Create (or with ``resume`` load) the study; ``replace`` deletes an old one of the same name first.
 
+    With ``job`` (``job_identity``), a new study records it and a resumed one must match it; nothing in the
+    storage is changed before that check passes.
+
     Raises:
-        ConfigError: the study exists and neither resume nor replace was asked, or its directions differ.
+        ConfigError: the study exists and neither resume nor replace was asked, its directions differ, or it
+            was made for another job.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no INFO line per trial
     directions = ["maximize", "minimize"] if objective == "pareto" else ["maximize"]
     exists = storage is not None and study_name in {s.study_name for s in storage.get_all_studies()}
+    if exists and resume:
+        stored = [d.name.lower() for d in storage.get_study_directions(storage.get_study_id_from_name(study_name))]
+        if stored != directions:
+            raise ConfigError(f"study {study_name!r} optimises {stored}, not {directions}: use the same --objective "
+                              "to resume it")
+        if job is not None:
+            check_job_matches(study_name, _stored_job(storage, study_name), job)
     if exists and not resume:
         if not replace:
             raise ConfigError(f"study {study_name!r} already exists in the storage; pass --resume to continue it "
@@ -216,6 +256,8 @@ def open_study(*, storage, study_name: str, objective: str, seed: int, resume: b
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, "
                           f"not {directions}: use the same --objective to resume it")
+    if job is not None and JOB_ATTR not in study.user_attrs:
+        study.set_user_attr(JOB_ATTR, job)
     if storage is not None:
         _fail_stale_trials(study, storage)
     return study
