@@ -30,8 +30,26 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class UsageError(Exception):
+    """A command-line syntax error: ``prog`` (``pptune plan``) and argparse's message."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.message = prog, " ".join(message.split())
+
+    def line(self) -> str:
+        return f"{self.prog}: error: {self.message} (see {self.prog} --help)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without its multi-line usage dump: an error is one line naming the (sub)command (see ``main``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pptune",
         description="Plan pipeline-parallel training for DeepSpeed and Megatron-LM: profile, estimate, plan, emit.",
     )
@@ -43,15 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. User errors print one line on stderr and return 2; success returns 0."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed its one-line usage error
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # a subcommand's unknown flags reach here: name the subcommand, not the top level
+            prog = f"pptune {args.command}"
+            raise UsageError(prog, f"unrecognized argument{'s' if len(extra) > 1 else ''} {' '.join(extra)}")
+    except UsageError as exc:  # one line, exit 2 (argparse would print its usage, then the error)
+        print(exc.line(), file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
     args.command_line = "pptune " + shlex.join(argv)
     try:
