@@ -46,7 +46,12 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--json", action="store_true", help="print Estimate.to_json_dict() as one JSON object")
     p.add_argument("--timeline", action="store_true", help="with --json: include every op's start and end")
     p.add_argument("--batch", metavar="FILE.jsonl",
-                   help="one configuration per line (keys: " + ", ".join(BATCH_KEYS) + "); '-' reads stdin")
+                   help="one configuration per line (keys: " + ", ".join(BATCH_KEYS) + "; values as on the command "
+                        "line, sequence_parallel a JSON boolean, cluster also an object); '-' reads stdin. Prints one "
+                        "JSON line per input line, in order, each with its \"line\" number: the estimate, "
+                        "{\"error\": \"line N: ...\"} for a bad line (the batch goes on), or {\"skipped\": \"blank "
+                        "line\"} for a blank one. Exit code 0 when every line was estimated or blank, 2 when any "
+                        "line failed")
     p.set_defaults(run=run)
 
 
@@ -73,6 +78,7 @@ def estimate_item(item: dict, *, timeline: bool = False):
     from pptune.cost.estimate import estimate
     from pptune.errors import ConfigError
     from pptune.hardware import load_cluster
+    from pptune.limits import check_job
     from pptune.parallel import ParallelConfig
     from pptune.profile.source import profile_for
 
@@ -88,6 +94,8 @@ def estimate_item(item: dict, *, timeline: bool = False):
         raise ConfigError("--global-batch-size is required (samples per optimizer step)")
     tp, pp, dp = item["tp"], item["pp"], item["dp"]
     world = tp * pp * dp
+    check_job(global_batch_size=item["global_batch_size"], gpus=world, micro_batch_size=item["micro_batch_size"],
+              num_microbatches=max(1, item["global_batch_size"] // (item["micro_batch_size"] * dp)))
     if item.get("gpus") is not None and item["gpus"] != world:
         raise ConfigError(f"tp {tp} x pp {pp} x dp {dp} = {world} GPUs but {item['gpus']} GPUs were given")
     config = ParallelConfig.from_global_batch(
@@ -122,20 +130,41 @@ def _run_batch(args: argparse.Namespace) -> int:
 
     defaults = {key: getattr(args, attr) for key, attr in BATCH_KEYS.items()}
     try:
-        text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text()
+        data = sys.stdin.buffer.read() if args.batch == "-" else Path(args.batch).read_bytes()
     except OSError as exc:
         raise SchemaError(f"{args.batch}: cannot read batch file ({exc.strerror or exc})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    failed = []
+    # bytes.splitlines splits at \n, \r\n and \r only, so the numbers are the lines an editor shows
+    for number, raw in enumerate(data.splitlines(), start=1):
+        out: dict[str, Any] = {"line": number}
         try:
-            item = _batch_item(line, number, defaults)
-            _, _, _, est = estimate_item(item)
-            out = est.to_json_dict()
+            line = raw.decode("utf-8")
+            if not line.strip():
+                out["skipped"] = "blank line"
+            else:
+                _, _, _, est = estimate_item(_batch_item(line, number, defaults))
+                out.update(est.to_json_dict())
+        except UnicodeDecodeError as exc:
+            out["error"] = f"line {number}: not UTF-8 text (byte {exc.start + 1})"
         except PptuneError as exc:
-            out = {"error": str(exc)}
+            message = str(exc)
+            out["error"] = message if message.startswith(f"line {number}:") else f"line {number}: {message}"
+        except (ArithmeticError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+            # Not a checked input error: a defect of pptune. The batch goes on; the line says what happened.
+            out["error"] = f"line {number}: internal error ({type(exc).__name__}: {exc}); please report it"
+        if "error" in out:
+            failed.append(number)
         print(json.dumps(out), flush=True)
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        print(f"pptune estimate: error: {len(failed)} of {number} batch lines failed "
+              f"(line{'s' if len(failed) > 1 else ''} {shown})", file=sys.stderr)
+        return 2
     return 0
+
+
+# Batch keys whose value must be a string (beside the integers estimate_item checks); cluster may be an object.
+_TEXT_KEYS = ("model", "schedule", "recompute", "partition", "dtype", "target")
 
 
 def _batch_item(line: str, number: int, defaults: dict) -> dict:
@@ -145,11 +174,24 @@ def _batch_item(line: str, number: int, defaults: dict) -> dict:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise SchemaError(f"line {number}: not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, arrays nested too deeply
+        raise SchemaError(f"line {number}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise SchemaError(f"line {number}: expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(BATCH_KEYS))
     if unknown:
         raise SchemaError(f"line {number}: unknown keys {unknown}; known: {', '.join(BATCH_KEYS)}")
+    for key in _TEXT_KEYS:
+        if key in data and not isinstance(data[key], str):
+            raise SchemaError(f"line {number}: {key} must be a string, got {json.dumps(data[key])}")
+    if "cluster" in data and not isinstance(data["cluster"], (str, dict)):
+        raise SchemaError(f"line {number}: cluster must be a preset name, a cluster JSON path or an object, "
+                          f"got {json.dumps(data['cluster'])}")
+    if "sequence_parallel" in data and not isinstance(data["sequence_parallel"], bool):
+        raise SchemaError(f"line {number}: sequence_parallel must be true or false, got "
+                          f"{json.dumps(data['sequence_parallel'])}")
+    if "zero" in data and (type(data["zero"]) is not int or data["zero"] not in (0, 1, 2, 3)):
+        raise SchemaError(f"line {number}: zero must be 0, 1, 2 or 3, got {json.dumps(data['zero'])}")
     if isinstance(data.get("cluster"), str):
         data["cluster"] = os.path.expanduser(data["cluster"])
     return {**defaults, **data}

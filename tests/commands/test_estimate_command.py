@@ -90,11 +90,49 @@ def test_batch_lines_in_order_with_errors_per_line(tmp_path, capsys):
     ]
     batch = tmp_path / "configs.jsonl"
     batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n\n")
-    assert main(["estimate", "gpt2-small", "--cluster", "a100-80g", "--batch", str(batch)]) == 0
-    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(out) == 5
+    assert main(["estimate", "gpt2-small", "--cluster", "a100-80g", "--batch", str(batch)]) == 2  # some lines failed
+    captured = capsys.readouterr()
+    out = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(out) == 6 and [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]  # one output line per input line
+    assert out[5] == {"line": 6, "skipped": "blank line"}
+    assert captured.err == "pptune estimate: error: 3 of 6 batch lines failed (lines 2, 3, 5)\n"
     assert JSON_KEYS <= set(out[0]) and JSON_KEYS <= set(out[3])
     assert "ZeRO stage 2" in out[1]["error"]
     assert "line 3: not valid JSON" in out[2]["error"]
     assert "unknown keys ['colour']" in out[4]["error"]
     assert out[3]["step_time_ms"] != out[0]["step_time_ms"]
+
+
+BAD_LINES = [
+    ('{"model": 123}', "line 1: model must be a string, got 123"),
+    ('{"cluster": 7}', "line 1: cluster must be a preset name"),
+    ('{"recompute": 3}', "line 1: recompute must be a string, got 3"),
+    ('{"partition": ["a"]}', 'line 1: partition must be a string, got ["a"]'),
+    ('{"global_batch_size": 100000000000}', "line 1: global batch size=100,000,000,000 is above"),
+    ('{"sequence_parallel": "no"}', 'line 1: sequence_parallel must be true or false, got "no"'),
+    ('{"zero": true}', "line 1: zero must be 0, 1, 2 or 3"),
+    ('{"global_batch_size": 1' + "0" * 5000 + "}", "line 1: not valid JSON"),
+    ("[" * 100000, "line 1: not valid JSON"),
+    (b'{"model": "\xff"}', "line 1: not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_LINES, ids=range(len(BAD_LINES)))
+def test_a_bad_batch_line_is_its_own_error_and_the_batch_goes_on(tmp_path, capsys, line, message):
+    batch = tmp_path / "b.jsonl"
+    good = json.dumps({"global_batch_size": 16}).encode()
+    batch.write_bytes((line if isinstance(line, bytes) else line.encode()) + b"\n" + good + b"\n")
+    assert main(["estimate", "gpt2-small", "--cluster", "a100-80g", "--batch", str(batch)]) == 2
+    captured = capsys.readouterr()
+    first, second = (json.loads(x) for x in captured.out.splitlines())
+    assert first["line"] == 1 and first["error"].startswith(message), first
+    assert second["line"] == 2 and JSON_KEYS <= set(second)
+    assert "Traceback" not in captured.err and len(captured.err.splitlines()) == 1
+
+
+def test_an_all_good_batch_exits_0(tmp_path, capsys):
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(json.dumps({"global_batch_size": 16}) + "\n\n" + json.dumps({"global_batch_size": 32}) + "\n")
+    assert main(["estimate", "gpt2-small", "--cluster", "a100-80g", "--batch", str(batch)]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [o["line"] for o in out] == [1, 2, 3] and out[1] == {"line": 2, "skipped": "blank line"}
