@@ -87,11 +87,13 @@ def format_table(df: pd.DataFrame, *, top: int = 10) -> str:
     if df.empty:
         return "(no configurations evaluated)"
     head = df.head(top)
-    lines = [f"{'#':>3}  {'configuration':<48} {'tokens/s':>11} {'step ms':>9} {'bubble':>7} {'mem GiB':>8} {'MFU':>6}  fits"]
+    width = max(48, *(len(str(label)) for label in head["label"]))  # type:<regex> splits make long labels
+    lines = [f"{'#':>3}  {'configuration':<{width}} {'tokens/s':>11} {'step ms':>9} {'bubble':>7} {'mem GiB':>8} "
+             f"{'MFU':>6}  fits"]
     for _, r in head.iterrows():
         fits = "yes" if r["feasible"] else f"no: {r['infeasible_reason']}"
         lines.append(
-            f"{int(r['rank']):>3}  {r['label']:<48} {r['tokens_per_s']:>11,.0f} {r['step_time_ms']:>9.1f} "
+            f"{int(r['rank']):>3}  {r['label']:<{width}} {r['tokens_per_s']:>11,.0f} {r['step_time_ms']:>9.1f} "
             f"{100 * r['bubble_fraction']:>6.1f}% {r['peak_memory_gib']:>8.1f} {100 * r['mfu']:>5.1f}%  {fits}"
         )
     if len(df) > top:
