@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import signal
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +132,27 @@ def remove_made(made: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def replace_dir(staged: Path, out: Path) -> Path:
+    """Rename the directory ``staged`` to ``out`` as one unit, replacing an existing ``out`` (deleted after).
+
+    Ctrl-C and SIGTERM wait until both renames ran, so ``out`` is never missing because of them; a SIGKILL
+    between the renames leaves the old directory as a hidden ``.<name>.old-*`` beside it.
+    """
+    staged.chmod(0o755)
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(staged, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, out)
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    return out

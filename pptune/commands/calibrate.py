@@ -30,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     from pptune.calibrate.local_fit import fit_local, leave_one_out, predict_ms
     from pptune.calibrate.measured_runs import load_sample
+    from pptune.fileio import check_output_path
     from pptune.hardware import load_cluster, save_cluster
     from pptune.profile.schema import load_profile
 
+    check_output_path(args.output, kind="file", flag="-o")
     profile = load_profile(args.profile) if args.profile else None
     cache: dict = {}
     samples = [load_sample(path, profile=profile, profiles=cache) for path in args.measured]

@@ -18,7 +18,13 @@ def add_parser(subparsers: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pptune.demo import DEMO_MODEL, run_demo
+    from pptune.errors import ConfigError
+    from pptune.fileio import check_output_path
 
+    out = check_output_path(args.out, kind="directory", flag="--out", replaced=True)  # the demo replaces OUT whole
+    if out.is_dir() and any(out.iterdir()) and not ((out / "profile.json").exists() or (out / "plan").is_dir()):
+        raise ConfigError(f"--out {out}: exists and is not a pptune demo directory (no profile.json or plan/); "
+                          "choose another path")
     result = run_demo(args.out, model=args.model or DEMO_MODEL, repeat=args.repeat, measure=args.measure,
                       progress=not args.no_progress, command=args.command_line)
     print(result.summary)

@@ -25,8 +25,10 @@ def add_parser(subparsers: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pptune.errors import ConfigError
-    from pptune.runtime.launch import LOG_FILE, run_plan
+    from pptune.runtime.launch import LOG_FILE, check_runnable, run_plan
     from pptune.runtime.plan_files import load_run_plan
 
     if args.steps < 1 or args.warmup < 0 or args.timeout <= 0 or (args.nproc is not None and args.nproc < 1):
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
                           f"{args.warmup}, {args.timeout:g}, {args.nproc}")
     plan = load_run_plan(args.plan_dir)
     log = args.log or str(plan.plan_dir / LOG_FILE)
+    check_runnable(plan, Path(log))  # before the line below: a refused plan prints nothing but its error
     print(f"measuring {plan.plan_dir}: {args.nproc or plan.world_size} processes, {args.warmup} warm-up + "
           f"{args.steps} timed steps (log: {log})", flush=True)
     measured = run_plan(plan.plan_dir, nproc=args.nproc, steps=args.steps, warmup=args.warmup,

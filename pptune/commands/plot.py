@@ -21,9 +21,13 @@ def add_parser(subparsers: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pptune.charts.plan_charts import plan_charts
     from pptune.draw.plan import draw_plan_figures
+    from pptune.fileio import check_output_path
 
+    check_output_path(Path(args.plan_dir) / "figures", kind="directory", flag="PLAN_DIR", replaced=True)
     charts = plan_charts(args.plan_dir)
     ctx = charts.context
     if ctx.drifted:

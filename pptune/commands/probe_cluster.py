@@ -41,9 +41,12 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pptune.fileio import check_output_path
     from pptune.hardware import load_cluster, save_cluster
     from pptune.probe import DEFAULT_SIZES_BYTES, probe_links
 
+    if args.output is not None:  # refused before the ranks start, not after the measurement
+        check_output_path(args.output, kind="file", flag="-o")
     raw = probe_links(args.nproc, args.backend, args.sizes or DEFAULT_SIZES_BYTES, args.repeat,
                       timeout_s=args.timeout)
     raw["calibration"]["probe"]["command"] = getattr(args, "command_line", None)

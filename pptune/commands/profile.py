@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from pptune.errors import ConfigError
+from pptune.fileio import check_output_path
 
 DEFAULT_DIR = Path("profiles")
 
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seq_len is not None and args.seq_len < 1:
         raise ConfigError(f"--seq-len must be positive, got {args.seq_len}")
+    output = check_output_path(args.output or default_output(args.model, args.device), kind="file", flag="-o")
     layers = load_model_layers(args.model, args.seq_len)
     seq_len = args.seq_len or _own_seq_len(layers)
     profile = profile_model(
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, warmup=args.warmup, repeat=args.repeat, command=args.command_line,
         progress=not args.no_progress,
     )
-    out = save_profile(profile, args.output or default_output(args.model, args.device))
+    out = save_profile(profile, output)
     print(format_table(profile))
     print(f"wrote {out}")
     return 0

@@ -37,6 +37,7 @@ def add_parser(subparsers: Any, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from pptune.commands.plan import default_out
     from pptune.errors import ConfigError
+    from pptune.fileio import check_output_path
     from pptune.planner import Fixed, PlanSettings
     from pptune.tune import STUDY_FILE, TuneSettings, tune
     from pptune.tune_report import best_lines, predicted_best_label, predicted_ranks, table_lines, trial_rows, write_csv
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     out = args.out or str(default_out(args.model, args.gpus)).replace("results/", "results/tune/", 1)
+    check_output_path(out, kind="directory", flag="--out")
     settings = TuneSettings(top_k=args.top_k, trials=args.trials, timeout_s=args.timeout, steps=args.steps,
                             warmup=args.warmup, seed=args.seed)
     result, study = tune(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,

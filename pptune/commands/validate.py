@@ -39,6 +39,10 @@ def add_parser(subparsers: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pptune.commands.validate_local import DEFAULT_OUT
+    from pptune.fileio import check_output_path
+
+    check_output_path(args.out or (DEFAULT_OUT if args.local else PUBLISHED_OUT), kind="directory", flag="--out")
     if args.local:
         from pptune.commands.validate_local import run_local
 

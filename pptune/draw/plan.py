@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +26,7 @@ from pptune.charts.plan_charts import PlanCharts, plan_charts
 from pptune.charts.timeline import TimelineChart
 from pptune.draw.save import FORMATS, save_figure
 from pptune.errors import ConfigError
+from pptune.fileio import check_output_path, replace_dir
 
 GIB = 2**30
 FIGURES = ("bubble", "mbs", "timeline", "balance", "pareto")
@@ -68,7 +71,8 @@ def _limit(ax, limit_gib: float, data_max_gib: float, *, vertical: bool = False)
     """Draw the memory limit; one far beyond the data (a CPU host's RAM) goes in the legend only. True if drawn."""
     label = f"memory limit per GPU: {limit_gib:.0f} GiB"
     if limit_gib > OFF_SCALE * max(data_max_gib, 1e-9):
-        ax.plot([], [], color=OOM_COLOR, ls="--", label=f"{label} (off scale: {limit_gib / data_max_gib:.0f}x the peak)")
+        ratio = f"{limit_gib / data_max_gib:.0f}x the peak" if data_max_gib > 0 else "nothing drawn"
+        ax.plot([], [], color=OOM_COLOR, ls="--", label=f"{label} (off scale: {ratio})")
         return False
     (ax.axvline if vertical else ax.axhline)(limit_gib, color=OOM_COLOR, ls="--", lw=1.5, label=label)
     return True
@@ -347,4 +351,20 @@ def draw_plan_figures(plan_dir: str | os.PathLike, *, fmt: str = "png", charts: 
         raise ConfigError(f"figure format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     charts = charts if charts is not None else plan_charts(plan_dir)
     out = Path(plan_dir) / "figures"
-    return [save_figure(fig, out / f"{name}.{fmt}", fmt=fmt) for name, fig in draw_charts(charts).items()]
+    check_output_path(out, kind="directory", flag="PLAN_DIR", replaced=True)
+    figures = draw_charts(charts)
+    # Every figure goes into a hidden folder beside figures/, which then replaces it as one unit: a crash, Ctrl-C
+    # or SIGKILL while drawing leaves the old figures whole (figures of the other format are carried over).
+    staged = Path(tempfile.mkdtemp(prefix=".figures.tmp-", dir=plan_dir))
+    try:
+        if out.is_dir():
+            for old in out.iterdir():
+                if old.is_file() and old.name not in {f"{name}.{fmt}" for name in figures}:
+                    shutil.copy2(old, staged / old.name)
+        for name, fig in figures.items():
+            save_figure(fig, staged / f"{name}.{fmt}", fmt=fmt)
+        replace_dir(staged, out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return [out / f"{name}.{fmt}" for name in figures]

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-import threading
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pptune.emit.files import plan_files, ranking_csv
 from pptune.errors import ConfigError
-from pptune.fileio import check_output_path, make_parents, remove_made
+from pptune.fileio import check_output_path, make_parents, remove_made, replace_dir
 
 if TYPE_CHECKING:
     from pptune.planner import PlanResult
@@ -64,26 +61,6 @@ def _copy_study(src: Path, dst: Path) -> None:
     for name in KEEP:
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)  # copy, not move: the old plan stays whole until the swap
-
-
-def commit_dir(staged: Path, out: Path) -> Path:
-    """Rename ``staged`` to ``out`` as one unit, replacing an existing ``out``; Ctrl-C waits until both renames ran."""
-    staged.chmod(0o755)
-    main = threading.current_thread() is threading.main_thread()
-    if main:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(staged, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staged, out)
-    finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    return out
 
 
 class PlanBuild:
@@ -131,7 +108,7 @@ class PlanBuild:
         """Put the built plan in place of DIR as one unit."""
         if self.in_place:
             _copy_study(self.out, self.staged)
-        commit_dir(self.staged, self.out)
+        replace_dir(self.staged, self.out)
         return self.out
 
     def abort(self) -> None:

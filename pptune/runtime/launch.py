@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from pptune.errors import RunError
+from pptune.errors import ConfigError, RunError
+from pptune.fileio import check_output_path
 from pptune.runtime.measured import MEASURED_FILE, Measured, load_measured
-from pptune.runtime.plan_files import load_run_plan
+from pptune.runtime.plan_files import RunPlan, load_run_plan
 
 LOG_FILE = "measure.log"
 GRACE_S = 10.0
@@ -107,6 +108,20 @@ def failure_reason(log_text: str) -> str:
     return useful[-1][:300] if useful else "no error line found"
 
 
+def check_runnable(plan: RunPlan, log: Path) -> None:
+    """Refuse, before anything is launched or written, a plan the workers would refuse and unwritable outputs.
+
+    Raises:
+        ConfigError: tp > 1 (pptune's runtime layers are not tensor-parallel), or PLAN_DIR (for measured.json)
+            or the log file cannot be written.
+    """
+    if plan.tp > 1:
+        raise ConfigError(f"{plan.plan_dir}: tp {plan.tp} > 1, and pptune's runtime layers are not tensor-parallel: "
+                          "only tp = 1 plans can be measured (nothing was launched)")
+    check_output_path(plan.plan_dir, kind="directory", flag="PLAN_DIR")
+    check_output_path(log, kind="file", flag="--log")
+
+
 def run_plan(
     plan_dir: str | Path,
     *,
@@ -140,6 +155,7 @@ def run_plan(
     nproc = plan.world_size if nproc is None else nproc
     out = plan_dir / MEASURED_FILE
     log = Path(log_path) if log_path is not None else plan_dir / LOG_FILE
+    check_runnable(plan, log)
     log.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     cmd = train_command(plan_dir, nproc=nproc, steps=steps, warmup=warmup, out=out, ds_timers=ds_timers)

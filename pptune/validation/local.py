@@ -15,12 +15,14 @@ The steps, each leaving a file in the output directory so the report can be chec
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pptune.calibrate.local_fit import LocalFit, Sample, fit_local, leave_one_out
+from pptune.errors import ConfigError, PptuneError
 from pptune.hardware import Cluster, load_cluster, save_cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
@@ -84,23 +86,20 @@ class LocalValidation:
 
 
 def _spec(model: str) -> TransformerSpec | None:
-    from pptune.errors import ConfigError
-    from pptune.model.spec import resolve_spec
+    """The model's spec; None for an HF config or a user factory (the runtime rebuilds it from the model string).
 
-    try:
-        return resolve_spec(model)
-    except ConfigError:
-        return None  # an HF config or a user factory: the runtime rebuilds it from the model string
+    A preset or spec string with a bad value (``layers=0``) is refused naming that value.
+    """
+    from pptune.model.spec import spec_or_none
+
+    return spec_or_none(model)
 
 
 def _profile(settings: LocalSettings, sizes: tuple[int, ...], out: Path, spec: TransformerSpec | None,
              command: str | None) -> tuple[Profile, str]:
     if settings.profile_path is not None:
         return load_profile(settings.profile_path), settings.profile_path
-    from pptune.errors import ConfigError
-
-    if spec is None:
-        raise ConfigError(f"model {settings.model!r}: give --profile (validation profiles only preset and spec models)")
+    assert spec is not None  # validate_local refused a model without a spec and without --profile
     if settings.profile_copies > 1:
         from pptune.validation.contended import contended_profile
 
@@ -192,11 +191,26 @@ def validate_local(settings: LocalSettings, out_dir: str | Path, *, command: str
     """
     start = time.monotonic()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     load_start = load_average()
     configs = grid_configs(settings)
     sizes = tuple(sorted({c.micro_batch_size for c in configs}))
     spec = _spec(settings.model)
+    if spec is None and settings.profile_path is None:
+        raise ConfigError(f"model {settings.model!r}: give --profile (validation profiles only preset and spec "
+                          "models)")
+    created = not out.exists()  # the inputs are known good: only now does OUT appear
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _validate(settings, out, configs, sizes, spec, start=start, load_start=load_start, command=command,
+                         log=log)
+    except (PptuneError, KeyboardInterrupt, MemoryError):
+        if created:  # a validation that did not finish leaves no half-written OUT
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...], spec: TransformerSpec | None, *,
+              start: float, load_start, command: str | None, log: Callable[[str], None]) -> LocalValidation:
     log(f"profiling {settings.model} at micro-batch sizes {list(sizes)}: {settings.profile_copies} process(es) of "
         f"1 thread (load {load_start or 0:.2f})")
     profile, profile_label = _profile(settings, sizes, out, spec, command)
