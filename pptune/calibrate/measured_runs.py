@@ -19,9 +19,15 @@ from pptune.runtime.measured import MEASURED_FILE, load_measured
 from pptune.runtime.plan_files import PLAN_FILE
 
 
-def _plan_dir(path: str | os.PathLike) -> Path:
+def _measured_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(plan directory, measurement file) of a measured plan directory or of a measurement file under any name.
+
+    A file is a measurement (measured.json or a copy of it) whose plan.json is beside it.
+    """
     p = Path(path)
-    return p.parent if p.name == MEASURED_FILE else p
+    if p.is_file() or p.name == MEASURED_FILE:
+        return p.parent, p
+    return p, p / MEASURED_FILE
 
 
 def load_sample(path: str | os.PathLike, *, profile: Profile | None = None,
@@ -37,12 +43,14 @@ def load_sample(path: str | os.PathLike, *, profile: Profile | None = None,
         SchemaError: a missing or malformed plan.json / measured.json, a measurement of another configuration,
             or a profile that is not a file (an analytic one: pass ``profile``).
     """
-    plan_dir = _plan_dir(path)
+    plan_dir, measured_path = _measured_paths(path)
     plan_path = plan_dir / PLAN_FILE
     try:
         plan = json.loads(plan_path.read_text())
     except FileNotFoundError:
         raise SchemaError(f"{plan_path}: missing (is {plan_dir} a measured plan directory?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{plan_path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     except json.JSONDecodeError as exc:
         raise SchemaError(f"{plan_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(plan, dict) or not isinstance(plan.get("config"), dict):
@@ -51,7 +59,7 @@ def load_sample(path: str | os.PathLike, *, profile: Profile | None = None,
         config = ParallelConfig(**plan["config"])
     except TypeError as exc:
         raise SchemaError(f"{plan_path}: field 'config': {exc}") from None
-    measured = load_measured(plan_dir / MEASURED_FILE)
+    measured = load_measured(measured_path)
     ran = (measured.pp, measured.dp, measured.tp, measured.micro_batch_size, measured.num_microbatches)
     planned = (config.pp, config.dp, config.tp, config.micro_batch_size, config.num_microbatches)
     if ran != planned:

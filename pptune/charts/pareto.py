@@ -67,9 +67,19 @@ def read_ranking(path: str | os.PathLike) -> list[dict[str, str]]:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read ranking ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise SchemaError(f"{path}: not a CSV file ({exc})") from None
     need = {"label", "pp", "tokens_per_s", "peak_memory_gib", "feasible"}
     if rows and not need <= set(rows[0]):
         raise SchemaError(f"{path}: missing columns {sorted(need - set(rows[0]))}")
+    if not rows:  # pptune plan writes at least the chosen configuration
+        raise SchemaError(f"{path}: no configurations (a truncated file?); rerun 'pptune plan' to rewrite it")
+    for number, row in enumerate(rows, start=1):
+        if None in row or None in row.values():  # DictReader's marks of a row longer or shorter than the header
+            raise SchemaError(f"{path}: row {number} does not have the header's fields (a truncated file?); "
+                              "rerun 'pptune plan' to rewrite it")
     return rows
 
 

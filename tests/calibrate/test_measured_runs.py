@@ -45,3 +45,13 @@ def test_missing_files_and_profiles_are_one_line_errors(tmp_path: Path) -> None:
     (path / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(SchemaError, match="pass --profile"):
         load_sample(path)
+
+
+def test_a_measurement_under_another_name_is_read_with_the_plan_beside_it(tmp_path: Path) -> None:
+    """The help allows 'their measured.json': a copy under another name is that measurement (it raised NotADirectoryError)."""
+    path = measured_dir(tmp_path)
+    copy = path / "measured-copy.json"
+    copy.write_text((path / "measured.json").read_text())
+    assert load_sample(copy).measured_ms == load_sample(path).measured_ms
+    with pytest.raises(SchemaError, match="plan.json: missing"):
+        load_sample(path / "nope.json")
