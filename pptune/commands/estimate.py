@@ -47,7 +47,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--timeline", action="store_true", help="with --json: include every op's start and end")
     p.add_argument("--batch", metavar="FILE.jsonl",
                    help="one configuration per line (keys: " + ", ".join(BATCH_KEYS) + "; values as on the command "
-                        "line, sequence_parallel a JSON boolean, cluster also an object); '-' reads stdin. Prints one "
+                        "line, null for the command line's value, sequence_parallel a JSON boolean, cluster also an "
+                        "object); '-' reads stdin. Prints one "
                         "JSON line per input line, in order, each with its \"line\" number: the estimate, "
                         "{\"error\": \"line N: ...\"} for a bad line (the batch goes on), or {\"skipped\": \"blank "
                         "line\"} for a blank one. Exit code 0 when every line was estimated or blank, 2 when any "
@@ -181,6 +182,7 @@ def _batch_item(line: str, number: int, defaults: dict) -> dict:
     unknown = sorted(set(data) - set(BATCH_KEYS))
     if unknown:
         raise SchemaError(f"line {number}: unknown keys {unknown}; known: {', '.join(BATCH_KEYS)}")
+    data = {key: value for key, value in data.items() if value is not None}  # null: the command line's value
     for key in _TEXT_KEYS:
         if key in data and not isinstance(data[key], str):
             raise SchemaError(f"line {number}: {key} must be a string, got {json.dumps(data[key])}")
