@@ -288,7 +288,9 @@ def run_study(study, objective_fn, *, total_trials: int, progress: bool = True) 
 
     done = len(completed_trials(study))
     remaining = max(0, total_trials - done)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR, not WARNING: a trial stopped by Ctrl-C (or any exception, which propagates: catch=()) is otherwise
+    # logged with its traceback before pptune's one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     bar = tqdm(total=total_trials, initial=done, desc="pptune plan", unit="trial", file=sys.stderr,
                disable=not progress, leave=False)
     try:
