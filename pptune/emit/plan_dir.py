@@ -14,6 +14,7 @@ Any other failure (a pptune error, MemoryError, Ctrl-C) removes what this run cr
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -63,6 +64,30 @@ def _copy_study(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)  # copy, not move: the old plan stays whole until the swap
 
 
+OWNER_FILE = ".pptune-build-pid"  # the process building a temporary plan directory
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Remove temporary builds of ``out`` left by a process that no longer runs (a SIGKILL while drawing)."""
+    for path in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+        try:
+            pid = int((path / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not a build of ours, or one still being set up: leave it
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PlanBuild:
     """A plan directory being built: where the study lives during the search, the files, then one rename.
 
@@ -80,7 +105,9 @@ class PlanBuild:
         self._fresh = not self.out.exists()
         self._had_study = (self.out / STUDY_FILE).exists()
         try:
+            _remove_stale_builds(self.out)
             self.staged = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+            (self.staged / OWNER_FILE).write_text(str(os.getpid()))  # removed again when it is swapped in
             self.in_place = study and not (self.out / "plan.json").exists()
             if self.in_place and self._fresh:
                 self.out.mkdir()
@@ -108,6 +135,7 @@ class PlanBuild:
         """Put the built plan in place of DIR as one unit."""
         if self.in_place:
             _copy_study(self.out, self.staged)
+        (self.staged / OWNER_FILE).unlink(missing_ok=True)
         replace_dir(self.staged, self.out)
         return self.out
 

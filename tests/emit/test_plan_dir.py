@@ -135,3 +135,26 @@ def test_megatron_plan_directory(tmp_path):
     subprocess.run(["bash", "-n", str(out / "launch.sh")], check=True)
     pipe = json.loads((out / "pipeline.json").read_text())
     assert pipe["vpp"] == 3 and len(pipe["boundaries"]) == 4 * 3 + 1
+
+
+def test_a_killed_build_is_cleaned_up_by_the_next_one(tmp_path, by_params):
+    """A SIGKILL while drawing leaves a hidden .OUT.tmp-* beside OUT; the next build of OUT removes it if its
+    process is gone, and leaves a build whose process still runs (or that is not pptune's) alone."""
+    import os
+    import sys
+
+    from pptune.emit.plan_dir import OWNER_FILE
+
+    out = tmp_path / "plan"
+    write_plan_dir(by_params, out)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid that has exited
+    stale, running, foreign = (tmp_path / f".plan.tmp-{name}" for name in ("stale", "running", "foreign"))
+    for path, owner in ((stale, dead), (running, str(os.getpid())), (foreign, None)):
+        path.mkdir()
+        (path / "plan.json").write_text("{}")
+        if owner is not None:
+            (path / OWNER_FILE).write_text(owner)
+    write_plan_dir(by_params, out)
+    assert not stale.exists() and running.exists() and foreign.exists()
+    assert OWNER_FILE not in {p.name for p in out.iterdir()}
