@@ -4,9 +4,8 @@ Configurations are grouped by pipeline shape (pp, vpp; tp and dp vary by row) in
 the cost model's one kernel that ``estimate()`` runs for a single row too. Here the pipelines of all groups are
 pooled by schedule shape, duplicate rows removed, and simulated together (``pptune.cost.sim_batch``, where shapes
 differing only in micro-batch count share one run) instead of one by one through the event loop, so the figures
-agree with estimate()'s within 1e-9 relative (``tests/cost/test_bulk.py``). Caches kept across calls hold
-structure and per-stage work, never a configuration's result: layer tables (and stacks of them), splits,
-compiled schedules (and unions of them), per-stage terms, link costs per (tp, dp, stage).
+agree with estimate()'s within 1e-9 relative (``tests/cost/test_bulk.py``). The caller's CostCache keeps
+structure and per-stage work across calls, never a configuration's result (``pptune.cost.cache``).
 """
 
 from __future__ import annotations

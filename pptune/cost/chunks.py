@@ -241,7 +241,7 @@ def _range_max(tables: np.ndarray, t: np.ndarray, first: np.ndarray, last: np.nd
 
 
 def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row_layout, pp, cache, links):
-    """Exposed TP collectives per chunk (forward, backward), added as chunk_costs does: blocks, embedding, head.
+    """Exposed TP collectives per chunk (forward, backward), added in this order: blocks, embedding, head.
 
     ``layouts``: the distinct (tp, dp) of the rows, ``row_layout`` each row's index into it (tp = 1: zeros). The TP
     collectives of each stage are kept in ``cache`` per (cluster, tp, dp, pp, message bytes, sequence parallel)."""
