@@ -74,11 +74,14 @@ def ds_config(
         cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
                        "hysteresis": 2, "min_loss_scale": 1}
     if engine_kind(config) == "pipeline":
-        # Read by PipelineEngine; partitioning p2p buffers over tp ranks only applies when tp > 1.
+        # Read by PipelineEngine; partitioning p2p buffers over tp ranks only applies when tp > 1, and not with
+        # sequence parallelism: each tp rank then sends its own part of the sequence, while DeepSpeed's
+        # PartitionedTensor assumes every tp rank holds the same activation (pptune.runtime.topology).
+        partitioned = config.tp > 1 and not config.sequence_parallel
         cfg["pipeline"] = {
             "activation_checkpoint_interval": config.recompute_interval,
-            "pipe_partitioned": config.tp > 1,
-            "grad_partitioned": config.tp > 1,
+            "pipe_partitioned": partitioned,
+            "grad_partitioned": partitioned,
         }
     for key, value in (overrides or {}).items():
         _set_dotted(cfg, key, value)

@@ -63,6 +63,7 @@ def pipeline_json(result: PlanResult) -> dict[str, Any]:
     return {
         "num_stages": c.pp,
         "topology": {"pp": c.pp, "tp": c.tp, "dp": c.dp},
+        "sequence_parallel": c.sequence_parallel,
         "partition_method": method,
         "planned_partition": c.partition,
         # DeepSpeed's PipelineModule.parts: chunk i holds layers [boundaries[i], boundaries[i + 1]).

@@ -62,16 +62,28 @@ class CausalSelfAttention(nn.Module):
         self.proj = init_linear(nn.Linear(spec.hidden_size, spec.hidden_size, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s, h = x.shape
-        q, k, v = self.qkv(x).split(self.split, dim=-1)
-        q = q.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        if self.rope:
-            cos, sin = rope_cos_sin(s, self.head_dim, device=x.device, dtype=x.dtype)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.num_heads)
-        return self.proj(y.transpose(1, 2).reshape(b, s, h))
+        y = attend(self.qkv(x), split=self.split, heads=(self.num_heads, self.kv_heads), head_dim=self.head_dim,
+                   rope=self.rope)
+        return self.proj(y)
+
+
+def attend(qkv: torch.Tensor, *, split: tuple[int, int, int], heads: tuple[int, int], head_dim: int, rope: bool
+           ) -> torch.Tensor:
+    """Causal attention of a fused ``[b, s, q + k + v]`` projection; ``heads`` = (query, kv) heads; ``[b, s, q]`` out.
+
+    Shared with the tensor-parallel attention (pptune.runtime.tp_blocks), which passes this rank's heads.
+    """
+    b, s, _ = qkv.shape
+    num_heads, kv_heads = heads
+    q, k, v = qkv.split(split, dim=-1)
+    q = q.view(b, s, num_heads, head_dim).transpose(1, 2)
+    k = k.view(b, s, kv_heads, head_dim).transpose(1, 2)
+    v = v.view(b, s, kv_heads, head_dim).transpose(1, 2)
+    if rope:
+        cos, sin = rope_cos_sin(s, head_dim, device=qkv.device, dtype=qkv.dtype)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv_heads != num_heads)
+    return y.transpose(1, 2).reshape(b, s, num_heads * head_dim)
 
 
 class Mlp(nn.Module):

@@ -3,6 +3,10 @@
 Two engine paths (``RunPlan.engine``): ``pipeline`` — a ``PipelineModule`` (also for pp == 1, so plans with and
 without pipelining run the same PipelineEngine) — and ``plain`` for pp == 1 with ZeRO 2/3, which the pipeline
 engine refuses (deepspeed/runtime/pipe/engine.py asserts ZeRO stage < 2).
+
+tp > 1 builds the tensor-parallel layers (``tp_blocks``) and the vocabulary-parallel loss (``tp_loss``) on
+DeepSpeed's pipe x data x model topology (``topology.py``); their tp group is the grid's slice group, bound
+once the module (or, for the plain engine, the grid passed as ``mpu``) exists.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 
 from pptune.errors import ConfigError
 from pptune.runtime.plan_files import EXPLICIT, RunPlan
+from pptune.runtime.tp_comm import TensorParallel
 
 LOG_NEVER = 2**31 - 1  # steps_per_print beyond any run, so the engine never reads and resets its timers itself
 DATA_SEED = 1234
@@ -33,8 +38,11 @@ class ModelParts:
     vocab_size: int
 
 
-def model_parts(plan: RunPlan, *, built: bool = False) -> ModelParts:
+def model_parts(plan: RunPlan, *, built: bool = False, tp: TensorParallel | None = None) -> ModelParts:
     """The plan's model as pipeline layers (LayerSpecs for pptune specs unless ``built``) and its loss.
+
+    With ``tp`` (tp > 1: ``topology.check_tensor_parallel`` accepted the plan) the layers and the loss are the
+    tensor-parallel ones of this rank.
 
     Raises:
         ConfigError: unknown model, or a sequence longer than the model's learned position table.
@@ -57,17 +65,28 @@ def model_parts(plan: RunPlan, *, built: bool = False) -> ModelParts:
                           vocab_size=loaded.vocab_size)
     if spec.position == "learned" and plan.seq_len > spec.seq_len:
         raise ConfigError(f"model {spec.name!r}: seq_len {plan.seq_len} is longer than its {spec.seq_len} learned positions")
+    if tp is not None:
+        from pptune.runtime.tp_blocks import build_tp_layer_specs, build_tp_layers
+        from pptune.runtime.tp_loss import VocabParallelLoss
+
+        layers = build_tp_layers(spec, tp) if built else build_tp_layer_specs(spec, tp)
+        return ModelParts(layers=list(layers), loss_fn=VocabParallelLoss(tp, spec.vocab_size), vocab_size=spec.vocab_size)
     layers = build_layers(spec) if built else build_layer_specs(spec)
     return ModelParts(layers=list(layers), loss_fn=pipeline_loss, vocab_size=spec.vocab_size)
 
 
 class PlainModel(nn.Module):
-    """All layers in one module whose forward returns the loss (for DeepSpeed's plain engine, pp == 1)."""
+    """All layers in one module whose forward returns the loss (for DeepSpeed's plain engine, pp == 1).
 
-    def __init__(self, layers: list[nn.Module], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    ``mpu``: the grid passed to ``deepspeed.initialize`` at tp > 1 (None otherwise).
+    """
+
+    def __init__(self, layers: list[nn.Module], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
+                 mpu: Any = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.loss_fn = loss_fn
+        self.mpu = mpu
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = input_ids
@@ -95,19 +114,27 @@ def checkpointable_layers(layers: list[Any]) -> list[str]:
 
 
 def build_module(plan: RunPlan) -> tuple[nn.Module, int]:
-    """The DeepSpeed module of the plan and the model's vocabulary size."""
-    if plan.tp > 1:
-        raise ConfigError(f"tp {plan.tp} > 1: pptune's runtime layers are not tensor-parallel; measure tp = 1 plans")
+    """The DeepSpeed module of the plan and the model's vocabulary size (collective: every rank calls it).
+
+    Raises:
+        ConfigError: a tp > 1 plan the tensor-parallel layers cannot run (``topology.check_tensor_parallel``).
+    """
+    from pptune.runtime.topology import check_tensor_parallel, plain_grid, plan_topology, tensor_parallel_for
+
+    check_tensor_parallel(plan)
+    topology = plan_topology(plan)
+    tp = tensor_parallel_for(plan, topology) if plan.tp > 1 else None
     if plan.engine == "plain":
-        parts = model_parts(plan, built=True)
-        return PlainModel(parts.layers, parts.loss_fn), parts.vocab_size
+        grid = plain_grid(topology) if tp is not None else None
+        if tp is not None:
+            tp.bind(grid.get_slice_parallel_group())
+        parts = model_parts(plan, built=True, tp=tp)
+        return PlainModel(parts.layers, parts.loss_fn, mpu=grid), parts.vocab_size
     from deepspeed.pipe import PipelineModule
-    from deepspeed.runtime.pipe.topology import PipeDataParallelTopology
 
     from pptune.runtime.pipeline import ExplicitPipelineModule
 
-    parts = model_parts(plan)
-    topology = PipeDataParallelTopology(num_pp=plan.pp, num_dp=plan.dp)
+    parts = model_parts(plan, tp=tp)
     common = {"topology": topology, "loss_fn": parts.loss_fn,
               "activation_checkpoint_interval": plan.activation_checkpoint_interval,
               "checkpointable_layers": checkpointable_layers(parts.layers)}
@@ -116,6 +143,8 @@ def build_module(plan: RunPlan) -> tuple[nn.Module, int]:
         module: nn.Module = ExplicitPipelineModule(parts.layers, boundaries=plan.boundaries, **common)
     else:
         module = PipelineModule(parts.layers, partition_method=plan.partition_method, **common)
+    if tp is not None:  # the layers first reach their group in forward, after this
+        tp.bind(module._grid.get_slice_parallel_group())
     return module, parts.vocab_size
 
 
@@ -133,8 +162,18 @@ def initialize(plan: RunPlan, module: nn.Module, *, ds_timers: bool) -> Any:
     import deepspeed
 
     params = [p for p in module.parameters() if p.requires_grad]
-    engine, _, _, _ = deepspeed.initialize(model=module, config=run_config(plan, ds_timers=ds_timers), model_parameters=params)
+    mpu = module.mpu if isinstance(module, PlainModel) else None  # a PipelineModule brings its own grid
+    engine, _, _, _ = deepspeed.initialize(model=module, config=run_config(plan, ds_timers=ds_timers),
+                                           model_parameters=params, mpu=mpu)
     return engine
+
+
+def data_parallel_rank(engine: Any) -> int:
+    """This rank's data-parallel replica: tp ranks of a replica must read the same tokens."""
+    import torch.distributed as dist
+
+    mpu = getattr(engine, "mpu", None)
+    return int(mpu.get_data_parallel_rank()) if mpu is not None else dist.get_rank()
 
 
 def synthetic_batches(*, vocab_size: int, micro_batch_size: int, seq_len: int, seed: int = DATA_SEED

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from pptune.errors import ConfigError, RunError
+from pptune.errors import RunError
 from pptune.fileio import check_output_path
 from pptune.runtime.measured import MEASURED_FILE, Measured, load_measured
 from pptune.runtime.plan_files import RunPlan, load_run_plan
@@ -112,12 +112,12 @@ def check_runnable(plan: RunPlan, log: Path) -> None:
     """Refuse, before anything is launched or written, a plan the workers would refuse and unwritable outputs.
 
     Raises:
-        ConfigError: tp > 1 (pptune's runtime layers are not tensor-parallel), or PLAN_DIR (for measured.json)
-            or the log file cannot be written.
+        ConfigError: a tp > 1 plan the tensor-parallel layers cannot run (``topology.check_tensor_parallel``),
+            or PLAN_DIR (for measured.json) or the log file cannot be written.
     """
-    if plan.tp > 1:
-        raise ConfigError(f"{plan.plan_dir}: tp {plan.tp} > 1, and pptune's runtime layers are not tensor-parallel: "
-                          "only tp = 1 plans can be measured (nothing was launched)")
+    from pptune.runtime.topology import check_tensor_parallel
+
+    check_tensor_parallel(plan)
     check_output_path(plan.plan_dir, kind="directory", flag="PLAN_DIR")
     check_output_path(log, kind="file", flag="--log")
 

@@ -5,8 +5,9 @@ A plan directory (written by ``pptune plan``) holds:
   ``topology {pp, tp, dp}``, ``partition_method`` (a DeepSpeed method, or ``"explicit"`` with ``boundaries``,
   DeepSpeed-style parts of length pp + 1), ``activation_checkpoint_interval``, ``model`` (a name for
   ``load_model_layers`` or a TransformerSpec dict), ``model_spec`` (the TransformerSpec dict, preferred when
-  present: a plan made from a profile file names the model, not how to build it), ``seq_len`` and ``engine``
-  (``pipeline``, ``plain`` or ``megatron``; the last is not runnable here);
+  present: a plan made from a profile file names the model, not how to build it), ``seq_len``, ``engine``
+  (``pipeline``, ``plain`` or ``megatron``; the last is not runnable here) and ``sequence_parallel``
+  (Megatron-style sequence parallelism of the tp > 1 layers; absent means false);
 - ``ds_config.json``: the DeepSpeed config;
 - ``plan.json``: the estimate (``estimate.step_time_ms``), read only to compare with a measurement.
 
@@ -43,6 +44,7 @@ class RunPlan:
     activation_checkpoint_interval: int
     ds_config: dict[str, Any]
     predicted_step_ms: float | None  # plan.json estimate.step_time_ms, when present
+    sequence_parallel: bool = False  # tp > 1 only (pptune.runtime.tp_blocks)
 
     @property
     def world_size(self) -> int:
@@ -143,6 +145,9 @@ def load_run_plan(plan_dir: str | Path) -> RunPlan:
     model = pipe.get("model_spec") or pipe.get("model")
     if not isinstance(model, (str, dict)) or not model:
         raise SchemaError(f"{pipe_path}: field 'model': expected a model name or a spec object, got {model!r}")
+    sequence_parallel = pipe.get("sequence_parallel", False)
+    if not isinstance(sequence_parallel, bool):
+        raise SchemaError(f"{pipe_path}: field 'sequence_parallel': expected true or false, got {sequence_parallel!r}")
     ds_path = plan_dir / DS_CONFIG_FILE
     ds = _read_json(ds_path)
     if not isinstance(ds, dict):
@@ -153,7 +158,7 @@ def load_run_plan(plan_dir: str | Path) -> RunPlan:
         partition_method=method, boundaries=boundaries,
         activation_checkpoint_interval=_positive_int(pipe, "activation_checkpoint_interval", pipe_path, default=0,
                                                      minimum=0),
-        ds_config=ds, predicted_step_ms=_predicted_step_ms(plan_dir / PLAN_FILE),
+        ds_config=ds, predicted_step_ms=_predicted_step_ms(plan_dir / PLAN_FILE), sequence_parallel=sequence_parallel,
     )
 
 

@@ -32,6 +32,7 @@ def pipeline_dict(config: ParallelConfig, estimate: Estimate, profile: Profile, 
     return {
         "num_stages": config.pp,
         "topology": {"pp": config.pp, "tp": config.tp, "dp": config.dp},
+        "sequence_parallel": config.sequence_parallel,
         "partition_method": partition_method(config.partition),
         "planned_partition": config.partition,
         "boundaries": bounds,

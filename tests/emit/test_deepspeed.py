@@ -57,7 +57,8 @@ def test_every_space_config_passes_deepspeed_config(ds_dist):
             # PipelineEngine asserts ZeRO < 2 (runtime/pipe/engine.py) for any stage count
             assert parsed.zero_optimization_stage < 2
             assert parsed.pipeline["activation_checkpoint_interval"] == c.recompute_interval
-            assert parsed.pipeline["pipe_partitioned"] is (c.tp > 1)
+            # partitioned sends only for tp > 1 without sequence parallelism (pptune.runtime.topology)
+            assert parsed.pipeline["pipe_partitioned"] is (c.tp > 1 and not c.sequence_parallel)
 
 
 def test_deepspeed_config_rejects_a_wrong_dp(ds_dist):

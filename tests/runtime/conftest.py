@@ -14,11 +14,16 @@ TINY_SPEC = {"name": "tiny", "num_layers": 4, "hidden_size": 64, "num_heads": 2,
 
 def write_plan(path: Path, *, pp: int = 2, dp: int = 1, boundaries: list[int] | None = None,
                partition_method: str = "explicit", mbs: int = 2, gas: int = 4, zero: int = 0,
-               model: Any = None, predicted_ms: float | None = 50.0, checkpoint_interval: int = 0) -> Path:
-    """A plan directory for the tiny GPT (6 pipeline layers: embedding, 4 blocks, head)."""
+               model: Any = None, predicted_ms: float | None = 50.0, checkpoint_interval: int = 0, tp: int = 1,
+               sequence_parallel: bool = False, ds_pipeline: dict | None = None) -> Path:
+    """A plan directory for the tiny GPT (6 pipeline layers: embedding, 4 blocks, head), or ``model``.
+
+    ``ds_pipeline``: ds_config.json's ``pipeline`` section (DeepSpeed's defaults when None).
+    """
     path.mkdir(parents=True, exist_ok=True)
     pipeline = {
-        "num_stages": pp, "topology": {"pp": pp, "tp": 1, "dp": dp}, "partition_method": partition_method,
+        "num_stages": pp, "topology": {"pp": pp, "tp": tp, "dp": dp}, "partition_method": partition_method,
+        "sequence_parallel": sequence_parallel,
         "boundaries": boundaries if boundaries is not None else ([0, 2, 6] if pp == 2 else None),
         "activation_checkpoint_interval": checkpoint_interval, "model": model if model is not None else TINY_SPEC, "seq_len": 32,
     }
@@ -28,6 +33,8 @@ def write_plan(path: Path, *, pp: int = 2, dp: int = 1, boundaries: list[int] | 
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "torch_adam": True}},  # torch_adam: no fused_adam JIT
         "zero_optimization": {"stage": zero},
     }
+    if ds_pipeline is not None:
+        ds["pipeline"] = ds_pipeline
     (path / "pipeline.json").write_text(json.dumps(pipeline))
     (path / "ds_config.json").write_text(json.dumps(ds))
     if predicted_ms is not None:
@@ -44,3 +51,9 @@ def plan_dir(tmp_path: Path) -> Path:
 def make_plan(tmp_path: Path):
     """``make_plan(name, **options)``: a plan directory under tmp_path (options as in ``write_plan``)."""
     return lambda name="plan", **options: write_plan(tmp_path / name, **options)
+
+
+@pytest.fixture(scope="session")
+def plan_writer():
+    """``write_plan`` itself, for module-scoped fixtures that write several plans (test files import no conftest)."""
+    return write_plan

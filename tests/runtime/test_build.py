@@ -38,15 +38,16 @@ def test_spec_string_and_errors(make_plan) -> None:
         model_parts(load_run_plan(make_plan("u", model="no-such-model")))
 
 
-def test_tensor_parallel_plans_are_refused(make_plan) -> None:
-    import json
-
-    path = make_plan()
-    data = json.loads((path / "pipeline.json").read_text())
-    data["topology"]["tp"] = 2
-    (path / "pipeline.json").write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="tp 2 > 1"):
-        build_module(load_run_plan(path))
+def test_tensor_parallel_plans_tp_cannot_split_are_refused_before_any_process_group(make_plan) -> None:
+    # No torch.distributed here: the checks come before DeepSpeed's topology or grid is touched.
+    odd_heads = {"name": "one-head", "num_layers": 2, "hidden_size": 64, "num_heads": 1, "ffn_hidden_size": 128,
+                 "vocab_size": 128, "seq_len": 32}
+    with pytest.raises(ConfigError, match="num_heads 1 is not divisible by tp 2"):
+        build_module(load_run_plan(make_plan("heads", tp=2, model=odd_heads)))
+    with pytest.raises(ConfigError, match="tp 2 needs a pptune model"):
+        build_module(load_run_plan(make_plan("hf", tp=2, model="hf:gpt2")))
+    with pytest.raises(ConfigError, match="pipe_partitioned true"):
+        build_module(load_run_plan(make_plan("sp", tp=2, sequence_parallel=True, ds_pipeline={"pipe_partitioned": True})))
 
 
 def test_run_config_keeps_the_plan_and_silences_periodic_logs(make_plan) -> None:
