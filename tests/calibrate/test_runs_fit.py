@@ -85,3 +85,22 @@ def test_leave_one_out_predicts_each_run_from_the_others() -> None:
     assert len(held) == 4 and all(h is not None and abs(h) < 0.1 for h in held)
     with pytest.raises(ConfigError, match="at least 2"):
         leave_one_out(runs[:1])
+
+
+def test_a_measured_profile_takes_the_compute_efficiency_as_its_compute_scale(tmp_path) -> None:
+    from pptune.profile.schema import save_profile
+    from pptune.testing.profiles import small_profile
+
+    path = save_profile(small_profile(), tmp_path / "p.json")  # a measured profile: its times are taken as they are
+    cpu = load_cluster("local-cpu")
+
+    def local(dp: int, mbs: int, gbs: int) -> dict:
+        return {**batch_defaults(), "model": str(path), "cluster": cpu, "dp": dp, "micro_batch_size": mbs,
+                "global_batch_size": gbs, "dtype": "fp32"}
+
+    truth = {**start_values(cpu), "compute_efficiency": 0.8}
+    runs = [Run(label=str(c), item=local(*c), measured_step_ms=predict_run(
+        Run(label="", item=local(*c), measured_step_ms=1.0), truth).step_time_ms) for c in ((1, 4, 8), (2, 2, 8), (1, 1, 8))]
+    fit = fit_runs(runs)
+    assert fit.fitted[0] == "compute_efficiency"
+    assert fit.values["compute_efficiency"] == pytest.approx(0.8, abs=0.02)
