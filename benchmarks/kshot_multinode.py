@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import statistics
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from pptune.batch_lines import BATCH_KEYS
 from pptune.calibrate.kshot import CLUSTER, DRAWS, KS, SEED, KShotResult, kshot, published_run
 from pptune.calibrate.multinode import with_chosen_knobs
 from pptune.calibrate.published_runs import bloom_run, korthikanti_runs, mtnlg_runs, sc21_runs, vtrain_runs
-from pptune.calibrate.runs_fit import BOUNDS, CONSTANTS, MIN_EFFECT, MODEL_ERROR, PRIOR_WIDTH, predict_run
+from pptune.calibrate.runs_fit import BOUNDS, CONSTANTS, MIN_EFFECT, MODEL_ERROR, PRIOR_WIDTH, fit_runs, predict_run
 from pptune.charts.kshot import kshot_series
 from pptune.draw.kshot import draw_kshot
 from pptune.fileio import cpu_name, write_text_atomic
@@ -59,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     results: list[KShotResult] = []
+    floors: dict[str, str] = {}
     for source, runs in sets().items():
         zero = [predict_run(r).step_time_ms for r in runs]
+        if len(runs) > 1:  # every run fitted at once: the least error these constants can reach (in-sample)
+            whole = fit_runs(runs)
+            floors[source] = f"{_pct(statistics.fmean(abs(e) for e in whole.errors_after))} ({whole.describe()})"
         for k in KS:
             result = kshot(source, runs, k, draws=args.draws, zero_shot_ms=zero)
             results.append(result)
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         s = r.scores
         rows.append(f"| {r.source} | {r.k} | {r.draws} | {s.count} | {_pct(s.mean_abs)} | {_pct(s.median_abs)} | "
                     f"{_pct(s.max_abs)} | {_pct(s.signed_mean)} | {'n/a' if s.spearman != s.spearman else f'{s.spearman:.2f}'} |")
+    floor_lines = [f"- {source}: {text}" for source, text in floors.items()]
     fits = [f"- {r.source} k={r.k} draw {i + 1}: {note}" for r in results if r.k in (1, 3) and r.source == "vTrain"
             for i, note in enumerate(r.fitted[:3])]
     text = [
@@ -109,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         "| set | k | draws | held-out runs | mean abs | median abs | max abs | signed mean | within-group Spearman |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "## In-sample floor: every run of the set fitted at once",
+        "",
+        "The mean |error| left when all of a set's runs calibrate the constants (not held out): what no k can beat "
+        "with these constants; the rest is the model's own per-configuration scatter.",
+        "",
+        *floor_lines,
         "",
         "## What the vTrain fits chose (first draws)",
         "",

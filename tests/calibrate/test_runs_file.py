@@ -11,7 +11,7 @@ from pptune.calibrate.runs_file import is_runs_file, load_runs_file
 from pptune.commands.calibrate import batch_defaults
 from pptune.errors import ConfigError, SchemaError
 
-DEFAULTS = {**batch_defaults(), "cluster": "a100-80g"}
+DEFAULTS = {**batch_defaults(), "cluster": "a100-80g", "dtype": "bf16"}
 GOOD = {"model": "gpt:layers=4,hidden=512,heads=8", "dp": 16, "global_batch_size": 64, "measured_step_ms": 120.5}
 
 

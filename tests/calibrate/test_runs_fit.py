@@ -23,7 +23,7 @@ CONFIGS = [(1, 1, 8, 4, 256), (2, 1, 8, 4, 256), (1, 2, 16, 2, 256), (2, 2, 8, 2
 
 def item(tp: int, pp: int, dp: int, mbs: int, gbs: int) -> dict:
     return {**batch_defaults(), "model": MODEL, "cluster": BASE, "tp": tp, "pp": pp, "dp": dp, "micro_batch_size": mbs,
-            "global_batch_size": gbs, "partition": "uniform"}
+            "global_batch_size": gbs, "partition": "uniform", "dtype": "bf16"}
 
 
 def synthetic(configs, truth: dict, *, noise: float, seed: int = 7) -> list[Run]:

@@ -26,7 +26,7 @@ def line(tp: int, pp: int, dp: int, mbs: int, gbs: int) -> dict:
 
 
 def measured(config: tuple, noise: float = 0.0, rng: random.Random | None = None) -> float:
-    item = {**batch_defaults(), "model": MODEL, "cluster": BASE, **line(*config)}
+    item = {**batch_defaults(), "model": MODEL, "cluster": BASE, "dtype": "bf16", **line(*config)}
     ms = predict_run(Run(label="", item=item, measured_step_ms=1.0), TRUTH).step_time_ms
     return ms * (1 + (rng.gauss(0, noise) if rng else 0.0))
 
@@ -54,7 +54,7 @@ def test_calibrate_runs_writes_a_cluster_estimate_accepts(tmp_path: Path, capsys
                  "--micro-batch-size", "8", "--json"]) == 0
     step = json.loads(capsys.readouterr().out)["step_time_ms"]
     config = {**batch_defaults(), "model": MODEL, "cluster": BASE, "dp": 32, "micro_batch_size": 8,
-              "global_batch_size": 256}
+              "global_batch_size": 256, "dtype": "bf16"}
     fitted = predict_run(Run(label="", item=config, measured_step_ms=1.0), fit["constants"]).step_time_ms
     assert step == pytest.approx(fitted, rel=1e-9)
     assert step == pytest.approx(measured((1, 1, 32, 8, 256)), rel=0.08)  # a job larger than any it was fitted on
