@@ -83,7 +83,7 @@ class TargetRules:
     bf16_optimizer_max_zero: int
     # Gradient reduction overlapped with the backward: Megatron's --overlap-grad-reduce exposes only the last
     # bucket (the stage's first layer); DeepSpeed reduces the whole stage gradient after the schedule
-    # (pptune.cost.dp_sync).
+    # (pptune.cost.dp_sync). The default of ParallelConfig.overlap_grad_reduce, and whether it may be true.
     overlap_grad_reduce: bool
 
     def grad_bytes(self, dtype: str) -> float:
@@ -145,6 +145,7 @@ RULES: tuple[str, ...] = (
     "planned-schedule",  # plan (pp > 1)
     "recompute-mode",  # config
     "sequence-parallel-tp",  # config
+    "overlap-knobs",  # config: overlap_grad_reduce / overlap_param_gather against the target
     "sequence-parallel-target",  # plan
     "chunks-layers",  # model
     "heads-tp",  # model
@@ -225,6 +226,32 @@ def sequence_parallel_tp_rule(sequence_parallel: bool, tp: int) -> str | None:
     return None
 
 
+def overlap_defaults(target: str, pp: int, zero_stage: int, grad_reduce: bool | None) -> tuple[bool, bool]:
+    """The target's (overlap_grad_reduce, overlap_param_gather) when a config leaves them None.
+
+    Megatron (what pptune emits): ``--overlap-grad-reduce``, and ``--overlap-param-gather`` with the distributed
+    optimizer (ZeRO >= 1) when the gradient reduction overlaps (``grad_reduce``; None: the target's). DeepSpeed: neither.
+    """
+    default = rules_for(target, pp).overlap_grad_reduce
+    grad = default if grad_reduce is None else grad_reduce
+    return default, bool(default and grad is True and zero_stage >= 1)
+
+
+def overlap_rule(rules: TargetRules, grad_reduce: object, param_gather: object, zero_stage: int) -> str | None:
+    """The overlap knobs against the target and Megatron-LM's own rule (megatron/training/arguments.py
+    ``validate_args``: ``--overlap-param-gather`` needs ``--use-distributed-optimizer`` and ``--overlap-grad-reduce``)."""
+    for name, value in (("overlap_grad_reduce", grad_reduce), ("overlap_param_gather", param_gather)):
+        if not isinstance(value, bool):
+            return f"{name} must be true or false, got {value!r}"
+        if value and not rules.overlap_grad_reduce:
+            return f"{rules.engine} reduces gradients after the backward: {name} needs --target megatron"
+    if param_gather and zero_stage == 0:
+        return "--overlap-param-gather needs the distributed optimizer (ZeRO 1)"
+    if param_gather and not grad_reduce:
+        return "--overlap-param-gather needs --overlap-grad-reduce"
+    return None
+
+
 def sequence_parallel_target_rule(rules: TargetRules, sequence_parallel: bool) -> str | None:
     if sequence_parallel and not rules.sequence_parallel:
         return "sequence parallelism is a Megatron feature; use --target megatron"
@@ -259,9 +286,15 @@ def even_split_rule(rules: TargetRules, partition: str, pp: int, num_blocks: int
     return None
 
 
-def interleaving_blocks_rule(schedule: str, pp: int, vpp: int, num_blocks: int) -> str | None:
-    if schedule == "interleaved_1f1b" and num_blocks % (pp * vpp):
-        return f"interleaved_1f1b needs the {num_blocks} transformer blocks divisible by pp {pp} x vpp {vpp}"
+def interleaving_blocks_rule(schedule: str, pp: int, vpp: int, num_blocks: int, partition: str = "type:") -> str | None:
+    """Planned interleaving: each of the pp x vpp chunks holds a block; the even split (``type:``) needs the blocks
+    divisible by the chunks, other splits are uneven chunks (Megatron's ``--pipeline-model-parallel-layout``)."""
+    if schedule != "interleaved_1f1b":
+        return None
+    if partition.startswith("type:") and num_blocks % (pp * vpp):
+        return f"interleaved_1f1b needs the {num_blocks} transformer blocks divisible by pp {pp} x vpp {vpp} (use balanced)"
+    if pp * vpp > num_blocks:
+        return f"interleaved_1f1b with pp {pp} x vpp {vpp} = {pp * vpp} chunks > {num_blocks} transformer blocks: every chunk needs a block"
     return None
 
 
@@ -336,6 +369,9 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
                       ("planned-schedule", planned_schedule_rule(rules, c.schedule, c.pp))]
         found.append(("recompute-mode", recompute_rule(rules, c.recompute)))
     found.append(("sequence-parallel-tp", sequence_parallel_tp_rule(c.sequence_parallel, c.tp)))
+    grad, param = getattr(c, "overlap_grad_reduce", None), getattr(c, "overlap_param_gather", None)
+    if c.target in TARGETS and grad is not None:  # None: not yet resolved (ParallelConfig resolves it first)
+        found.append(("overlap-knobs", overlap_rule(rules, grad, param, c.zero_stage)))
     if planned and c.target in TARGETS:
         found.append(("sequence-parallel-target", sequence_parallel_target_rule(rules, c.sequence_parallel)))
     if model is not None:
@@ -348,7 +384,7 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
         if planned and c.target in TARGETS:
             found += [("stage-blocks", stage_blocks_rule(c.pp, blocks, name)),
                       ("even-split-blocks", even_split_rule(rules, c.partition, c.pp, blocks)),
-                      ("interleaving-blocks", interleaving_blocks_rule(c.schedule, c.pp, c.vpp, blocks))]
+                      ("interleaving-blocks", interleaving_blocks_rule(c.schedule, c.pp, c.vpp, blocks, c.partition))]
     if cluster is not None:
         found += [("tp-node", tp_node_rule(c.tp, cluster.gpus_per_node, cluster.name)),
                   ("world-size", world_size_rule(c.tp, c.pp, c.dp, cluster))]

@@ -64,13 +64,28 @@ def test_megatron_space_rules():
     for c in configs:
         assert c.zero_stage <= 1
         if c.schedule == "interleaved_1f1b":
-            assert c.pp > 2 and 24 % (c.pp * c.vpp) == 0 and c.num_microbatches % c.pp == 0 and c.vpp > 1
+            assert c.pp > 2 and c.pp * c.vpp <= 24 and c.num_microbatches % c.pp == 0 and c.vpp > 1
+            if c.partition.startswith("type:"):  # even chunks; balanced ones may be uneven
+                assert 24 % (c.pp * c.vpp) == 0
         if c.sequence_parallel:
             assert c.tp > 1
         assert c.partition in ("type:TransformerBlockPipe", "balanced")
         if c.partition.startswith("type:"):  # Megatron's even split
             assert 24 % c.pp == 0
     assert any(c.sequence_parallel for c in configs) and any(c.recompute == "selective" for c in configs)
+    uneven = {(c.pp, c.vpp) for c in configs if c.schedule == "interleaved_1f1b" and 24 % (c.pp * c.vpp)}
+    assert (4, 4) in uneven and all(c.partition == "balanced" for c in configs
+                                    if c.schedule == "interleaved_1f1b" and 24 % (c.pp * c.vpp))
+
+
+def test_uneven_interleaving_of_126_blocks():
+    """The Llama-3-405B depth: 126 blocks divide by no power-of-two pp x vpp, yet interleaving is offered with the
+    balanced split (uneven chunks, Megatron's layout flag) and never with the even one."""
+    space = small(gpus=64, num_blocks=126, num_heads=16, global_batch_size=64, target="megatron")
+    inter = [c for c in space.configs() if c.schedule == "interleaved_1f1b"]
+    assert {(c.pp, c.vpp) for c in inter} >= {(4, 2), (8, 8), (16, 4)}
+    assert {c.partition for c in inter} == {"balanced"}
+    assert all(c.pp * c.vpp <= 126 for c in inter)
 
 
 def test_megatron_uniform_means_even_blocks():

@@ -30,6 +30,8 @@ def layout_string(roles: Sequence[str], boundaries: Sequence[int]) -> str:
 
     Chunks are listed in model order, which is Megatron's order too (virtual stage ``v`` of rank ``r`` is entry
     ``v * pp + r``, megatron/core/transformer/pipeline_parallel_layer_layout.py), e.g. ``Et*3|t*4|t*3|t*2L``.
+    Three or more equal chunks in a row before the last are written ``(t*2|)*k``, which Megatron's
+    ``parse_str_to_list`` unrolls before ``x*n`` (NVIDIA/Megatron-LM d98e8a6), so 64 chunks stay one short line.
     """
     letters = {"embedding": "E", "block": "t", "head": "L"}
     stages = []
@@ -40,7 +42,23 @@ def layout_string(roles: Sequence[str], boundaries: Sequence[int]) -> str:
                 raise ConfigError(f"Megatron has no layer for a profile layer of role {role!r}")
             text += letters[role]
         stages.append(re.sub(r"t{2,}", lambda m: f"t*{len(m.group(0))}", text))
-    return "|".join(stages)
+    return _repeats(stages)
+
+
+def _repeats(stages: list[str]) -> str:
+    """``|``-joined stages with each run of 3+ equal stages (not the last stage) as ``(stage|)*k``."""
+    out, i = "", 0
+    while i < len(stages):
+        j = i
+        while j + 1 < len(stages) - 1 and stages[j + 1] == stages[i]:
+            j += 1
+        k = j - i + 1
+        if k >= 3 and j < len(stages) - 1:
+            out += f"({stages[i]}|)*{k}"
+        else:
+            out += "|".join(stages[i:j + 1]) + ("|" if j < len(stages) - 1 else "")
+        i = j + 1
+    return out
 
 
 def split_flags(roles: Sequence[str], boundaries: Sequence[int], *, pp: int, vpp: int = 1) -> list[str]:

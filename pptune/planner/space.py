@@ -10,10 +10,11 @@ Validity rules and where they come from (the rules and their wording: ``pptune.t
   ``train_batch_size = micro * gradient_accumulation_steps * dp``, deepspeed/runtime/config.py).
 - DeepSpeed's pipeline engine: ZeRO < 2 (runtime/pipe/engine.py asserts it) and 1F1B only (TrainSchedule).
   With pp == 1 ZeRO 2/3 are allowed (a plain DeepSpeed engine, not the pipeline engine).
-- Megatron: ZeRO 0/1 (1 = ``--use-distributed-optimizer``); interleaved 1F1B needs pp > 2, the blocks per
-  stage divisible by vpp and the micro-batches a multiple of pp (REFERENCE.md §3); its even split
-  (``type:<block class>``, which is Megatron's default) needs blocks divisible by pp, other splits are
-  ``balanced`` (emitted as first/last stage sizes or a layout); sequence parallelism only with tp > 1.
+- Megatron: ZeRO 0/1 (1 = ``--use-distributed-optimizer``); interleaved 1F1B needs pp > 2 and the micro-batches
+  a multiple of pp (REFERENCE.md §3); its even split (``type:<block class>``, which is Megatron's default) needs
+  blocks divisible by pp (and by pp x vpp when interleaved), other splits are ``balanced``: stages and interleaved
+  chunks of unequal size, emitted as first/last stage sizes or ``--pipeline-model-parallel-layout`` (every chunk
+  holds a block); sequence parallelism only with tp > 1.
 
 Layouts and the user's pins live in pptune/planner/layouts.py.
 """
@@ -35,6 +36,8 @@ from pptune.targets import (
     interleaving_blocks_rule,
     interleaving_pp_rule,
     microbatches_rule,
+    overlap_defaults,
+    overlap_rule,
     pipeline_schedule_rule,
     planned_schedule_rule,
     recompute_rule,
@@ -74,6 +77,10 @@ class SearchSpace:
     vpps: tuple[int, ...]  # virtual stages tried with interleaved_1f1b (all >= 2)
     partitions: tuple[str, ...]
     sequence_parallel: tuple[bool, ...]
+    # Megatron's --overlap-grad-reduce / --overlap-param-gather given on the command line (None: the target's
+    # default, ParallelConfig's); the param-gather knob applies to the distributed-optimizer (ZeRO >= 1) points.
+    overlap_grad_reduce: bool | None = None
+    overlap_param_gather: bool | None = None
 
     # --- per-layout valid choices -------------------------------------------------------------
     def micro_batch_sizes_for(self, layout: Layout) -> tuple[int, ...]:
@@ -106,8 +113,13 @@ class SearchSpace:
                 continue
             if interleaving_pp_rule(schedule, pp, rules.interleaved_min_pp) or microbatches_rule(schedule, pp, num_microbatches):
                 continue
-            out.extend((schedule, v) for v in self.vpps if interleaving_blocks_rule(schedule, pp, v, self.num_blocks) is None)
+            splits = self.partitions_for(layout)
+            out.extend((schedule, v) for v in self.vpps if any(self._chunks_ok(schedule, pp, v, p) for p in splits))
         return tuple(out)
+
+    def _chunks_ok(self, schedule: str, pp: int, vpp: int, partition: str) -> bool:
+        """Whether ``partition`` can cut pp x vpp chunks (uneven chunks only with a non-even split)."""
+        return interleaving_blocks_rule(schedule, pp, vpp, self.num_blocks, partition) is None
 
     def sequence_parallel_for(self, layout: Layout) -> tuple[bool, ...]:
         return tuple(sp for sp in self.sequence_parallel if sequence_parallel_tp_rule(sp, layout.tp) is None) or (False,)
@@ -121,6 +133,8 @@ class SearchSpace:
                 for zero in self.zero_stages_for(layout):
                     for recompute in self.recomputes:
                         for partition in self.partitions_for(layout):
+                            if not self._chunks_ok(schedule, layout.pp, vpp, partition):
+                                continue
                             for sp in self.sequence_parallel_for(layout):
                                 yield self.make(layout, mbs=mbs, schedule=schedule, vpp=vpp, zero=zero,
                                                 recompute=recompute, partition=partition, sp=sp)
@@ -140,6 +154,8 @@ class SearchSpace:
             num_microbatches=self.global_batch_size // (mbs * layout.dp), schedule=schedule, vpp=vpp,  # type: ignore[arg-type]
             zero_stage=zero, recompute=recompute, dtype=self.dtype, partition=partition,  # type: ignore[arg-type]
             sequence_parallel=sp, target=self.target,  # type: ignore[arg-type]
+            overlap_grad_reduce=self.overlap_grad_reduce,
+            overlap_param_gather=self.overlap_param_gather if zero >= 1 else None,
         )
 
     def layout(self, key: str) -> Layout:
@@ -155,6 +171,8 @@ class SearchSpace:
             "micro_batch_sizes": list(self.micro_batch_sizes), "zero_stages": list(self.zero_stages),
             "recomputes": list(self.recomputes), "schedules": list(self.schedules), "vpps": list(self.vpps),
             "partitions": list(self.partitions), "sequence_parallel": list(self.sequence_parallel),
+            **{k: v for k, v in (("overlap_grad_reduce", self.overlap_grad_reduce),  # set only: old digests hold
+                                 ("overlap_param_gather", self.overlap_param_gather)) if v is not None},
         }
 
     def digest(self) -> str:
@@ -187,6 +205,8 @@ def build_space(
     block_kind: str = DEFAULT_BLOCK_KIND,
     model_name: str = "the model",
     cluster_name: str = "the cluster",
+    overlap_grad_reduce: bool | None = None,
+    overlap_param_gather: bool | None = None,
 ) -> SearchSpace:
     """Build the space of one planning problem, or raise ConfigError saying why it is empty.
 
@@ -205,9 +225,14 @@ def build_space(
         block_kind: the profile's block class name; ``type:<it>`` is the even split (DeepSpeed's ``type:``
             method, Megatron's default). For the Megatron target ``--partition uniform`` means this split.
         model_name / cluster_name: how the messages of an empty space name the model and the cluster.
+        overlap_grad_reduce / overlap_param_gather: Megatron's overlap flags for every point (None: the target's).
     """
     fixed = fixed or Fixed()
     _raise(target_rule(target))
+    if overlap_grad_reduce is not None or overlap_param_gather is not None:  # as a ZeRO-1 point would take them
+        grad = overlap_defaults(target, 2, 1, overlap_grad_reduce)[0] if overlap_grad_reduce is None else overlap_grad_reduce
+        param = overlap_defaults(target, 2, 1, grad)[1] if overlap_param_gather is None else overlap_param_gather
+        _raise(overlap_rule(rules_for(target, 2), grad, param, 1))
     for name in ("gpus", "global_batch_size", "num_blocks", "max_micro_batch_size"):
         if locals()[name] < 1:
             raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {locals()[name]}")
@@ -242,7 +267,8 @@ def build_space(
     space = SearchSpace(
         gpus=gpus, global_batch_size=global_batch_size, num_blocks=num_blocks, target=target, dtype=dtype,
         layouts=layouts, micro_batch_sizes=mbs, zero_stages=zeros, recomputes=recomputes, schedules=schedules,
-        vpps=vpps, partitions=partitions, sequence_parallel=sps,
+        vpps=vpps, partitions=partitions, sequence_parallel=sps, overlap_grad_reduce=overlap_grad_reduce,
+        overlap_param_gather=overlap_param_gather,
     )
     usable = tuple(lay for lay in layouts if next(space.configs_for(lay), None) is not None)
     if not usable:

@@ -43,6 +43,24 @@ def test_split_flags():
     assert parse_layout("Et*3|t*4|t*3|t*2L") == ["Ettt", "tttt", "ttt", "ttL"]
 
 
+def test_uneven_interleaved_chunks_as_a_compact_layout():
+    """126 blocks in pp 8 x vpp 8 chunks of two layers (E and L count as layers, as the balanced split puts them):
+    runs of equal chunks are written (stage|)*k, which unrolls to the same 64 chunks Megatron reads."""
+    roles = ["embedding"] + ["block"] * 126 + ["head"]
+    bounds = list(range(0, 129, 2))
+    flags = split_flags(roles, bounds, pp=8, vpp=8)
+    assert flags == ["--pipeline-model-parallel-layout", "Et|(t*2|)*62tL"]
+    stages = parse_layout(flags[1])
+    assert len(stages) == 64 and stages[0] == "Et" and stages[-1] == "tL" and set(stages[1:-1]) == {"tt"}
+    spec = PRESETS["gpt2-small"].replace(num_layers=126)
+    c = ParallelConfig(tp=1, pp=8, dp=2, num_microbatches=8, schedule="interleaved_1f1b", vpp=8, partition="balanced",
+                       target="megatron")
+    check_megatron_args(megatron_args(c, spec, roles=roles, boundaries=bounds), world_size=16)
+    # a run that reaches the last chunk stays spelled out; two equal chunks are not grouped
+    assert layout_string(ROLES_12, [0, 1, 5, 9, 13, 14]) == "E|(t*4|)*3L"
+    assert layout_string(ROLES_12, [0, 4, 8, 11, 14]) == "Et*3|t*4|t*3|t*2L"
+
+
 def test_every_megatron_config_passes_the_checker():
     spec = PRESETS["gpt2-small"]
     space = build_space(num_blocks=12, gpus=16, gpus_per_node=8, global_batch_size=64, num_heads=12,
