@@ -51,6 +51,10 @@ class RankRecord:
     param_count: int  # parameters held by this rank
     peak_memory_bytes: int  # CUDA: max_memory_allocated; CPU: the process's peak RSS (DeepSpeed's CPU accelerator)
     timers: dict[str, TimerStat]
+    # pptune.runtime.memory_probe; None in runs recorded before it
+    peak_allocated_bytes: int | None = None  # peak live tensor bytes (CUDA max_memory_allocated; CPU profiler)
+    peak_reserved_bytes: int | None = None  # CUDA max_memory_reserved; None on CPU
+    memory_source: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,6 +66,9 @@ class StageRecord:
     layer_stop: int
     param_count: int
     timers_ms: dict[str, float]  # timer name -> mean per-step total (ms)
+    peak_allocated_bytes: int | None = None  # the largest of its ranks' (None when a rank did not record it)
+    peak_reserved_bytes: int | None = None
+    estimated_memory_parts_bytes: dict[str, int] | None = None  # plan.json's estimate of this stage, when present
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,8 +133,10 @@ class Measured:
         return _parse(data, origin)
 
 
-def stage_records(ranks: list[RankRecord] | tuple[RankRecord, ...]) -> tuple[StageRecord, ...]:
-    """Group rank records by stage; timers are averaged over the stage's data-parallel ranks."""
+def stage_records(ranks: list[RankRecord] | tuple[RankRecord, ...],
+                  estimated_memory: list[dict[str, int]] | None = None) -> tuple[StageRecord, ...]:
+    """Group rank records by stage; timers are averaged over the stage's data-parallel ranks, memory is the
+    largest of theirs; ``estimated_memory`` (per stage) is the estimate's memory parts kept beside it."""
     out = []
     for stage in sorted({r.stage for r in ranks}):
         members = [r for r in ranks if r.stage == stage]
@@ -137,8 +146,17 @@ def stage_records(ranks: list[RankRecord] | tuple[RankRecord, ...]) -> tuple[Sta
         }
         first = members[0]
         out.append(StageRecord(stage=stage, layer_start=first.layer_start, layer_stop=first.layer_stop,
-                               param_count=first.param_count, timers_ms=timers))
+                               param_count=first.param_count, timers_ms=timers,
+                               peak_allocated_bytes=_largest(r.peak_allocated_bytes for r in members),
+                               peak_reserved_bytes=_largest(r.peak_reserved_bytes for r in members),
+                               estimated_memory_parts_bytes=(estimated_memory[stage] if estimated_memory
+                                                             and stage < len(estimated_memory) else None)))
     return tuple(out)
+
+
+def _largest(values: Any) -> int | None:
+    values = list(values)
+    return None if not values or any(v is None for v in values) else max(values)
 
 
 def save_measured(measured: Measured, path: str | os.PathLike) -> Path:
@@ -207,7 +225,26 @@ def _parse_rank(raw: Any, origin: str) -> RankRecord:
                                  calls_per_step=float(_field(stat, "calls_per_step", _NUM, where)))
     ints = {k: _field(raw, k, _INT, origin) for k in ("rank", "stage", "dp_rank", "layer_start", "layer_stop",
                                                       "num_forward_funcs", "param_count", "peak_memory_bytes")}
-    return RankRecord(**ints, timers=timers)
+    memory = {k: _field(raw, k, _INT, origin, optional=True) for k in ("peak_allocated_bytes", "peak_reserved_bytes")}
+    source = _field(raw, "memory_source", (str,), origin, optional=True)
+    return RankRecord(**ints, **memory, memory_source=source, timers=timers)
+
+
+def _estimated_memory(data: dict, origin: str) -> list[dict[str, int]] | None:
+    """The estimate's memory parts per stage, as saved beside the stages (absent in older files)."""
+    stages = data.get("stages")
+    if not isinstance(stages, list):
+        return None
+    out = []
+    for i, raw in enumerate(stages):
+        parts = raw.get("estimated_memory_parts_bytes") if isinstance(raw, dict) else None
+        if parts is None:
+            return None
+        if not isinstance(parts, dict):
+            raise SchemaError(f"{origin}: stages[{i}].estimated_memory_parts_bytes: expected an object, got {parts!r}")
+        out.append({str(k): _field(parts, k, _INT, f"{origin}: stages[{i}].estimated_memory_parts_bytes")
+                    for k in parts})
+    return out
 
 
 def _parse(data: Any, origin: str) -> Measured:
@@ -238,6 +275,7 @@ def _parse(data: Any, origin: str) -> Measured:
         schema_version=version, **ints, **strs, boundaries=boundaries,
         planned_boundaries=_int_list(data, "planned_boundaries", origin, optional=True),
         step_times_ms=tuple(float(s) for s in steps), final_loss=None if loss is None else float(loss),
-        deepspeed_timers=bool(data.get("deepspeed_timers", False)), stages=stage_records(ranks), ranks=ranks,
+        deepspeed_timers=bool(data.get("deepspeed_timers", False)), ranks=ranks,
+        stages=stage_records(ranks, _estimated_memory(data, origin)),
         threads=threads,
     )

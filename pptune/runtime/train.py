@@ -22,6 +22,7 @@ from typing import Any
 from pptune.errors import ConfigError, PptuneError
 from pptune.fileio import cpu_name
 from pptune.runtime.measured import MEASURED_FILE, Measured, RankRecord, save_measured, stage_records
+from pptune.runtime.memory_probe import MemoryProbe, estimated_memory_parts
 from pptune.runtime.plan_files import RunPlan, load_run_plan
 
 MODEL_SEED = 0  # every run of a plan starts from the same weights
@@ -48,7 +49,7 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
 
 
-def _rank_record(engine: Any, plan: RunPlan, timers: dict) -> dict:
+def _rank_record(engine: Any, plan: RunPlan, timers: dict, memory: MemoryProbe) -> dict:
     """What this rank built and timed, as a plain dict (sent to rank 0 with all_gather_object)."""
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
@@ -66,7 +67,7 @@ def _rank_record(engine: Any, plan: RunPlan, timers: dict) -> dict:
     record = RankRecord(
         rank=rank, stage=int(stage), dp_rank=int(dp_rank), layer_start=start, layer_stop=stop, num_forward_funcs=built,
         param_count=sum(p.numel() for p in module.parameters()),
-        peak_memory_bytes=int(get_accelerator().max_memory_allocated()), timers=timers,
+        peak_memory_bytes=int(get_accelerator().max_memory_allocated()), timers=timers, **memory.record_fields(),
     )
     return {"record": record, "parts": parts}
 
@@ -80,8 +81,8 @@ def _optimizer_name(optimizer: Any) -> str:
     return f"{outer}({type(inner).__name__})" if inner is not None and inner is not optimizer else outer
 
 
-def _timed_steps(engine: Any, plan: RunPlan, args: argparse.Namespace, step_timers: Any, *, vocab_size: int
-                 ) -> tuple[list[float], float]:
+def _timed_steps(engine: Any, plan: RunPlan, args: argparse.Namespace, step_timers: Any, *, vocab_size: int,
+                 memory: MemoryProbe) -> tuple[list[float], float]:
     """Warm-up, then the timed steps; returns rank 0's step times (ms) and the last loss."""
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
@@ -102,6 +103,7 @@ def _timed_steps(engine: Any, plan: RunPlan, args: argparse.Namespace, step_time
         dist.barrier()  # the step ends when the slowest rank is done
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         loss = float(loss_t)
+        memory.step_done()
         if step < args.warmup:
             step_timers.discard()
         else:
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> Path | None:
     world = dist.get_world_size()
     if world != plan.world_size:
         raise ConfigError(f"world size {world} != plan's pp {plan.pp} * tp {plan.tp} * dp {plan.dp} = {plan.world_size}")
+    memory = MemoryProbe(device).start()  # before the model exists: its weights are live tensors too
     torch.manual_seed(MODEL_SEED)
     module, vocab_size = build_module(plan)
     engine = initialize(plan, module, ds_timers=args.ds_timers)
@@ -140,8 +143,8 @@ def run(args: argparse.Namespace) -> Path | None:
     if ds_timers is not None:
         sources.append(ds_timers)
     step_timers = StepTimers(sources)
-    times_ms, loss = _timed_steps(engine, plan, args, step_timers, vocab_size=vocab_size)
-    mine = _rank_record(engine, plan, step_timers.stats())
+    times_ms, loss = _timed_steps(engine, plan, args, step_timers, vocab_size=vocab_size, memory=memory)
+    mine = _rank_record(engine, plan, step_timers.stats(), memory)
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, mine)
     out = None
@@ -156,7 +159,8 @@ def run(args: argparse.Namespace) -> Path | None:
             zero_stage=plan.zero_stage, activation_checkpoint_interval=plan.activation_checkpoint_interval,
             optimizer=_optimizer_name(engine.optimizer),
             warmup=args.warmup, step_times_ms=tuple(times_ms), final_loss=loss if math.isfinite(loss) else None,
-            deepspeed_timers=ds_timers is not None, stages=stage_records(ranks), ranks=ranks,
+            deepspeed_timers=ds_timers is not None, ranks=ranks,
+            stages=stage_records(ranks, estimated_memory_parts(plan.plan_dir)),
             device=device, device_name=_device_name(device), threads=torch.get_num_threads() if device == "cpu" else None,
             torch_version=torch.__version__, deepspeed_version=deepspeed.__version__,
             date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
