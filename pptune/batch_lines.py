@@ -22,12 +22,13 @@ BATCH_KEYS = {
     "model": "model", "cluster": "cluster", "gpus": "gpus", "tp": "tp", "pp": "pp", "dp": "dp",
     "micro_batch_size": "micro_batch_size", "global_batch_size": "global_batch_size", "schedule": "schedule",
     "vpp": "vpp", "zero": "zero", "recompute": "recompute", "partition": "partition", "dtype": "dtype",
-    "target": "target", "sequence_parallel": "sequence_parallel",
+    "target": "target", "sequence_parallel": "sequence_parallel", "attention": "attention",
+    "overlap_grad_reduce": "overlap_grad_reduce", "overlap_param_gather": "overlap_param_gather",
 }
 # Batch keys whose value must be a string (beside the integers build_item checks); cluster may be an object.
-TEXT_KEYS = ("model", "schedule", "recompute", "partition", "dtype", "target")
+TEXT_KEYS = ("model", "schedule", "recompute", "partition", "dtype", "target", "attention")
 # Batch keys whose value must be a JSON boolean.
-BOOL_KEYS = ("sequence_parallel",)
+BOOL_KEYS = ("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather")
 # Batch keys whose value must be a positive integer.
 INT_KEYS = ("tp", "pp", "dp", "micro_batch_size", "vpp", "gpus", "global_batch_size")
 
@@ -120,14 +121,16 @@ def build_item(item: dict[str, Any]):
         global_batch_size=item["global_batch_size"], micro_batch_size=item["micro_batch_size"], dp=dp, tp=tp, pp=pp,
         schedule=item["schedule"], vpp=item["vpp"], zero_stage=item["zero"], recompute=item["recompute"],
         dtype=item["dtype"], partition=item["partition"], sequence_parallel=bool(item["sequence_parallel"]),
-        target=item["target"],
+        target=item["target"], overlap_grad_reduce=item.get("overlap_grad_reduce"),
+        overlap_param_gather=item.get("overlap_param_gather"),
     )
     spec = item["cluster"]
     # A cluster that states its size is taken as it is (estimate then checks tp*pp*dp against it);
     # a preset or an unsized file describes a node type and is sized to the job.
     cluster = load_cluster(spec) if _states_size(spec) else load_cluster(spec, num_gpus=world)
     profile = profile_for(item["model"], cluster, tp=tp, dtype=config.dtype,
-                          micro_batch_sizes=(config.micro_batch_size,), sequence_parallel=config.sequence_parallel)
+                          micro_batch_sizes=(config.micro_batch_size,), sequence_parallel=config.sequence_parallel,
+                          attention=item.get("attention"))
     return profile, cluster, config
 
 

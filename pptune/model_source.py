@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from pptune.errors import SchemaError
 from pptune.hardware import Cluster
-from pptune.model.spec import TransformerSpec, resolve_spec
+from pptune.model.spec import TransformerSpec, resolve_spec, with_attention
 from pptune.profile.analytic import KIND_BLOCK
 from pptune.profile.schema import Profile, load_profile
+from pptune.profile.source import check_profile_attention
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,6 +27,7 @@ class ModelSource:
     seq_len: int
     profile_path: str | None  # a measured (or saved) profile file, else None (analytic)
     block_kind: str  # class name of the blocks (DeepSpeed's ``type:`` partition matches it)
+    attention: str | None = None  # the attention kernel asked for (None: the spec's or the profile's own)
 
     @property
     def num_heads(self) -> int | None:
@@ -39,7 +41,8 @@ class ModelSource:
         """The profile the cost model uses at ``tp`` (loaded file, or analytic for the cluster's GPU)."""
         from pptune.profile.source import profile_for
 
-        return profile_for(self.text, cluster, tp=tp, dtype=dtype, micro_batch_sizes=micro_batch_sizes)
+        return profile_for(self.text, cluster, tp=tp, dtype=dtype, micro_batch_sizes=micro_batch_sizes,
+                           attention=self.attention)
 
     def profile_label(self, cluster: Cluster) -> str:
         """What plan.json records as the profile: the file path or ``analytic:<gpu>``."""
@@ -50,8 +53,11 @@ def _is_profile_path(text: str) -> bool:
     return text.endswith(".json")  # as profile_for decides
 
 
-def resolve_model(model_or_profile: str) -> ModelSource:
-    """Resolve a preset name, a spec string or a profile path (ConfigError/SchemaError in one line otherwise)."""
+def resolve_model(model_or_profile: str, *, attention: str | None = None) -> ModelSource:
+    """Resolve a preset name, a spec string or a profile path (ConfigError/SchemaError in one line otherwise).
+
+    ``attention``: the kernel asked for (``flash``/``unfused``); a profile file must have been made with it.
+    """
     if _is_profile_path(model_or_profile):
         profile = load_profile(model_or_profile)
         blocks = sum(1 for layer in profile.layers if layer.role == "block")
@@ -59,8 +65,10 @@ def resolve_model(model_or_profile: str) -> ModelSource:
             raise SchemaError(f"{model_or_profile}: the profile lists no layer with role 'block'")
         spec = TransformerSpec.from_dict(profile.spec) if profile.spec else None
         kinds = sorted({layer.kind for layer in profile.layers if layer.role == "block"})
+        check_profile_attention(model_or_profile, profile, attention)
         return ModelSource(text=model_or_profile, name=profile.model, spec=spec, num_blocks=blocks,
-                           seq_len=profile.seq_len, profile_path=model_or_profile, block_kind="|".join(kinds))
-    spec = resolve_spec(model_or_profile)
+                           seq_len=profile.seq_len, profile_path=model_or_profile, block_kind="|".join(kinds),
+                           attention=attention)
+    spec = with_attention(model_or_profile, resolve_spec(model_or_profile), attention)
     return ModelSource(text=model_or_profile, name=spec.name, spec=spec, num_blocks=spec.num_layers,
-                       seq_len=spec.seq_len, profile_path=None, block_kind=KIND_BLOCK)
+                       seq_len=spec.seq_len, profile_path=None, block_kind=KIND_BLOCK, attention=attention)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pptune.errors import ConfigError
-from pptune.targets import SCHEDULES, check
+from pptune.targets import SCHEDULES, TARGETS, check, overlap_defaults
 
 Schedule = Literal["gpipe", "1f1b", "interleaved_1f1b", "zb_h1"]
 Dtype = Literal["fp32", "bf16", "fp16"]
@@ -31,6 +31,7 @@ class ParallelConfig:
     tp: int = 1
     pp: int = 1
     dp: int = 1
+    cp: int = 1  # Megatron context parallelism: each sequence split over cp ranks (world = tp x cp x pp x dp)
     micro_batch_size: int = 1
     num_microbatches: int = 1
     schedule: Schedule = "1f1b"
@@ -41,9 +42,13 @@ class ParallelConfig:
     partition: str = "parameters"
     sequence_parallel: bool = False  # Megatron sequence parallelism (tp > 1 only)
     target: Target = "deepspeed"
+    # Megatron's --overlap-grad-reduce / --overlap-param-gather; None: the target's default (TargetRules), which
+    # __post_init__ writes in, so a config always states what it prices. DeepSpeed always reduces after the backward.
+    overlap_grad_reduce: bool | None = None
+    overlap_param_gather: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp", "micro_batch_size", "num_microbatches", "vpp"):
+        for name in ("tp", "pp", "dp", "cp", "micro_batch_size", "num_microbatches", "vpp"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -53,13 +58,24 @@ class ParallelConfig:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"zero stage must be 0, 1, 2 or 3, got {self.zero_stage!r}")
+        if self.target in TARGETS:  # an unknown target: check() below names it
+            grad, param = overlap_defaults(self.target, self.pp, self.zero_stage, self.overlap_grad_reduce)
+            object.__setattr__(self, "overlap_grad_reduce", grad if self.overlap_grad_reduce is None else self.overlap_grad_reduce)
+            object.__setattr__(self, "overlap_param_gather", param if self.overlap_param_gather is None else self.overlap_param_gather)
         check(self, step=False)  # the target rules (pptune.targets), one wording each
         _ = self.recompute_interval  # validates the recompute string
         _check_partition(self.partition)
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.pp * self.dp
+
+    @property
+    def dp_cp(self) -> int:
+        """Ranks of Megatron's data-parallel group with context parallelism: gradients are reduced and the
+        distributed optimizer shards over dp x cp (``get_data_parallel_group(with_context_parallel=True)``), and in
+        the rank order tp-cp-dp-pp those ranks are one group of stride tp, as a dp group of that size would be."""
+        return self.dp * self.cp
 
     @property
     def global_batch_size(self) -> int:
@@ -82,6 +98,12 @@ class ParallelConfig:
         return int(m.group(1))
 
     def replace(self, **changes: object) -> ParallelConfig:
+        """A copy with ``changes``; an overlap knob at its target's default follows a new target, pp or ZeRO stage."""
+        grad, param = overlap_defaults(self.target, self.pp, self.zero_stage, self.overlap_grad_reduce)
+        if "overlap_grad_reduce" not in changes and self.overlap_grad_reduce == grad:
+            changes["overlap_grad_reduce"] = None
+        if "overlap_param_gather" not in changes and self.overlap_param_gather == param:
+            changes["overlap_param_gather"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -90,8 +112,9 @@ class ParallelConfig:
     def label(self) -> str:
         """A short human label, e.g. ``tp2 pp4 dp1 mbs2 m16 1f1b z1 full uniform``."""
         vpp = f" v{self.vpp}" if self.vpp > 1 else ""
+        cp = f" cp{self.cp}" if self.cp > 1 else ""
         return (
-            f"tp{self.tp} pp{self.pp} dp{self.dp} mbs{self.micro_batch_size} m{self.num_microbatches} "
+            f"tp{self.tp}{cp} pp{self.pp} dp{self.dp} mbs{self.micro_batch_size} m{self.num_microbatches} "
             f"{self.schedule}{vpp} z{self.zero_stage} {self.recompute} {self.partition}"
         )
 

@@ -61,3 +61,17 @@ def test_from_global_batch_applies_deepspeeds_batch_rule():
     assert c.num_microbatches == 8 and c.pp == 2
     with pytest.raises(ConfigError, match="global batch 60 is not divisible by micro batch 4 \\* dp 4 = 16"):
         ParallelConfig.from_global_batch(global_batch_size=60, micro_batch_size=4, dp=4)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    (dict(overlap_grad_reduce=True), "DeepSpeed's engine reduces gradients after the backward: overlap_grad_reduce needs --target megatron"),
+    (dict(pp=2, overlap_param_gather=True), "DeepSpeed's pipeline engine reduces gradients after the backward: overlap_param_gather needs --target megatron"),
+    (dict(target="megatron", overlap_param_gather=True), "--overlap-param-gather needs the distributed optimizer (ZeRO 1)"),
+    (dict(target="megatron", zero_stage=1, overlap_grad_reduce=False, overlap_param_gather=True),
+     "--overlap-param-gather needs --overlap-grad-reduce"),
+    (dict(target="megatron", overlap_grad_reduce=1), "overlap_grad_reduce must be true or false, got 1"),
+])
+def test_overlap_knobs_follow_the_target_rules(kw, message):
+    with pytest.raises(ConfigError) as exc:
+        ParallelConfig(**kw)
+    assert str(exc.value) == message

@@ -296,7 +296,7 @@ class RowGroup:
         for i, (t, b, c) in enumerate(zip(self.tables, self.bounds, self.configs, strict=True)):
             # The terms depend on the table's parameters (the same for every table of one tp), not its micro-batch
             # size; b is one object per distinct split (estimate_many interns them).
-            key = (c.tp, id(b), c.zero_stage, c.target, c.dtype, c.dp)
+            key = (c.tp, id(b), c.zero_stage, c.target, c.dtype, c.dp, c.overlap_grad_reduce, c.overlap_param_gather)
             j = distinct.get(key)
             if j is None:
                 j = distinct[key] = len(states)

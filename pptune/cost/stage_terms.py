@@ -49,12 +49,13 @@ def stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConf
                 cache: CostCache) -> StageTerms:
     """Per stage: tied all-reduce and DP sync after the last op, optimizer step, model states (kept in ``cache``)."""
     key = (table.param_count, table.tied_param_count, table.head_index, table.embedding_index, bounds,
-           config.zero_stage, config.target, config.dtype, config.dp, config.tp, cache.fingerprint(cluster))
+           config.zero_stage, config.target, config.dtype, config.dp_cp, config.tp, config.overlap_grad_reduce,
+           config.overlap_param_gather, cache.fingerprint(cluster))
     return cache.get("stage_terms", key, lambda: _stage_terms(table, bounds, config, cluster))
 
 
 def _stage_terms(table: LayerTable, bounds: tuple[int, ...], config: ParallelConfig, cluster: Cluster) -> StageTerms:
-    pp, dp = config.pp, config.dp
+    pp, dp = config.pp, config.dp_cp  # ZeRO shards over dp x cp (Megatron's data-parallel group with cp)
     params = [stage_params(table, bounds, pp, s) for s in range(pp)]
     w_b, g_b, o_b = bytes_per_param(config)
     sync = stage_sync(table, bounds, config, cluster, params)
@@ -76,7 +77,7 @@ def stage_params(table: LayerTable, bounds: tuple[int, ...], pp: int, stage: int
 
 def optimizer_ms(params: int, config: ParallelConfig, cluster: Cluster) -> float:
     """The optimizer step of a stage with ``params`` parameters per GPU (memory-bound)."""
-    owned = params / config.dp if optimizer_partitioned(config) else params
+    owned = params / config.dp_cp if optimizer_partitioned(config) else params
     per_param = OPTIMIZER_BYTES_PER_PARAM["fp32" if config.dtype == "fp32" else "mixed"]
     gpu = cluster.gpu
     return owned * per_param / (gpu.hbm_gbps * gpu.memory_efficiency * 1e6)

@@ -23,7 +23,7 @@ from torch import nn
 
 from pptune.errors import ConfigError
 from pptune.model.layers import build_layers, pipeline_loss
-from pptune.model.spec import _FAMILIES, PRESETS, TransformerSpec, resolve_spec
+from pptune.model.spec import PRESETS, TransformerSpec, is_spec_model, resolve_spec
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 BUILD_SEED = 0  # layers are built from a fixed seed so two profiles of one model see the same weights
@@ -63,7 +63,7 @@ def load_model_layers(model: str, seq_len: int | None = None) -> ModelLayers:
         raise ConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
     if model.startswith("hf:"):
         return _from_hf(model, seq_len)
-    if model in PRESETS or model.split(":", 1)[0] in _FAMILIES:
+    if is_spec_model(model):
         return _from_spec(model, resolve_spec(model), seq_len)
     if _FACTORY.match(model):
         return _from_factory(model, seq_len)
@@ -74,6 +74,10 @@ def load_model_layers(model: str, seq_len: int | None = None) -> ModelLayers:
 
 
 def _from_spec(name: str, spec: TransformerSpec, seq_len: int | None) -> ModelLayers:
+    if spec.attention != "flash":  # pptune.model.blocks.attend: torch's fused scaled_dot_product_attention
+        raise ConfigError(f"model {name!r}: attention={spec.attention} is an analytic-profile input (pptune estimate/plan); "
+                          "pptune's layers run torch's fused scaled_dot_product_attention, so a measured profile "
+                          "times that kernel")
     if seq_len is not None and spec.position == "learned" and seq_len > spec.seq_len:
         raise ConfigError(
             f"model {name!r}: seq_len {seq_len} is longer than its {spec.seq_len} learned positions"

@@ -12,6 +12,8 @@ from pptune.limits import check_model
 Norm = Literal["layernorm", "rmsnorm"]
 Mlp = Literal["gelu", "swiglu"]
 Position = Literal["learned", "rope"]
+Attention = Literal["flash", "unfused"]
+ATTENTION_KERNELS: tuple[str, ...] = ("flash", "unfused")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,6 +32,9 @@ class TransformerSpec:
     norm: Norm = "layernorm"
     mlp: Mlp = "gelu"
     position: Position = "learned"
+    # The attention kernel an analytic profile prices (pptune.profile.analytic): a fused flash-style kernel, or
+    # unfused Megatron-style softmax over the s x s scores (Megatron before flash attention, --attention-backend unfused).
+    attention: Attention = "flash"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -58,6 +63,8 @@ class TransformerSpec:
             raise ConfigError(f"model {self.name!r}: mlp must be gelu or swiglu, got {self.mlp!r}")
         if self.position not in ("learned", "rope"):
             raise ConfigError(f"model {self.name!r}: position must be learned or rope, got {self.position!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ConfigError(f"model {self.name!r}: attention must be flash or unfused, got {self.attention!r}")
 
     @property
     def kv_heads(self) -> int:
@@ -160,8 +167,9 @@ PRESETS: dict[str, TransformerSpec] = {
 _SPEC_KEYS = {
     "layers": "num_layers", "hidden": "hidden_size", "heads": "num_heads", "kv_heads": "num_kv_heads",
     "ffn": "ffn_hidden_size", "vocab": "vocab_size", "seq": "seq_len", "tied": "tied_embeddings",
-    "norm": "norm", "mlp": "mlp", "position": "position", "name": "name",
+    "norm": "norm", "mlp": "mlp", "position": "position", "name": "name", "attention": "attention",
 }
+_TEXT_FIELDS = ("norm", "mlp", "position", "name", "attention")
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 _MAX_DIGITS = 100  # far beyond every bound in pptune.limits (which then names it); keeps int() of a hostile string cheap
 _FAMILIES = {"gpt": {}, "llama": {"tied_embeddings": False, "norm": "rmsnorm", "mlp": "swiglu", "position": "rope"}}
@@ -170,14 +178,29 @@ _FAMILIES = {"gpt": {}, "llama": {"tied_embeddings": False, "norm": "rmsnorm", "
 def parse_spec(text: str) -> TransformerSpec:
     """A spec string ``gpt:layers=96,hidden=12288,heads=96,seq=2048,vocab=51200`` (ffn defaults to 4*hidden).
 
-    The family (``gpt`` or ``llama``) sets norm, MLP, position and tying; keys override them.
+    The family (``gpt`` or ``llama``) sets norm, MLP, position and tying; keys override them. ``attention=unfused``
+    prices the unfused attention kernel (default ``flash``).
     """
     family, sep, body = text.partition(":")
     if not sep or family not in _FAMILIES:
         raise ConfigError(f"model spec {text!r}: expected '<gpt|llama>:layers=..,hidden=..,heads=..'")
     values: dict[str, object] = dict(_FAMILIES[family])
+    _apply_items(text, body.split(","), values)
+    for key in ("layers", "hidden", "heads"):
+        if _SPEC_KEYS[key] not in values:
+            raise ConfigError(f"model spec {text!r}: missing {key}=")
+    hidden = int(values["hidden_size"])  # type: ignore[arg-type]
+    values.setdefault("ffn_hidden_size", 4 * hidden if family == "gpt" else _llama_ffn(hidden))
+    values.setdefault("vocab_size", 50257 if family == "gpt" else 32000)
+    values.setdefault("seq_len", 2048)
+    values.setdefault("name", text)
+    return TransformerSpec(**values)  # type: ignore[arg-type]
+
+
+def _apply_items(text: str, items: list[str], values: dict[str, object]) -> None:
+    """Set the fields ``key=value`` items name (spec-string keys) in ``values``; ConfigError names a bad one."""
     seen: set[str] = set()
-    for item in filter(None, body.split(",")):
+    for item in filter(None, items):
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or key not in _SPEC_KEYS:
@@ -186,7 +209,7 @@ def parse_spec(text: str) -> TransformerSpec:
             raise ConfigError(f"model spec {text!r}: {key}= is given twice")
         seen.add(key)
         field, raw = _SPEC_KEYS[key], raw.strip()
-        if field in ("norm", "mlp", "position", "name"):
+        if field in _TEXT_FIELDS:
             values[field] = raw
         elif field == "tied_embeddings":
             if raw.lower() not in _BOOLEANS:
@@ -197,14 +220,20 @@ def parse_spec(text: str) -> TransformerSpec:
             if not (raw.isascii() and raw.isdecimal() and len(raw) <= _MAX_DIGITS) or int(raw) < 1:
                 raise ConfigError(f"model spec {text!r}: {key} must be a positive integer, got {key}={raw!r}")
             values[field] = int(raw)
-    for key in ("layers", "hidden", "heads"):
-        if _SPEC_KEYS[key] not in values:
-            raise ConfigError(f"model spec {text!r}: missing {key}=")
-    hidden = int(values["hidden_size"])  # type: ignore[arg-type]
-    values.setdefault("ffn_hidden_size", 4 * hidden if family == "gpt" else _llama_ffn(hidden))
-    values.setdefault("vocab_size", 50257 if family == "gpt" else 32000)
-    values.setdefault("seq_len", 2048)
-    values.setdefault("name", text)
+
+
+def parse_preset(text: str) -> TransformerSpec:
+    """A preset with changed keys, ``gpt3-175b?attention=unfused`` or ``gpt2-medium?seq=512&attention=unfused``.
+
+    The keys are the spec string's; the name stays the text as given (so two variants are not the same model).
+    """
+    name, _, query = text.partition("?")
+    if name not in PRESETS:
+        raise ConfigError(f"model {text!r}: unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    values = PRESETS[name].to_dict()
+    _apply_items(text, query.split("&"), values)
+    if values["name"] == name:
+        values["name"] = text
     return TransformerSpec(**values)  # type: ignore[arg-type]
 
 
@@ -230,7 +259,7 @@ def resolve_spec(name_or_spec: str) -> TransformerSpec:
 
 def is_spec_model(text: str) -> bool:
     """Whether ``text`` names a preset or is a spec string (``gpt:...`` / ``llama:...``), valid or not."""
-    return text in PRESETS or (":" in text and text.split(":", 1)[0] in _FAMILIES)
+    return text.partition("?")[0] in PRESETS or (":" in text and text.split(":", 1)[0] in _FAMILIES)
 
 
 def spec_or_none(text: str) -> TransformerSpec | None:
@@ -241,6 +270,23 @@ def spec_or_none(text: str) -> TransformerSpec | None:
     """
     if text in PRESETS:
         return PRESETS[text]
+    if text.partition("?")[0] in PRESETS:
+        return parse_preset(text)
     if is_spec_model(text):
         return parse_spec(text)
     return None
+
+
+def with_attention(text: str, spec: TransformerSpec, attention: str | None) -> TransformerSpec:
+    """``spec`` (parsed from ``text``) with the attention kernel a command line asks for (None: the spec's own).
+
+    Raises:
+        ConfigError: an unknown kernel, or one that contradicts an ``attention=`` the model text states.
+    """
+    if attention is None or attention == spec.attention:
+        return spec
+    if attention not in ATTENTION_KERNELS:
+        raise ConfigError(f"attention must be flash or unfused, got {attention!r}")
+    if "attention=" in text:
+        raise ConfigError(f"model {text!r} states attention={spec.attention} but attention {attention} was asked for")
+    return spec.replace(attention=attention)

@@ -132,7 +132,7 @@ def analytic_profile(
     micro_batch_sizes: Iterable[int] = (1, 2, 4, 8),
     sequence_parallel: bool = False,
     seq_len: int | None = None,
-    flash_attention: bool = True,
+    flash_attention: bool | None = None,
 ) -> Profile:
     """A Profile of ``spec`` on one ``gpu`` of a ``tp``-way tensor-parallel group, computed, not measured.
 
@@ -144,7 +144,8 @@ def analytic_profile(
         micro_batch_sizes: the sizes to tabulate (the cost model interpolates between them).
         sequence_parallel: split norms, residuals and their activations along the sequence (Megatron SP).
         seq_len: sequence length; the spec's by default.
-        flash_attention: fused attention without ``s x s`` scores (the default), or the unfused kernel.
+        flash_attention: fused attention without ``s x s`` scores, or the unfused kernel; None: the spec's
+            ``attention`` (flash by default). Given, it is written into the profile's spec.
 
     Raises:
         ConfigError: tp does not divide the heads or FFN width, an unknown dtype, bad micro-batch sizes.
@@ -159,6 +160,10 @@ def analytic_profile(
         raise ConfigError(f"micro-batch sizes must be positive integers, got {list(micro_batch_sizes)}")
     if seq_len is not None and seq_len != spec.seq_len:
         spec = spec.replace(seq_len=seq_len)
+    if flash_attention is None:
+        flash_attention = spec.attention == "flash"
+    elif spec.attention != ("flash" if flash_attention else "unfused"):
+        spec = spec.replace(attention="flash" if flash_attention else "unfused")
     s, sp = spec.seq_len, sequence_parallel
     for b in sizes:
         check_micro_batch(b, seq_len=s)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pptune.errors import ConfigError
 from pptune.hardware import GPU, Cluster, load_cluster
-from pptune.model.spec import TransformerSpec, is_spec_model, resolve_spec
+from pptune.model.spec import TransformerSpec, is_spec_model, resolve_spec, with_attention
 from pptune.profile.analytic import analytic_profile
 from pptune.profile.scale import compute_scale_of, scaled_profile
 from pptune.profile.schema import Profile, load_profile
@@ -28,6 +28,7 @@ def profile_for(
     dtype: str = "bf16",
     micro_batch_sizes: Iterable[int] = (1, 2, 4, 8),
     sequence_parallel: bool = False,
+    attention: str | None = None,
 ) -> Profile:
     """The profile to plan ``model_or_profile`` with.
 
@@ -38,6 +39,8 @@ def profile_for(
             GPU at this ``tp``).
         cluster: a Cluster, a GPU, or a cluster preset name or file.
         tp, dtype, micro_batch_sizes, sequence_parallel: the analytic profile's shape (see ``analytic_profile``).
+        attention: ``flash`` or ``unfused`` for a preset or spec string (None: the spec's own, flash unless it
+            says ``attention=unfused``); a profile file's kernel is the one it was made with, so another is refused.
 
     Raises:
         SchemaError: a malformed profile or cluster file.
@@ -51,15 +54,29 @@ def profile_for(
             stat = None  # load_profile reports the missing file with its one-line SchemaError
         if stat is None:
             return load_profile(path)
-        return _calibrated(_load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size), cluster)
+        profile = _load_cached(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+        check_profile_attention(model_or_profile, profile, attention)
+        return _calibrated(profile, cluster)
     try:
         spec = resolve_spec(model_or_profile)
     except ConfigError as exc:
         if is_spec_model(model_or_profile) or model_or_profile.startswith("hf:"):
             raise  # the spec's own problem (layers=0), or the hf: hint that already names profile files
         raise ConfigError(f"{exc}; or a profile file (*.json) made by 'pptune profile'") from None
+    spec = with_attention(model_or_profile, spec, attention)
     gpu = cluster if isinstance(cluster, GPU) else load_cluster(cluster).gpu
     return _analytic_cached(spec, gpu, tp, dtype, tuple(sorted(set(micro_batch_sizes))), sequence_parallel)
+
+
+def check_profile_attention(path: str, profile: Profile, attention: str | None) -> None:
+    """A profile's attention is what it was made with (its spec's ``attention``): asking for another is an error."""
+    if attention is None:
+        return
+    made = (profile.spec or {}).get("attention")
+    if made != attention:
+        what = f"was made with {made} attention" if made else "does not record its attention kernel"
+        raise ConfigError(f"profile {path} ({profile.source}) {what}: --attention {attention} applies to a preset "
+                          "or spec string (e.g. 'gpt3-175b?attention=unfused')")
 
 
 _SCALED: dict[tuple[int, float], tuple[Profile, Profile]] = {}

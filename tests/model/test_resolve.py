@@ -140,3 +140,8 @@ def test_factory_module_that_does_not_import():
 def test_infer_roles():
     mods = [torch.nn.Embedding(2, 2), torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
     assert infer_roles(mods) == ["embedding", "block", "other", "block", "head"]
+
+
+def test_unfused_attention_is_refused_for_pptunes_own_layers():
+    with pytest.raises(ConfigError, match="attention=unfused is an analytic-profile input"):
+        load_model_layers("gpt:layers=1,hidden=32,heads=2,attention=unfused")

@@ -87,3 +87,35 @@ def test_spec_or_none_names_the_bad_value_and_passes_other_forms() -> None:
 def test_llama3_405b_shape_is_within_the_bounds() -> None:
     spec = parse_spec("llama:layers=126,hidden=16384,heads=128,kv_heads=8,ffn=53248,seq=131072,vocab=256000")
     assert spec.param_count > 400e9
+
+
+def test_attention_is_a_spec_input_of_spec_strings_and_presets():
+    from pptune.model.spec import resolve_spec, with_attention
+
+    assert resolve_spec("gpt:layers=2,hidden=64,heads=4").attention == "flash"
+    unfused = resolve_spec("gpt:layers=2,hidden=64,heads=4,attention=unfused")
+    assert unfused.attention == "unfused" and unfused.num_layers == 2
+    preset = resolve_spec("gpt3-175b?attention=unfused")
+    assert preset.attention == "unfused" and preset.num_layers == 96 and preset.name == "gpt3-175b?attention=unfused"
+    assert resolve_spec("gpt2-medium?seq=512&attention=unfused").seq_len == 512
+    with pytest.raises(ConfigError, match="attention must be flash or unfused, got 'fused'"):
+        resolve_spec("gpt:layers=2,hidden=64,heads=4,attention=fused")
+    with pytest.raises(ConfigError, match="unknown model 'gpt9\\?attention=unfused'"):
+        resolve_spec("gpt9?attention=unfused")
+    # the command line's kernel applies unless the text states another
+    assert with_attention("gpt2-small", PRESETS["gpt2-small"], "unfused").attention == "unfused"
+    with pytest.raises(ConfigError, match="states attention=unfused but attention flash was asked for"):
+        with_attention("gpt3-175b?attention=unfused", preset, "flash")
+
+
+def test_unfused_attention_prices_the_s_by_s_scores():
+    from pptune.hardware import load_cluster
+    from pptune.model.spec import resolve_spec
+    from pptune.profile.analytic import analytic_profile
+
+    gpu = load_cluster("a100-80g").gpu
+    flash = analytic_profile(resolve_spec("gpt3-1.3b"), gpu, micro_batch_sizes=(1,))
+    unfused = analytic_profile(resolve_spec("gpt3-1.3b?attention=unfused"), gpu, micro_batch_sizes=(1,))
+    explicit = analytic_profile(resolve_spec("gpt3-1.3b"), gpu, micro_batch_sizes=(1,), flash_attention=False)
+    assert unfused.layers[1].timings[0].fwd_ms > flash.layers[1].timings[0].fwd_ms
+    assert explicit.layers[1].timings == unfused.layers[1].timings and explicit.spec["attention"] == "unfused"
