@@ -107,3 +107,20 @@ def test_cli_reports_measured_vs_predicted_best(tmp_path: Path, monkeypatch: pyt
     rows = (out / "tune.csv").read_text().splitlines()
     assert rows[0].startswith("trial,state,label,predicted_rank") and len(rows) == 3
     assert main(["tune", MODEL, "--gpus", "0", "--global-batch-size", "4", "--cluster", "local-cpu"]) == 2
+
+
+def test_tune_tries_tensor_parallel_configurations(tmp_path: Path) -> None:
+    # pptune's runtime has tensor-parallel layers: tp 2 trials are written as runnable plan directories.
+    from pptune.runtime.plan_files import load_run_plan
+    from pptune.runtime.topology import check_tensor_parallel
+
+    runs = FakeRuns()
+    plan = PlanSettings(exhaustive=True, dtype="fp32", max_micro_batch_size=2)
+    wide = "gpt:layers=2,hidden=512,heads=8,seq=128,vocab=128"  # one sample per step: tp 2 is predicted fastest
+    result, study = tune(wide, cluster="local-cpu", gpus=2, global_batch_size=1, out_dir=tmp_path / "tp",
+                         settings=TuneSettings(top_k=2, trials=3), plan_settings=plan, run_plan=runs, log=lambda _: None)
+    assert {int(t) for t in result.ranking["tp"]} == {1, 2}
+    tp_trials = [t for t in study.trials if t.user_attrs.get("config", {}).get("tp") == 2 and "plan_dir" in t.user_attrs]
+    assert tp_trials and any(label.startswith("tp2") for label in runs.ran)
+    run = load_run_plan(tp_trials[0].user_attrs["plan_dir"])
+    assert run.tp == 2 and check_tensor_parallel(run) is not None

@@ -35,7 +35,8 @@ class BubbleCurve:
 
 def family(record: RunRecord) -> str:
     c = record.config
-    return f"pp{c.pp} {c.partition}" if c.pp > 1 else f"pp{c.pp} dp{c.dp}"
+    tp = f"tp{c.tp} " if c.tp > 1 else ""
+    return tp + (f"pp{c.pp} {c.partition}" if c.pp > 1 else f"pp{c.pp} dp{c.dp}")
 
 
 def scatter_series(records: Sequence[RunRecord], predicted_ms: Sequence[float] | None = None) -> tuple[ScatterGroup, ...]:

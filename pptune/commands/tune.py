@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pptune.commands.plan import default_out
     from pptune.errors import ConfigError
     from pptune.fileio import check_output_path
-    from pptune.planner import Fixed, PlanSettings
+    from pptune.planner import PlanSettings
     from pptune.tune import STUDY_FILE, TuneSettings, tune
     from pptune.tune_report import best_lines, predicted_best_label, predicted_ranks, table_lines, trial_rows, write_csv
 
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     result, study = tune(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
                          out_dir=out, settings=settings, storage=args.storage, resume=args.resume,
                          plan_settings=PlanSettings(exhaustive=True, dtype=args.dtype,
-                                                    max_micro_batch_size=args.max_micro_batch_size,
-                                                    fixed=Fixed(tp=1)),  # pptune's runtime layers: no tp
+                                                    max_micro_batch_size=args.max_micro_batch_size),
                          command=getattr(args, "command_line", None), log=lambda line: print(line, flush=True))
     rows = trial_rows(study, predicted_ranks(result.ranking))
     print("\n".join(table_lines(rows)))

@@ -27,7 +27,13 @@ from pptune.hardware import Cluster, load_cluster, save_cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile, load_profile, save_profile
-from pptune.validation.grid import DEFAULT_GLOBAL_BATCH, DEFAULT_MODEL, DEFAULT_PARTITIONS, local_grid
+from pptune.validation.grid import (
+    DEFAULT_GLOBAL_BATCH,
+    DEFAULT_MODEL,
+    DEFAULT_PARTITIONS,
+    correctness_only,
+    local_grid,
+)
 from pptune.validation.host_load import wait_for_quiet
 from pptune.validation.metrics import Accuracy, accuracy
 from pptune.validation.record import RunRecord
@@ -48,6 +54,7 @@ class LocalSettings:
     partitions: tuple[str, ...] = DEFAULT_PARTITIONS
     micro_batch_sizes: tuple[int, ...] | None = None  # default: powers of two up to the global batch
     data_parallel: bool = True
+    tensor_parallel: bool = True  # pp 1 x tp 2 rows and one pp 2 x tp 2 correctness row (grid.py)
     steps: int = 15
     warmup: int = 3
     timeout_s: float = 600.0
@@ -152,12 +159,17 @@ def _cluster(settings: LocalSettings, out: Path, spec: TransformerSpec | None, l
 
 def grid_configs(settings: LocalSettings) -> tuple[ParallelConfig, ...]:
     return local_grid(ranks=RANKS, global_batch_size=settings.global_batch_size, partitions=settings.partitions,
-                      micro_batch_sizes=settings.micro_batch_sizes, data_parallel=settings.data_parallel)
+                      micro_batch_sizes=settings.micro_batch_sizes, data_parallel=settings.data_parallel,
+                      tensor_parallel=settings.tensor_parallel)
 
 
 def score(records: tuple[RunRecord, ...], predicted: list[float] | None = None) -> Accuracy | None:
-    """Accuracy over the measured records (``predicted`` replaces their own predictions when given)."""
-    ok = [(r, p) for r, p in zip(records, predicted or [r.predicted_ms for r in records], strict=True) if r.ok]
+    """Accuracy over the measured records (``predicted`` replaces their own predictions when given).
+
+    Correctness-only rows (more processes than ranks, ``grid.correctness_only``) are not scored.
+    """
+    ok = [(r, p) for r, p in zip(records, predicted or [r.predicted_ms for r in records], strict=True)
+          if r.ok and not correctness_only(r.config, ranks=RANKS)]
     if not ok:
         return None
     return accuracy([r.label for r, _ in ok], [p for _, p in ok], [r.measured_ms for r, _ in ok],  # type: ignore[misc]
@@ -166,7 +178,7 @@ def score(records: tuple[RunRecord, ...], predicted: list[float] | None = None) 
 
 def samples_of(records: tuple[RunRecord, ...], profile: Profile) -> list[Sample]:
     return [Sample(label=r.label, profile=profile, config=r.config, measured_ms=r.measured_ms)  # type: ignore[arg-type]
-            for r in records if r.ok]
+            for r in records if r.ok and not correctness_only(r.config, ranks=RANKS)]
 
 
 def calibrate_records(records: tuple[RunRecord, ...], profile: Profile, cluster: Cluster, *, command: str | None
@@ -176,7 +188,8 @@ def calibrate_records(records: tuple[RunRecord, ...], profile: Profile, cluster:
     if len(samples) < 3:
         return None, None
     held_out = iter(leave_one_out(samples, cluster))
-    calibrated = tuple(next(held_out) if r.ok else None for r in records)
+    calibrated = tuple(next(held_out) if r.ok and not correctness_only(r.config, ranks=RANKS) else None
+                       for r in records)
     fit = fit_local(samples, cluster, provenance={"command": command, "method": "fit on every measured run"})
     return calibrated, fit
 

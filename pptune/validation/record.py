@@ -68,7 +68,7 @@ class RunRecord:
         """The CSV row (see report.CSV_COLUMNS)."""
         c = self.config
         row: dict[str, Any] = {
-            "configuration": self.label, "pp": c.pp, "dp": c.dp, "micro_batch_size": c.micro_batch_size,
+            "configuration": self.label, "pp": c.pp, "tp": c.tp, "dp": c.dp, "micro_batch_size": c.micro_batch_size,
             "num_microbatches": c.num_microbatches, "partition": c.partition,
             "boundaries": " ".join(str(b) for b in self.boundaries),
             "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "error": self.error,

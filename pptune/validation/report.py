@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pptune.charts.validation import bubble_series, scatter_series
 from pptune.draw.validation import draw_bubble, draw_scatter
-from pptune.validation.local import LocalValidation
+from pptune.validation.grid import correctness_only
+from pptune.validation.local import RANKS, LocalValidation
 from pptune.validation.metrics import Accuracy
 
 CSV_FILE = "validation.csv"
@@ -110,13 +111,15 @@ def print_lines(result: LocalValidation) -> list[str]:
 
 def write_figures(result: LocalValidation, out: Path, command: str | None) -> list[Path]:
     note = f"made by: {command}" if command else ""
-    records = result.records
+    timed = [i for i, r in enumerate(result.records) if not correctness_only(r.config, ranks=RANKS)]
+    records = tuple(result.records[i] for i in timed)  # correctness-only rows are not plotted against the model
     paths = [draw_scatter(scatter_series(records), out / SCATTER_FILE, note=note,
                           title=f"{result.settings.model}\nuncalibrated: profile + probed links, no fitted constant"),
              draw_bubble(bubble_series(records), out / BUBBLE_FILE, note=note,
                          title=f"{result.settings.model}, global batch {result.settings.global_batch_size}")]
     if result.calibrated_ms is not None:
-        preds = [p if p is not None else r.predicted_ms for p, r in zip(result.calibrated_ms, records, strict=True)]
+        preds = [p if p is not None else r.predicted_ms
+                 for p, r in zip([result.calibrated_ms[i] for i in timed], records, strict=True)]
         paths.append(draw_scatter(scatter_series(records, preds), out / CALIBRATED_SCATTER_FILE, note=note,
                                   title=f"{result.settings.model}\ncalibrated, leave-one-out (each point: fit without it)"))
     return paths

@@ -19,6 +19,7 @@ from pptune.hardware import Cluster
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
+from pptune.validation.grid import cluster_for
 from pptune.validation.host_load import ForeignCpu, wait_for_quiet
 from pptune.validation.record import RunRecord, predicted_idle, with_measurement
 from pptune.validation.run_dir import write_run_dir
@@ -27,9 +28,10 @@ Log = Callable[[str], None]
 
 
 def run_slug(config: ParallelConfig) -> str:
-    """A directory name for a configuration, e.g. ``pp2-dp1-mbs4-m4-uniform``."""
+    """A directory name for a configuration, e.g. ``pp2-dp1-mbs4-m4-uniform`` (``tp2-pp1-...`` at tp > 1)."""
     part = config.partition.replace(":", "_") if config.pp > 1 else "nopipe"
-    return f"pp{config.pp}-dp{config.dp}-mbs{config.micro_batch_size}-m{config.num_microbatches}-{part}"
+    tp = f"tp{config.tp}-" if config.tp > 1 else ""
+    return f"{tp}pp{config.pp}-dp{config.dp}-mbs{config.micro_batch_size}-m{config.num_microbatches}-{part}"
 
 
 def predict_records(configs: Sequence[ParallelConfig], *, profile: Profile, cluster: Cluster, model: str,
@@ -42,7 +44,7 @@ def predict_records(configs: Sequence[ParallelConfig], *, profile: Profile, clus
     """
     records = []
     for config in configs:
-        est = estimate(profile, cluster, config)
+        est = estimate(profile, cluster_for(cluster, config), config)  # a correctness row may need more nodes
         path = write_run_dir(Path(runs_dir) / run_slug(config), config=config, estimate=est, profile=profile,
                              cluster=cluster, model=model, spec=spec, profile_label=profile_label, command=command)
         records.append(RunRecord(config=config, plan_dir=str(path), predicted_ms=est.step_time_ms,

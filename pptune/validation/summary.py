@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 
-from pptune.validation.local import LocalValidation
+from pptune.validation.grid import correctness_only
+from pptune.validation.local import RANKS, LocalValidation
 from pptune.validation.report import (
     BUBBLE_FILE,
     CALIBRATED_SCATTER_FILE,
@@ -77,8 +78,10 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
             lines.append(f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | failed: {r.failure} | | | | | |")
             continue
         cal_err = None if cal is None else (cal - r.measured_ms) / r.measured_ms  # type: ignore[operator]
+        note = f" ({r.config.world_size} processes on {RANKS} cores: correctness only, not scored)" \
+            if correctness_only(r.config, ranks=RANKS) else ""
         lines.append(
-            f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | {r.measured_ms:.0f} "
+            f"| {r.label}{note} | {list(r.boundaries)} | {r.predicted_ms:.0f} | {r.measured_ms:.0f} "
             f"({r.measured_min_ms:.0f}-{r.measured_max_ms:.0f}) | {r.error:+.1%} | {_f(cal, '.0f')} | "
             f"{_f(cal_err, '+.1%')} | {r.predicted_idle:.2f} / {_f(r.measured_idle, '.2f')} | "
             f"{_f(r.foreign_share, '.0%')} ({r.attempts}) |")

@@ -11,19 +11,19 @@ import pytest
 from pptune.calibrate.local_fit import LocalConstants, Sample, calibrated_cluster, predict_ms
 from pptune.testing.profiles import TINY
 from pptune.testing.records import record
-from pptune.validation.grid import local_grid
+from pptune.validation.grid import cluster_for, local_grid
 from pptune.validation.local import LocalSettings, LocalValidation, calibrate_records, score
 from pptune.validation.report import FIRST_COLUMNS, csv_text, print_lines, write_report
 from pptune.validation.summary import summary_markdown
 
 
 def _records(profile, cluster):
-    truth = calibrated_cluster(cluster, LocalConstants(compute_scale=1.2, per_microbatch_overhead_ms=1.0,
-                                                       per_step_overhead_ms=5.0))
+    constants = LocalConstants(compute_scale=1.2, per_microbatch_overhead_ms=1.0, per_step_overhead_ms=5.0)
     out = []
-    for config in local_grid(global_batch_size=4):
+    for config in local_grid(global_batch_size=4):  # the pp 2 x tp 2 correctness row needs 4 GPUs: cluster_for
+        truth = calibrated_cluster(cluster_for(cluster, config), constants)
         ms = predict_ms(Sample(label="", profile=profile, config=config, measured_ms=1.0), truth)
-        out.append(record(profile, cluster, config, measured_ms=ms))
+        out.append(record(profile, cluster_for(cluster, config), config, measured_ms=ms))
     out.append(record(profile, cluster, local_grid(global_batch_size=2, data_parallel=False)[0], measured_ms=None))
     return tuple(out)
 
@@ -40,7 +40,9 @@ def _validation(profile, cluster) -> LocalValidation:
 
 def test_scores_before_and_after_leave_one_out_calibration(profile, cluster) -> None:
     v = _validation(profile, cluster)
-    assert v.before.count == v.after.count == len(v.records) - 1  # the failed run is not scored
+    # neither the failed run nor the oversubscribed pp 2 x tp 2 correctness run is scored
+    assert v.before.count == v.after.count == len(v.records) - 2
+    assert [r.config.world_size for r, cal in zip(v.records, v.calibrated_ms, strict=True) if cal is None] == [4, 2]
     assert v.before.median_abs_error > 0.1  # the overheads and the slower compute were not in the model
     assert v.after.max_abs_error < 0.01 and v.after.spearman == pytest.approx(1.0)
     assert v.calibrated_ms[-1] is None
@@ -60,6 +62,7 @@ def test_csv_summary_and_lines(tmp_path: Path, profile, cluster) -> None:
     text = summary_markdown(v, command="pptune validate --local")
     assert "`pptune validate --local`" in text and "lscpu" in text and "leave-one-out" in text
     assert "Calculon" in text and "failed: training failed" in text
+    assert text.count("4 processes on 2 cores: correctness only, not scored") == 1
     lines = print_lines(v)
     assert lines[0].startswith("uncalibrated: median |error|") and "Spearman" in lines[0]
     assert lines[1].startswith("calibrated (leave-one-out)") and "1 of" in lines[2]

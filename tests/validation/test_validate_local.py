@@ -21,14 +21,19 @@ def test_validate_local_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture)
     text = capsys.readouterr().out
     assert code == 0, text
     rows = list(csv.DictReader((out / "validation.csv").open()))
-    assert [(r["pp"], r["dp"]) for r in rows] == [("2", "1"), ("1", "2")]
+    # pp 2, dp 2, tp 2 (pptune's tensor-parallel layers) and the pp 2 x tp 2 correctness run on 4 processes
+    assert [(r["pp"], r["tp"], r["dp"]) for r in rows] == [("2", "1", "1"), ("1", "1", "2"), ("1", "2", "1"),
+                                                           ("2", "2", "1")]
     for r in rows:
         assert r["failure"] == "" and float(r["measured_ms"]) > 0 and float(r["predicted_ms"]) > 0
         assert 0 <= float(r["measured_idle"]) < 1
+        assert float(r["pred_tp_comm_ms"]) > 0 if r["tp"] == "2" else float(r["pred_tp_comm_ms"]) == 0
     for name in ("predicted_vs_measured.png", "bubble_vs_microbatches.png", "profile.json", "summary.md"):
         assert (out / name).stat().st_size > 0
     for r in rows:  # each run left its plan directory and measurement
-        slug = f"pp{r['pp']}-dp{r['dp']}-mbs2-m{r['num_microbatches']}-" + ("uniform" if r["pp"] == "2" else "nopipe")
+        tp = "tp2-" if r["tp"] == "2" else ""
+        slug = f"{tp}pp{r['pp']}-dp{r['dp']}-mbs2-m{r['num_microbatches']}-" + ("uniform" if r["pp"] == "2" else "nopipe")
         assert (out / "runs" / slug / "measured.json").exists()
+    print(text)  # shown with pytest -s: each row's predicted vs measured step time
     assert "uncalibrated: median |error|" in text and "Spearman" in text
     assert "pptune validate --local" in (out / "summary.md").read_text()
