@@ -87,11 +87,11 @@ def _timed_steps(engine: Any, plan: RunPlan, args: argparse.Namespace, step_time
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
 
-    from pptune.runtime.build import DATA_SEED, synthetic_batches, train_step
+    from pptune.runtime.build import DATA_SEED, data_parallel_rank, synthetic_batches, train_step
 
     accel = get_accelerator()
     data = synthetic_batches(vocab_size=vocab_size, micro_batch_size=plan.micro_batch_size, seq_len=plan.seq_len,
-                             seed=DATA_SEED + dist.get_rank())  # each data-parallel replica sees its own tokens
+                             seed=DATA_SEED + data_parallel_rank(engine))  # per replica; its tp ranks alike
     times_ms: list[float] = []
     loss = math.nan
     for step in range(args.warmup + args.steps):
