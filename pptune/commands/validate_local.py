@@ -31,6 +31,8 @@ def add_local_options(p: Any) -> None:
     g.add_argument("--partitions", default="uniform,balanced",
                    help="layer splits for pp=2, comma-separated (default uniform,balanced)")
     g.add_argument("--no-data-parallel", action="store_true", help="leave out the pp=1 x dp=2 configurations")
+    g.add_argument("--no-tensor-parallel", action="store_true",
+                   help="leave out the pp=1 x tp=2 configurations and the pp=2 x tp=2 correctness run")
     g.add_argument("--steps", type=int, default=15, help="timed steps per run (default 15)")
     g.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     g.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped (default 600)")
@@ -66,7 +68,8 @@ def settings_from(args: argparse.Namespace):
         raise ConfigError("--partitions needs at least one of uniform, parameters, balanced, type:<regex>")
     return LocalSettings(
         model=args.model, global_batch_size=args.global_batch_size, partitions=partitions,
-        micro_batch_sizes=args.micro_batch_sizes, data_parallel=not args.no_data_parallel, steps=args.steps,
+        micro_batch_sizes=args.micro_batch_sizes, data_parallel=not args.no_data_parallel,
+        tensor_parallel=not args.no_tensor_parallel, steps=args.steps,
         warmup=args.warmup, timeout_s=args.timeout, profile_repeat=args.profile_repeat,
         profile_copies=args.profile_copies, profile_passes=args.profile_passes, profile_path=args.profile,
         cluster_path=args.cluster, calibrate=not args.no_calibrate, retries=args.retries, max_foreign=args.max_foreign,

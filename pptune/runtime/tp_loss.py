@@ -21,7 +21,6 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, start: int, tp: TensorParallel) -> torch.Tensor:
         group = tp.group
-        logits = logits.float()
         peak = logits.max(dim=-1).values
         dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
         shifted = logits - peak.unsqueeze(-1)
@@ -57,5 +56,5 @@ class VocabParallelLoss:
         self.width = stop - self.start
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        mine = logits[..., : self.width].flatten(0, 1)
+        mine = logits[..., : self.width].flatten(0, 1).float()  # fp32 softmax, as pipeline_loss; autograd casts back
         return _VocabParallelCrossEntropy.apply(mine, labels.flatten(), self.start, self.tp).mean()

@@ -37,3 +37,17 @@ def test_validate_local_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture)
     print(text)  # shown with pytest -s: each row's predicted vs measured step time
     assert "uncalibrated: median |error|" in text and "Spearman" in text
     assert "pptune validate --local" in (out / "summary.md").read_text()
+
+
+def test_tensor_parallel_rows_can_be_left_out() -> None:
+    import argparse
+
+    from pptune.commands.validate_local import add_local_options, settings_from
+    from pptune.validation.local import grid_configs
+
+    parser = argparse.ArgumentParser()
+    add_local_options(parser)
+    with_tp = settings_from(parser.parse_args([]))
+    without = settings_from(parser.parse_args(["--no-tensor-parallel"]))
+    assert with_tp.tensor_parallel and not without.tensor_parallel
+    assert {c.tp for c in grid_configs(with_tp)} == {1, 2} and {c.tp for c in grid_configs(without)} == {1}
