@@ -13,9 +13,10 @@ collectives.
 Pipeline messages: Megatron posts its sends and receives asynchronously (``batch_isend_irecv``), so a
 message is a lag between the sender's op and the receiver's. DeepSpeed's pipeline engine sends and receives
 synchronously (``deepspeed.runtime.pipe.p2p.send`` asserts ``async_op == False``; a blocking NCCL send holds
-the sender's stream until the transfer is done), so there the transfer is part of the sender's op
-(``blocking_sends``): a forward ends with sending its output downstream, a backward with sending its input
-gradient upstream, and the receiver has the message when that op ends.
+the sender's stream until the transfer is done, and a send cannot complete before its receiver posts the
+receive): there each message is a rendezvous of the sender's ``SendActivation``/``SendGrad`` and the receiver's
+``RecvActivation``/``RecvGrad`` at the points TrainSchedule issues them (``pipeline_schedule``, simulated by
+``compiled.compile_rendezvous``; for uniform stages it adds about (2m - 3) transfers to the step for pp >= 3).
 
 With tensor parallelism DeepSpeed partitions each message over the tp ranks (``pipe_partitioned`` and
 ``grad_partitioned``, on by default and in pptune's ds_config; they act whenever the PipelineModule has a
@@ -38,6 +39,7 @@ from pptune.cost import comm
 from pptune.cost.cache import CostCache
 from pptune.cost.layers import LayerTable
 from pptune.cost.memory import grouped_checkpoint_bytes
+from pptune.cost.orders import RENDEZVOUS_1F1B
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.targets import rules_for
@@ -205,22 +207,13 @@ def keeps_stage_output(config: ParallelConfig) -> bool:
     return rules_for(config.target, config.pp).keeps_stage_output
 
 
-def blocking_sends(configs: list[ParallelConfig]) -> np.ndarray:
-    """(K,) whether each row's pipeline sends block the sender until the transfer is done (DeepSpeed)."""
-    return np.array([rules_for(c.target, c.pp).blocking_sends for c in configs])
-
-
-def with_blocking_sends(fwd: np.ndarray, bwd: np.ndarray, p2p: np.ndarray,
-                        sends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(forward, backward, lags) per chunk when each send of the ``sends`` rows is part of its sender's op.
-
-    A forward ends with sending its output to the next chunk, a backward with sending its input gradient to the
-    previous one; those rows keep no lag.
-    """
-    fwd, bwd = fwd.copy(), bwd.copy()
-    fwd[sends, :-1] += p2p[sends]
-    bwd[sends, 1:] += p2p[sends]
-    return fwd, bwd, np.where(sends[:, None], 0.0, p2p)
+def pipeline_schedule(config: ParallelConfig) -> str:
+    """The schedule shape that simulates ``config``'s pipeline: DeepSpeed's blocking messages (pp > 1) run as
+    ``orders.RENDEZVOUS_1F1B`` (each transfer holds its sender and receiver once both reach it), others as
+    their schedule with each message a lag."""
+    if config.pp > 1 and config.schedule == "1f1b" and rules_for(config.target, config.pp).blocking_sends:
+        return RENDEZVOUS_1F1B
+    return config.schedule
 
 
 def _per_stage(x: np.ndarray, pp: int, combine=np.add) -> np.ndarray:

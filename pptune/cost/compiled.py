@@ -20,7 +20,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pptune.cost.cache import CostCache
-from pptune.cost.orders import B, F, order_arrays
+from pptune.cost.orders import (
+    RECV_ACT,
+    RECV_GRAD,
+    RENDEZVOUS_1F1B,
+    SEND_ACT,
+    SEND_GRAD,
+    B,
+    F,
+    deepspeed_instructions,
+    order_arrays,
+)
+
+SEND, RECV = 3, 4  # op codes of a blocking message's two halves (compile_rendezvous)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -72,6 +84,8 @@ def event_rows(compiled: CompiledSchedule) -> tuple[list[int], list[int], list[i
 
 def compiled_schedule(cache: CostCache, schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSchedule:
     """``compile_schedule`` kept in ``cache``."""
+    if schedule == RENDEZVOUS_1F1B:
+        return cache.get("compiled", (schedule, pp, m, vpp), lambda: compile_rendezvous(pp, m))
     return cache.get("compiled", (schedule, pp, m, vpp), lambda: compile_schedule(schedule, pp, m, vpp))
 
 
@@ -85,9 +99,6 @@ def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSc
     j = np.concatenate([x for _, _, x in stages])
     sizes = [len(a) for a, _, _ in stages]
     n = len(op)
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    stage = np.repeat(np.arange(pp, dtype=np.int64), sizes)
     # Flat position of every op key (op * chunks + chunk) * m + microbatch; key -1 (no input) reads the sentinel.
     pos_of_key = np.full(3 * chunks * m + 1, n, dtype=np.int64)
     pos_of_key[(op * chunks + c) * m + j] = np.arange(n)
@@ -97,6 +108,59 @@ def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSc
                     np.where(is_b, np.where(c < chunks - 1, (chunks + c + 1) * m + j, c * m + j), (chunks + c) * m + j))
     dep_flat = pos_of_key[need]
     lag = np.where(is_f, np.where(c > 0, c - 1, none_slot), np.where(is_b & (c < chunks - 1), c, none_slot))
+    return _assemble(op, c, j, sizes, dep_flat, lag, op * chunks + c, pp=pp, chunks=chunks, m=m,
+                     key=(schedule, pp, m, vpp))
+
+
+def compile_rendezvous(pp: int, m: int) -> CompiledSchedule:
+    """DeepSpeed's 1F1B with its blocking messages (``orders.deepspeed_instructions``): sends meet receives.
+
+    DeepSpeed's pipeline messages are synchronous (``deepspeed.runtime.pipe.p2p.send`` asserts
+    ``async_op == False`` and calls ``dist.send``, or a two-rank ``dist.broadcast``; ``recv`` likewise): a
+    transfer starts once both its sender and its receiver have reached it, takes the transfer time, and holds
+    both until it is done. Each message is two ops. The send (op ``SEND``, on the sender) reads the receiver's
+    op before the matching receive, so it ends at ``max(sender free, receiver free) + transfer``; its duration
+    slot is the boundary's transfer (slots ``2 chunks + boundary``: the third block of durations carries the
+    transfers, ``simulate`` and ``simulate_batch`` put them there). The receive (op ``RECV``, duration 0, the
+    block's last slot) reads the send, so the receiver goes on when the transfer ends. Compute ops read only
+    their stage's previous op: their input arrived with the receive before them. No lags.
+    """
+    streams = [deepspeed_instructions(s, pp, m) for s in range(pp)]
+    sizes = [len(x) for x in streams]
+    n = sum(sizes)
+    first = np.cumsum([0, *sizes[:-1]]).tolist()
+    where = {}  # (stage, instruction, micro-batch) -> flat position
+    for s, stream in enumerate(streams):
+        for i, (name, j) in enumerate(stream):
+            where[s, name, j] = first[s] + i
+    op, c, mb, dep, dur = (np.empty(n, dtype=np.int64) for _ in range(5))
+    zero_slot = 3 * pp - 1
+    for s, stream in enumerate(streams):
+        for i, (name, j) in enumerate(stream):
+            k = first[s] + i
+            c[k], mb[k] = s, j
+            if name in ("F", "B"):
+                op[k], dep[k], dur[k] = (F, n, s) if name == "F" else (B, n, pp + s)
+            elif name in (SEND_ACT, SEND_GRAD):
+                peer, boundary = (s + 1, s) if name == SEND_ACT else (s - 1, s - 1)
+                recv = where[peer, RECV_ACT if name == SEND_ACT else RECV_GRAD, j]
+                op[k], dur[k] = SEND, 2 * pp + boundary
+                dep[k] = recv - 1 if recv > first[peer] else n  # the receiver's op before the receive
+            else:
+                peer = s - 1 if name == RECV_ACT else s + 1
+                op[k], dur[k] = RECV, zero_slot
+                dep[k] = where[peer, SEND_ACT if name == RECV_ACT else SEND_GRAD, j]
+    return _assemble(op, c, mb, sizes, dep, np.full(n, pp - 1, dtype=np.int64), dur, pp=pp, chunks=pp, m=m,
+                     key=(RENDEZVOUS_1F1B, pp, m, 1))
+
+
+def _assemble(op: np.ndarray, c: np.ndarray, j: np.ndarray, sizes: list[int], dep_flat: np.ndarray, lag: np.ndarray,
+              dur: np.ndarray, *, pp: int, chunks: int, m: int, key: tuple) -> CompiledSchedule:
+    """The compiled schedule of ops laid out stage by stage (``sizes`` per stage), sorted into levels."""
+    n = len(op)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    is_f, is_b = op == F, op == B
     level = _levels(dep_flat, starts.tolist(), ends.tolist(), n)
     order = np.argsort(level, kind="stable")
     inv = np.empty(n + 1, dtype=np.int64)
@@ -104,6 +168,7 @@ def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSc
     inv[n] = n
     prev_flat = np.arange(-1, n - 1, dtype=np.int64)
     prev_flat[starts] = n  # a stage's first op has no predecessor
+    stage = np.repeat(np.arange(pp, dtype=np.int64), sizes)
     lv = level[order]
     held = np.cumsum(is_f.astype(np.int64) - is_b)  # +1 per F, -1 per B, per stage below
     peak = tuple(max(0, int((held[a:b] - (held[a - 1] if a else 0)).max())) if b > a else 0
@@ -112,9 +177,9 @@ def compile_schedule(schedule: str, pp: int, m: int, vpp: int = 1) -> CompiledSc
     prev = inv[prev_flat[order]]
     return CompiledSchedule(
         pp=pp, chunks=chunks, m=m, op=op[order], chunk=c[order], microbatch=j[order], stage=stage[order],
-        prev=prev, dep=inv[dep_flat[order]], dur=(op * chunks + c)[order], lag=lag[order],
+        prev=prev, dep=inv[dep_flat[order]], dur=dur[order], lag=lag[order],
         level_starts=level_starts, prev_runs=_runs(prev, level_starts, n),
-        last=tuple(int(inv[e - 1]) for e in ends.tolist()), peak=peak, key=(schedule, pp, m, vpp),
+        last=tuple(int(inv[e - 1]) for e in ends.tolist()), peak=peak, key=key,
     )
 
 

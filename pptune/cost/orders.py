@@ -182,3 +182,48 @@ def _one_f_one_b_arrays(total: int, warmup: np.ndarray, f_chunk: np.ndarray, f_m
         arr[stage, f_pos] = f
         arr[stage, b_pos] = b
     return op, chunk, mb
+
+
+# DeepSpeed's pipeline engine with its blocking point-to-point messages (``RENDEZVOUS_1F1B``): every stage runs
+# an instruction stream in which each message is a send on one stage paired with the receive on its neighbour.
+RENDEZVOUS_1F1B = "1f1b_rendezvous"  # an internal shape name: the 1F1B order with DeepSpeed's message pairing
+SEND_ACT, RECV_ACT, SEND_GRAD, RECV_GRAD = "send_act", "recv_act", "send_grad", "recv_grad"
+Instruction = tuple[str, int]  # ("F" | "B" | one of the four messages, micro-batch)
+
+
+def deepspeed_instructions(s: int, pp: int, m: int) -> tuple[Instruction, ...]:
+    """Stage ``s``'s instruction stream under DeepSpeed's TrainSchedule (deepspeed/runtime/pipe/schedule.py).
+
+    The schedule runs ``2 (m + pp - 1)`` steps; in step ``t`` a stage whose parity equals ``t``'s runs a
+    forward, the others a backward, of the micro-batch the step maps to (none when it is out of range). Before
+    a forward the stage sends the input gradient of its previous step's micro-batch upstream (``SendGrad``) and
+    receives this micro-batch's activation (``RecvActivation``); before a backward it receives this
+    micro-batch's output gradient (``RecvGrad``) and sends its previous step's output downstream
+    (``SendActivation``): DeepSpeed 0.19.8's order (older releases put each step's receive and send the other
+    way round; for uniform stages both give the same step, checked in tests/cost). The F/B order equals
+    ``_one_f_one_b`` (tests/cost/test_schedule_deepspeed.py checks both against DeepSpeed's own stream).
+    """
+    ops: list[Instruction] = []
+    prev = -1
+    for step in range(2 * (m + pp - 1)):
+        forward = step % 2 == s % 2
+        if forward:
+            j = (step - s % 2) // 2 - s // 2
+        elif step % 2 == 0:  # an odd stage's backward on an even step
+            j = step // 2 - pp + (s + 1) // 2
+        else:
+            j = (step - 1) // 2 - pp + 1 + s // 2
+        if forward and s > 0:
+            if 0 <= prev < m:
+                ops.append((SEND_GRAD, prev))
+            if 0 <= j < m:
+                ops.append((RECV_ACT, j))
+        elif not forward and s < pp - 1:
+            if 0 <= j < m:
+                ops.append((RECV_GRAD, j))
+            if 0 <= prev < m:
+                ops.append((SEND_ACT, prev))
+        if 0 <= j < m:
+            ops.append(("F" if forward else "B", j))
+        prev = j
+    return tuple(ops)

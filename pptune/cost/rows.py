@@ -15,8 +15,8 @@ differ by their simulators; ``tests/cost/test_bulk.py`` uses the event loop as t
 The step's parts (``pptune.cost.types.Breakdown``):
 - compute_ms / tp_comm_ms: the critical stage's (most busy) own compute and exposed TP collectives.
 - bubble_ms: the rest of the pipeline makespan without p2p lags (warm-up, cool-down, imbalance waits).
-- pp_comm_ms: what the p2p messages add to that makespan (lags; DeepSpeed's blocking sends lengthen the
-  sender's op instead, see ``pptune.cost.chunks``).
+- pp_comm_ms: what the p2p messages add to that makespan (lags; DeepSpeed's blocking messages hold sender and
+  receiver instead, see ``pptune.cost.chunks.pipeline_schedule``).
 - dp_comm_ms: the tail after the last backward: each stage reduces its gradients (and the tied embedding
   between first and last stage) once its own last op ends; the step waits for the slowest
   (``pptune.cost.dp_sync``).
@@ -34,7 +34,7 @@ import numpy as np
 
 from pptune.cost import comm
 from pptune.cost.cache import CostCache
-from pptune.cost.chunks import GroupChunks, blocking_sends, group_chunks, table_arrays, with_blocking_sends
+from pptune.cost.chunks import GroupChunks, group_chunks, pipeline_schedule, table_arrays
 from pptune.cost.layers import LayerTable, layer_table
 from pptune.cost.memory import MEMORY_PARTS, inflight_units, logits_bytes, memory_parts
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD, ScheduleResult, simulate
@@ -217,24 +217,18 @@ class RowGroup:
         ch = self.chunks
         shapes: dict[tuple, list[int]] = {}
         for i, c in enumerate(self.rep_configs):
-            shapes.setdefault((c.schedule, c.pp, c.num_microbatches, c.vpp), []).append(i)
+            shapes.setdefault((pipeline_schedule(c), c.pp, c.num_microbatches, c.vpp), []).append(i)
         self.shapes = {shape: (idx, self.rep_configs[idx[0]]) for shape, idx in shapes.items()}
         # Per shape: the representative rows, their pipelines with p2p (sim) and without (bare: the bubble).
         self.sim: list[tuple[tuple, np.ndarray, np.ndarray]] = []
         self.bare: list[tuple[tuple, np.ndarray, np.ndarray]] = []
-        blocking = blocking_sends(self.rep_configs)
         for shape, idx in shapes.items():
             rows = np.array(idx)
             parts = [ch.fwd_ms[rows], ch.bwd_ms[rows]]
             if shape[0] == "zb_h1":
                 parts.append(ch.weight_grad_ms[rows])
-            p2p = ch.p2p_ms[rows]
-            sends = blocking[rows]
-            if p2p.any() and sends.any():  # the send is the sender's work, no lag
-                fwd, bwd, lags = with_blocking_sends(parts[0], parts[1], p2p, sends)
-                self.sim.append((shape, rows, pool.add(shape, np.concatenate([fwd, bwd, *parts[2:], lags], axis=1))))
-            else:
-                self.sim.append((shape, rows, pool.add(shape, np.concatenate([*parts, p2p], axis=1))))
+            p2p = ch.p2p_ms[rows]  # lags, or DeepSpeed's blocking transfers (RENDEZVOUS_1F1B shapes)
+            self.sim.append((shape, rows, pool.add(shape, np.concatenate([*parts, p2p], axis=1))))
             if p2p.any():
                 self.bare.append((shape, rows, pool.add(shape, np.concatenate([*parts, np.zeros_like(p2p)], axis=1))))
             else:

@@ -4,6 +4,9 @@ Event-driven over a fixed order: every stage runs its ops in order (``pptune.cos
 starts when its stage is free and its input is there: F of chunk c needs F of chunk c-1 for the same
 micro-batch plus the p2p transfer, B of chunk c needs B of chunk c+1 plus the transfer (the last chunk's
 B needs its own F), W needs its own B. P2P transfers are lags (asynchronous send/recv), not stage work.
+The internal schedule ``orders.RENDEZVOUS_1F1B`` is DeepSpeed's 1F1B with blocking messages instead: each
+transfer holds its sender and its receiver from the moment both reach it (``compiled.compile_rendezvous``);
+``p2p_ms`` are then the transfer times, counted neither as lags nor as stage work.
 
 The op orders are compiled once per shape into level order (``pptune.cost.compiled``, kept in a CostCache), so a
 simulation is a single O(pp * vpp * m) pass of plain Python; uniform stages without communication under
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 from pptune.cost.cache import CostCache
 from pptune.cost.compiled import CompiledSchedule, compiled_schedule, event_rows
+from pptune.cost.orders import RENDEZVOUS_1F1B
 from pptune.cost.types import TimelineOp
 from pptune.errors import ConfigError
 from pptune.parallel import SCHEDULES
@@ -63,14 +67,15 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
         A ScheduleResult.
     """
     chunks = len(fwd_ms)
-    if schedule not in SCHEDULES:
+    rendezvous = schedule == RENDEZVOUS_1F1B
+    if schedule not in SCHEDULES and not rendezvous:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if len(bwd_ms) != chunks or chunks % vpp:
         raise ValueError(f"{chunks} forward and {len(bwd_ms)} backward times for vpp {vpp}")
     pp, m = chunks // vpp, num_microbatches
     if m < 1:
         raise ConfigError(f"num_microbatches must be positive, got {m}")
-    raise_first(schedule_violations(schedule, pp=pp, vpp=vpp, num_microbatches=m))  # pptune.targets' wording
+    raise_first(schedule_violations("1f1b" if rendezvous else schedule, pp=pp, vpp=vpp, num_microbatches=m))  # pptune.targets' wording
     lags = [float(p2p_ms)] * (chunks - 1) if isinstance(p2p_ms, (int, float)) else [float(x) for x in p2p_ms]
     if len(lags) != chunks - 1:
         raise ValueError(f"p2p_ms needs {chunks - 1} values, got {len(lags)}")
@@ -78,13 +83,16 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
     if schedule == "zb_h1":
         w = [W_SHARE_OF_BACKWARD * float(x) for x in bwd_ms] if w_ms is None else [float(x) for x in w_ms]
         bwd = [float(b) - x for b, x in zip(bwd_ms, w, strict=True)]
+    elif rendezvous:  # the transfers in the third block of durations (compile_rendezvous), no lags
+        w, lags = lags + [0.0], [0.0] * (chunks - 1)
+        bwd = [float(x) for x in bwd_ms]
     else:
         w = [0.0] * chunks
         bwd = [float(x) for x in bwd_ms]
     plan = compiled_schedule(CostCache() if cache is None else cache, schedule, pp, m, vpp)
     stage_work = [0.0] * pp
     for c in range(chunks):
-        stage_work[c % pp] += m * (fwd[c] + bwd[c] + w[c])
+        stage_work[c % pp] += m * (fwd[c] + bwd[c]) if rendezvous else m * (fwd[c] + bwd[c] + w[c])
     if not timeline and schedule in ("gpipe", "1f1b") and _uniform(fwd, bwd, lags):
         # Closed form (uniform stages, no comm): (m + pp - 1)(t_f + t_b); stage s ends s * t_b early.
         step = (m + pp - 1) * (fwd[0] + bwd[0])
@@ -100,6 +108,7 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
             TimelineOp(stage=stage, chunk=c, microbatch=j, op=_OP_NAMES[op], start_ms=ends[k] - dur[d], end_ms=ends[k])
             for k, (stage, d, op, c, j) in enumerate(zip(plan.stage.tolist(), plan.dur.tolist(), plan.op.tolist(),
                                                          plan.chunk.tolist(), plan.microbatch.tolist(), strict=True))
+            if op < len(_OP_NAMES)  # a blocking message's send and receive are no compute op
         )
     return _result(step, stage_work, stage_end, plan.peak, tl)
 

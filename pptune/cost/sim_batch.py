@@ -19,6 +19,7 @@ import numpy as np
 
 from pptune.cost.cache import CostCache
 from pptune.cost.compiled import CompiledSchedule, _runs, compiled_schedule
+from pptune.cost.orders import RENDEZVOUS_1F1B
 from pptune.cost.schedule import _run
 from pptune.cost.sim_skip import finish_after_region, first_check, history_start, leaving
 from pptune.cost.sim_skip import skip as _skip  # a name of this module, so tests can wrap it
@@ -124,16 +125,22 @@ class _Prepared:
                  p2p: np.ndarray, w: np.ndarray | None = None, *, cache: CostCache) -> None:
         fwd = np.asarray(fwd, dtype=np.float64)
         k, chunks = fwd.shape
+        p2p = np.asarray(p2p, dtype=np.float64).reshape(k, chunks - 1)
+        rendezvous = schedule == RENDEZVOUS_1F1B
         if schedule == "zb_h1":
             assert w is not None, "zb_h1 needs the weight-gradient share"
             w = np.asarray(w, dtype=np.float64)
             bwd = np.asarray(bwd, dtype=np.float64) - w
+        elif rendezvous:  # DeepSpeed's blocking messages: the transfers are the third block of durations, no lags
+            w = np.concatenate([p2p, np.zeros((k, 1))], axis=1)
+            bwd = np.asarray(bwd, dtype=np.float64)
+            p2p = np.zeros_like(p2p)
         else:
             w = np.zeros_like(fwd)
             bwd = np.asarray(bwd, dtype=np.float64)
-        p2p = np.asarray(p2p, dtype=np.float64).reshape(k, chunks - 1)
-        # Busy time per stage, added chunk by chunk as the event loop's caller does: m * (f + b + w).
-        per_chunk = m * (fwd + bwd + w)
+        # Busy time per stage, added chunk by chunk as the event loop's caller does: m * (f + b + w); transfers
+        # are no stage work.
+        per_chunk = m * (fwd + bwd) if rendezvous else m * (fwd + bwd + w)
         busy = per_chunk[:, :pp].copy()
         for v in range(1, vpp):
             busy += per_chunk[:, v * pp:(v + 1) * pp]

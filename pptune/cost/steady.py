@@ -89,6 +89,8 @@ def _steady_state(compiled: CompiledSchedule) -> SteadyState | None:
 def _periods(compiled: CompiledSchedule) -> tuple[int, ...]:
     """Candidate periods in levels: the ops one unit of work adds to every stage (F+B, F+B+W, a group)."""
     ops = compiled.op
+    if (ops > 2).any():  # DeepSpeed's blocking messages (compile_rendezvous): a micro-batch adds 9 levels (its F,
+        return (6, 9)  # B and their messages' halves), 6 at pp 2; tests/cost/test_steady.py checks pp 2-16
     if (ops == 2).any():
         return (3,)  # ZB-H1: F, B and W per micro-batch
     if compiled.chunks > compiled.pp:

@@ -1,4 +1,4 @@
-"""Chunk costs: DeepSpeed's blocking pipeline sends against Megatron's asynchronous ones."""
+"""Chunk costs: DeepSpeed's blocking pipeline messages against Megatron's asynchronous ones."""
 
 from __future__ import annotations
 
@@ -7,17 +7,12 @@ import pytest
 
 from pptune.cost import estimate
 from pptune.cost.cache import CostCache
-from pptune.cost.chunks import group_chunks, table_arrays, with_blocking_sends
+from pptune.cost.chunks import group_chunks, pipeline_schedule, table_arrays
 from pptune.cost.layers import layer_table
+from pptune.cost.orders import RENDEZVOUS_1F1B
 from pptune.cost.partition import stage_boundaries
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD, simulate
 from pptune.parallel import ParallelConfig
-
-
-def blocking_sends(fwd, bwd, p2p):
-    """with_blocking_sends on one row, as tuples."""
-    out = with_blocking_sends(np.array([fwd]), np.array([bwd]), np.array([p2p]), np.array([True]))
-    return tuple(tuple(x[0].tolist()) for x in out)
 
 
 def chunk_costs(profile, cluster, config):
@@ -31,15 +26,19 @@ def chunk_costs(profile, cluster, config):
             int(ch.kept_bytes[0, 0]), table, bounds)
 
 
-def test_a_blocking_send_keeps_the_sender_busy():
-    # pp 2, m 2, 1F1B, F 1 ms, B 2 ms, 0.5 ms per message. Asynchronous (a lag): stage 0 runs F0 F1 back to back
-    # and ends B1 at 10.0. Blocking: F0 holds stage 0 until its send is done (1.5), stage 1's B0 until the
-    # gradient is sent (5.0), so F1 ends at 3.0 and stage 1's B1 at 8.5; stage 0's B1 ends at 10.5.
+def test_a_blocking_message_holds_sender_and_receiver():
+    # pp 2, m 2, F 1 ms, B 2 ms, 0.5 ms per message. Asynchronous (a lag): stage 0 ends B1 at 10.0. DeepSpeed
+    # (TrainSchedule, blocking p2p): stage 0 sends F0's output at the start of its next step (1.0-1.5, stage 1
+    # waits in RecvActivation), runs F1 (1.5-2.5), then waits in RecvGrad until stage 1 has run F0 and B0 and
+    # reached SendGrad (4.5-5.0); it sends F1's output (5.0-5.5), runs B0 (5.5-7.5) and waits in RecvGrad for B1's
+    # gradient, which stage 1 sends after F1 and B1 (8.5-9.0): B1 ends at 11.0.
     fwd, bwd, p2p = (1.0, 1.0), (2.0, 2.0), (0.5,)
-    assert blocking_sends(fwd, bwd, p2p) == ((1.5, 1.0), (2.0, 2.5), (0.0,))
     lag = simulate(fwd, bwd, schedule="1f1b", num_microbatches=2, p2p_ms=p2p)
-    block = simulate(*blocking_sends(fwd, bwd, p2p)[:2], schedule="1f1b", num_microbatches=2, p2p_ms=0.0)
-    assert lag.step_ms == pytest.approx(10.0) and block.step_ms == pytest.approx(10.5)
+    block = simulate(fwd, bwd, schedule=RENDEZVOUS_1F1B, num_microbatches=2, p2p_ms=p2p, timeline=True)
+    assert lag.step_ms == pytest.approx(10.0) and block.step_ms == pytest.approx(11.0)
+    starts = [(op.stage, op.op, op.microbatch, op.start_ms) for op in block.timeline]
+    assert (0, "F", 1, 1.5) in starts and (0, "B", 0, 5.5) in starts and (0, "B", 1, 9.0) in starts
+    assert block.busy_ms == (6.0, 6.0)  # the transfers are no stage work
 
 
 @pytest.mark.parametrize("target", ["deepspeed", "megatron"])
@@ -51,13 +50,14 @@ def test_only_deepspeed_pipelines_block_on_sends(make_profile, make_cluster, tar
     fwd, bwd, p2p = chunk_costs(profile, cluster, config)[:3]
     assert min(p2p) > 0.5  # messages matter here
 
-    def step(fwd, bwd, lags):
-        return simulate(fwd, bwd, schedule="1f1b", num_microbatches=8, p2p_ms=lags).step_ms
+    def step(schedule, lags):
+        return simulate(fwd, bwd, schedule=schedule, num_microbatches=8, p2p_ms=lags).step_ms
 
-    bare = step(fwd, bwd, 0.0)
-    lagged = step(fwd, bwd, p2p)
-    blocked = step(*blocking_sends(fwd, bwd, p2p))
+    lagged, blocked = step("1f1b", p2p), step(RENDEZVOUS_1F1B, p2p)
     assert blocked > lagged
+    assert pipeline_schedule(config) == (RENDEZVOUS_1F1B if target == "deepspeed" else "1f1b")
+    schedule = pipeline_schedule(config)
+    bare = step(schedule, [0.0] * len(p2p))
     want = blocked if target == "deepspeed" else lagged
     assert est.breakdown.pp_comm_ms == pytest.approx(want - bare, rel=1e-12)
     assert est.breakdown.bubble_ms + est.breakdown.compute_ms == pytest.approx(bare, rel=1e-12)

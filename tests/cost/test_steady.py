@@ -53,3 +53,27 @@ def test_skipping_the_steady_state_agrees_with_the_event_loop(shape, skipped_row
         assert got.step_ms[i] == pytest.approx(ref.step_ms, rel=1e-12)
         assert got.end_ms[i].tolist() == pytest.approx(list(ref.end_ms), rel=1e-12)
         assert got.bubble_fraction[i] == pytest.approx(ref.bubble_fraction, rel=1e-9, abs=1e-12)
+
+
+def test_deepspeeds_blocking_pipeline_repeats_and_skipping_it_agrees(skipped_rows):
+    from pptune.cost.cache import CostCache
+    from pptune.cost.compiled import compiled_schedule
+    from pptune.cost.orders import RENDEZVOUS_1F1B
+
+    for pp, m, period in ((2, 64, 6), (3, 64, 9), (4, 64, 9), (16, 128, 9)):
+        compiled = compiled_schedule(CostCache(), RENDEZVOUS_1F1B, pp, m, 1)
+        steady = steady_state(compiled)
+        assert steady is not None and steady.period == period
+    rng = np.random.default_rng(9)
+    k, pp, m = 12, 8, 96
+    fwd = np.repeat(rng.uniform(1.0, 2.0, (k, 1)), pp, axis=1)
+    fwd[:, -1] += rng.uniform(0.5, 1.0, k)
+    bwd = 2.0 * fwd
+    transfer = np.repeat(rng.uniform(0.0, 0.1, (k, 1)), pp - 1, axis=1)
+    got = sim_batch.simulate_batch(RENDEZVOUS_1F1B, pp, m, 1, fwd, bwd, transfer)
+    assert sum(skipped_rows) == k
+    for i in range(k):
+        ref = simulate(fwd[i].tolist(), bwd[i].tolist(), schedule=RENDEZVOUS_1F1B, num_microbatches=m,
+                       p2p_ms=transfer[i].tolist())
+        assert got.step_ms[i] == pytest.approx(ref.step_ms, rel=1e-12)
+        assert got.end_ms[i].tolist() == pytest.approx(list(ref.end_ms), rel=1e-12)
