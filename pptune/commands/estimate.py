@@ -34,7 +34,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0, help="ZeRO stage (default 0)")
     p.add_argument("--recompute", default="none", help="none, selective (Megatron), full or every:K")
     p.add_argument("--partition", default="parameters", help="uniform, parameters, balanced or type:<regex>")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                   help="precision (default: a measured profile's own, else bf16)")
     p.add_argument("--target", choices=TARGETS, default="deepspeed")
     p.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism (tp > 1)")
     p.add_argument("--json", action="store_true", help="print Estimate.to_json_dict() as one JSON object")
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch:
         return _run_batch(args)
-    item = defaults_of(args)
+    from pptune.profile.runtime_match import warn_mismatches
+
+    item = _with_dtype(defaults_of(args))
+    if item["model"]:
+        warn_mismatches(item["model"], dtype=item["dtype"], command="estimate")
     profile, cluster, config, est = estimate_item(item, timeline=args.timeline and args.json)
     if args.json:
         print(json.dumps(est.to_json_dict(timeline=args.timeline)))
@@ -81,7 +86,7 @@ def _run_batch(args: argparse.Namespace) -> int:
             if not line.strip():
                 out["skipped"] = "blank line"
             else:
-                _, _, _, est = estimate_item(parse_line(line, number, defaults))
+                _, _, _, est = estimate_item(_with_dtype(parse_line(line, number, defaults)))
                 out.update(est.to_json_dict())
         except UnicodeDecodeError as exc:
             out["error"] = f"line {number}: not UTF-8 text (byte {exc.start + 1})"
@@ -100,3 +105,13 @@ def _run_batch(args: argparse.Namespace) -> int:
               f"(line{'s' if len(failed) > 1 else ''} {shown})", file=sys.stderr)
         return 2
     return 0
+
+
+def _with_dtype(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` with its dtype resolved: the one given, else a measured profile's own, else bf16."""
+    from pptune.profile.runtime_match import DEFAULT_DTYPE, default_dtype
+
+    if item.get("dtype") is None:
+        model = item.get("model")
+        item = {**item, "dtype": default_dtype(model, None) if isinstance(model, str) else DEFAULT_DTYPE}
+    return item

@@ -41,7 +41,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     s.add_argument("--max-micro-batch-size", type=int, default=16, help="largest micro-batch size tried (default 16)")
     s.add_argument("--zero-bubble", action="store_true", help="also try zb_h1 (Megatron target; a what-if)")
     f = p.add_argument_group("fix a dimension")
-    f.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="precision (default bf16)")
+    f.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                   help="precision (default: a measured profile's own, else bf16)")
     f.add_argument("--tp", type=int, help="tensor-parallel size")
     f.add_argument("--pp", type=int, help="pipeline-parallel size")
     f.add_argument("--dp", type=int, help="data-parallel size")
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from pptune.planner import PlanSettings, plan
     from pptune.planner.report import json_summary, text_report
     from pptune.planner.study import redact_url
+    from pptune.profile.runtime_match import default_dtype, warn_mismatches
 
     # Everything that can be refused is refused before any file is touched: numbers, bounds, overrides, --out.
     _check_numbers(args)
@@ -103,11 +105,13 @@ def run(args: argparse.Namespace) -> int:
               max_micro_batch_size=args.max_micro_batch_size)
     overrides = check_overrides(dict(parse_override(o) for o in args.ds_override))
     out = check_out_dir(args.out or default_out(args.model, args.gpus))
+    dtype = default_dtype(args.model, args.dtype)  # a measured profile's own unless --dtype says otherwise
+    warn_mismatches(args.model, dtype=dtype, command="plan")
     own_study = args.storage is None and not args.exhaustive  # the study lives in OUT/study.db
     settings = PlanSettings(
         trials=args.trials, seed=args.seed, objective=args.objective, exhaustive=args.exhaustive, storage=None,
         study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
-        dtype=args.dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
+        dtype=dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
         zero_bubble=args.zero_bubble,
     )
     # The plan (study, files, figures) is built beside OUT and renamed into place as one unit; any failure,
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         result = plan(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
                       settings=dataclasses.replace(settings, storage=storage),
                       progress=not args.no_progress and not args.json)
-        if own_study:  # plan.json names the study where it will be, not where it was searched
+        if own_study and result.study is not None:  # plan.json names the study where it will be, not where it ran
             ran = dataclasses.replace(result.settings, storage=redact_url(build.final_storage_url))
             result = dataclasses.replace(result, settings=ran)
         write_plan_files(result, build.staged, command=args.command_line, ds_overrides=overrides)

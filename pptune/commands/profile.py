@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pptune.errors import ConfigError
 from pptune.fileio import check_output_path
+from pptune.runtime.threads import CPU_THREADS_PER_RANK
 
 DEFAULT_DIR = Path("profiles")
 
@@ -26,7 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="comma-separated micro-batch sizes to measure (default: 1,2,4,8)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default on cpu: what each rank of a CPU run gets, "
+                        f"{CPU_THREADS_PER_RANK}; on cuda: torch's own choice)")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations per layer and size (>= 5; default 5)")
     p.add_argument("--repeat", type=int, default=10, help="timed iterations per layer and size (default 10)")
     p.add_argument("-o", "--output", type=Path, default=None,
@@ -63,13 +66,20 @@ def run(args: argparse.Namespace) -> int:
     seq_len = args.seq_len or _own_seq_len(layers)
     profile = profile_model(
         layers, seq_len=seq_len, micro_batch_sizes=args.micro_batch_sizes, device=args.device, dtype=args.dtype,
-        threads=args.threads, warmup=args.warmup, repeat=args.repeat, command=args.command_line,
+        threads=_threads(args), warmup=args.warmup, repeat=args.repeat, command=args.command_line,
         progress=not args.no_progress,
     )
     out = save_profile(profile, output)
     print(format_table(profile))
     print(f"wrote {out}")
     return 0
+
+
+def _threads(args: argparse.Namespace) -> int | None:
+    """--threads, else on CPU the threads a rank of the run will have (a profile timed otherwise predicts wrong)."""
+    if args.threads is not None:
+        return args.threads
+    return CPU_THREADS_PER_RANK if args.device == "cpu" else None
 
 
 def _own_seq_len(layers) -> int:

@@ -75,6 +75,14 @@ def _deepspeed_section(result: PlanResult, pipe: dict[str, Any]) -> list[str]:
     return out
 
 
+def _runtime_notes(result: PlanResult) -> list[str]:
+    """A warning per way the run differs from how the measured profile was timed (dtype, CPU threads)."""
+    from pptune.profile.runtime_match import runtime_mismatches
+
+    notes = runtime_mismatches(result.profile, dtype=result.best.dtype, origin=f"`{result.model.text}`")
+    return [line for note in notes for line in (f"**Note:** {note}.", "")]
+
+
 def how_to_run(result: PlanResult, *, pipeline: dict[str, Any], summary: str, command: str | None) -> str:
     c, s = result.best, result.settings
     lines = [
@@ -90,6 +98,7 @@ def how_to_run(result: PlanResult, *, pipeline: dict[str, Any], summary: str, co
         f"Search: {s.method}, objective {s.objective}, seed {s.seed}, {result.evaluations} evaluations, "
         f"{len(result.ranking)} distinct configurations (all of them in `ranking.csv`, best first).",
         "",
+        *_runtime_notes(result),
         "## Files",
         "",
         "- `plan.json`: the configuration, its estimate and breakdown, the search settings, the cluster and profile used.",

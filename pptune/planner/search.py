@@ -8,6 +8,8 @@ The result holds the best feasible configuration, its estimate and the full rank
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +172,7 @@ def plan(
         cluster=hw, estimate_fn=estimate_fn,
     )
     study = None
-    if st.exhaustive:
+    if st.exhaustive or _fits_budget(space, st):
         ran = SearchSettings(method="exhaustive", objective=st.objective, trials=0, seed=st.seed, storage=None,
                              study_name=None, resume=False)
         _run_exhaustive(space, evaluator, progress=progress)
@@ -220,14 +222,24 @@ def plan(
     )
 
 
-def _run_exhaustive(space: SearchSpace, evaluator: Evaluator, *, progress: bool) -> None:
-    import sys
+def _fits_budget(space: SearchSpace, st: PlanSettings) -> bool:
+    """A space of at most ``trials`` configurations is evaluated whole: every point, in less time than TPE takes.
 
+    Not when the user asked for a study of their own (``--storage`` without the plan directory's own study, or
+    ``--resume``): that study is what they want kept. Counting stops at ``trials + 1``, so a huge space costs
+    nothing to test.
+    """
+    if st.resume or (st.storage is not None and not st.replace_study):
+        return False
+    return sum(1 for _ in itertools.islice(space.configs(), st.trials + 1)) <= st.trials
+
+
+def _run_exhaustive(space: SearchSpace, evaluator: Evaluator, *, progress: bool) -> None:
     from tqdm import tqdm
 
     configs = list(space.configs())
     with tqdm(total=len(configs), desc="pptune plan (exhaustive)", unit="config", file=sys.stderr,
-              disable=not progress, leave=False) as bar:
+              disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
         evaluator.evaluate_many(configs)  # the bulk cost model: every configuration in one pooled call
         bar.update(len(configs))
 

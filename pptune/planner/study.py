@@ -292,7 +292,7 @@ def run_study(study, objective_fn, *, total_trials: int, progress: bool = True) 
     # logged with its traceback before pptune's one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     bar = tqdm(total=total_trials, initial=done, desc="pptune plan", unit="trial", file=sys.stderr,
-               disable=not progress, leave=False)
+               disable=not progress or not sys.stderr.isatty(), leave=False)  # no bar fragments in a log
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -20,6 +20,7 @@ from pptune.errors import RunError
 from pptune.fileio import check_output_path
 from pptune.runtime.measured import MEASURED_FILE, Measured, load_measured
 from pptune.runtime.plan_files import RunPlan, load_run_plan
+from pptune.runtime.threads import CPU_THREADS_PER_RANK
 
 LOG_FILE = "measure.log"
 GRACE_S = 10.0
@@ -37,7 +38,7 @@ def _cuda_available() -> bool:
 def worker_env() -> dict[str, str]:
     """The workers' environment: one OpenMP thread per rank, CPU accelerator when no GPU, pptune importable."""
     env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"  # 2 ranks on 2 cores: more threads make them fight (docs/REFERENCE.md §2)
+    env["OMP_NUM_THREADS"] = str(CPU_THREADS_PER_RANK)  # ranks share the cores (docs/REFERENCE.md §2)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
     if "DS_ACCELERATOR" not in env and not _cuda_available():
         env["DS_ACCELERATOR"] = "cpu"
