@@ -64,3 +64,17 @@ def test_real_pipeline_run_with_full_recompute(make_plan) -> None:
     m = run_plan(plan, steps=2, warmup=1, timeout_s=300, ds_timers=False)
     assert m.activation_checkpoint_interval == 1 and m.boundaries == (0, 2, 6)
     assert len(m.step_times_ms) == 2 and m.final_loss is not None and m.final_loss > 0
+
+
+@pytest.mark.slow
+def test_real_tensor_parallel_run(make_plan) -> None:
+    # tp 2 through the entry point pptune measure and launch.sh run: both ranks hold stage 0, half of each split matrix.
+    tp1 = make_plan("tp1", pp=1, partition_method="uniform", predicted_ms=None)
+    tp2 = make_plan("tp2", pp=1, tp=2, partition_method="uniform", ds_pipeline={"pipe_partitioned": True,
+                                                                                "grad_partitioned": True})
+    one = run_plan(tp1, nproc=1, steps=2, warmup=1, timeout_s=300, ds_timers=False)
+    two = run_plan(tp2, steps=2, warmup=1, timeout_s=300, ds_timers=False)
+    assert (two.tp, two.pp, two.dp, two.world_size) == (2, 1, 1, 2) and [r.stage for r in two.ranks] == [0, 0]
+    assert two.final_loss == pytest.approx(one.final_loss, rel=1e-5)  # the same model, the same tokens
+    full = one.ranks[0].param_count
+    assert all(full / 2 < r.param_count < full for r in two.ranks)  # norms and positions are replicated
