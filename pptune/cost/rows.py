@@ -328,9 +328,15 @@ class RowGroup:
         head_stage = ch.head_stage[inv]
         heads = np.flatnonzero(head_stage >= 0)
         if len(heads):  # the head stage's loss working set, once per table
-            per_table = np.array([logits_bytes(t) for t in self.distinct_tables], dtype=np.int64)
-            logits[heads, head_stage[heads]] = per_table[self.table_index[heads]]
-        return memory_parts(states, units[inv], ch.kept_bytes[inv], ch.work_bytes[inv], logits)
+            per_table: dict[tuple[int, str, int], int] = {}
+            for i in heads.tolist():
+                c = self.configs[i]
+                key = (int(self.table_index[i]), c.target, min(c.num_microbatches, 2))
+                if key not in per_table:
+                    per_table[key] = logits_bytes(self.distinct_tables[key[0]], c.target, c.num_microbatches)
+                logits[i, head_stage[i]] = per_table[key]
+        return memory_parts(states, units[inv], ch.kept_bytes[inv], ch.work_bytes[inv], logits, configs=self.configs,
+                            device_name=self.cluster.gpu.name)
 
 
 def _not_finite(step_ms: np.ndarray, tflops: np.ndarray, parts: dict[str, np.ndarray]) -> list[ConfigError | None]:
