@@ -4,7 +4,8 @@ The question: how large may a micro-batch be before a stage runs out of memory, 
 The global batch and the layout (tp, pp, dp) stay the plan's, so ``m = global / (mbs * dp)``: larger
 micro-batches run GEMMs more efficiently but leave fewer micro-batches to fill the pipeline. The memory line
 crosses the GPU's limit where the estimate turns infeasible; ``oom_spans`` are those stretches, with the
-crossing points interpolated linearly between neighbouring sizes.
+crossing points interpolated linearly between neighbouring sizes. ``peak_parts_bytes`` explains each peak: the
+peak stage's memory parts (``pptune.cost.memory.MEMORY_PARTS``: tensors, then what the framework adds).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class MbsChart:
     oom_spans: tuple[tuple[float, float], ...]  # [from, to] micro-batch sizes where peak memory > the limit
     pp: int
     chosen_micro_batch_size: int
+    peak_parts_bytes: tuple[dict[str, int], ...] = ()  # per size, the peak stage's memory parts
 
 
 def micro_batch_sizes(config: ParallelConfig, *, limit: int = MAX_MICRO_BATCH_SIZE) -> tuple[int, ...]:
@@ -87,7 +89,7 @@ def mbs_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     if sizes is None:
         sizes = micro_batch_sizes(config)
     per_replica = config.global_batch_size // config.dp
-    kept, ms, tokens, bubble, stages, peaks, fits = [], [], [], [], [], [], []
+    kept, ms, tokens, bubble, stages, peaks, fits, parts = [], [], [], [], [], [], [], []
     for size in sizes:
         if per_replica % size:
             continue
@@ -102,11 +104,12 @@ def mbs_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
         stages.append(tuple(est.memory_per_stage_bytes))
         peaks.append(est.peak_memory_bytes)
         fits.append(est.feasible)
+        parts.append(dict(est.stages[est.memory_per_stage_bytes.index(est.peak_memory_bytes)].memory_parts_bytes))
     limit = cluster.gpu.memory_bytes
     return MbsChart(
         micro_batch_sizes=tuple(kept), num_microbatches=tuple(ms), tokens_per_s=tuple(tokens),
         bubble_fraction=tuple(bubble), memory_per_stage_bytes=tuple(stages), peak_memory_bytes=tuple(peaks),
         feasible=tuple(fits), memory_limit_bytes=limit,
         oom_spans=oom_spans(tuple(kept), tuple(peaks), limit) if kept else (),
-        pp=config.pp, chosen_micro_batch_size=config.micro_batch_size,
+        pp=config.pp, chosen_micro_batch_size=config.micro_batch_size, peak_parts_bytes=tuple(parts),
     )

@@ -38,6 +38,8 @@ def add_parser(subparsers: Any, name: str) -> None:
                    help="precision (default: a measured profile's own, else bf16)")
     p.add_argument("--target", choices=TARGETS, default="deepspeed")
     p.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism (tp > 1)")
+    p.add_argument("--memory-headroom", type=float, default=0.0, metavar="GIB",
+                   help="GiB of device memory to keep free: the summary's margin says whether the peak fits below it")
     p.add_argument("--json", action="store_true", help="print Estimate.to_json_dict() as one JSON object")
     p.add_argument("--timeline", action="store_true", help="with --json: include every op's start and end")
     p.add_argument("--batch", metavar="FILE.jsonl",
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(est.to_json_dict(timeline=args.timeline)))
     else:
-        print(summary(profile, cluster, config, est))
+        print(summary(profile, cluster, config, est, headroom_gib=args.memory_headroom))
     return 0
 
 

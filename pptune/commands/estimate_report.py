@@ -10,11 +10,22 @@ from pptune.profile.schema import Profile
 GIB = 2**30
 
 
-def summary(profile: Profile, cluster: Cluster, config: ParallelConfig, est: Estimate) -> str:
-    """A few lines a person reads: what was estimated, the headline, the breakdown, one row per stage."""
+def summary(profile: Profile, cluster: Cluster, config: ParallelConfig, est: Estimate, *,
+            headroom_gib: float = 0.0) -> str:
+    """A few lines a person reads: what was estimated, the headline, the breakdown, one row per stage, and the
+    memory parts of the peak stage with the margin (``headroom_gib`` kept free: ``--memory-headroom``)."""
+    from pptune.cost.memory import FRAMEWORK_PARTS, TENSOR_PARTS, check_headroom, memory_margin
+
     b = est.breakdown
     worst = est.memory_per_stage_bytes.index(est.peak_memory_bytes)
-    fits = "fits" if est.feasible else f"DOES NOT FIT: {est.infeasible_reason}"
+    check_headroom(headroom_gib, cluster.gpu.memory_gib)
+    margin = memory_margin(est.peak_memory_bytes, cluster.gpu.memory_bytes, headroom_gib)
+    fits = margin if margin.startswith("fits") else f"DOES NOT FIT, {margin}"
+    if not est.feasible:
+        fits = f"DOES NOT FIT, {margin}: {est.infeasible_reason}"
+    peak = est.stages[worst].memory_parts_bytes
+    tensors = ", ".join(f"{k.replace('_', ' ')} {peak[k] / GIB:.2f}" for k in TENSOR_PARTS if peak.get(k))
+    framework = ", ".join(f"{k.replace('_', ' ')} {peak[k] / GIB:.2f}" for k in FRAMEWORK_PARTS if peak.get(k))
     lines = [
         f"{profile.model} ({profile.source} profile, {profile.num_layers} layers) on {config.world_size} x "
         f"{cluster.gpu.name} ({cluster.name}), {config.target}, {config.dtype}",
@@ -23,6 +34,7 @@ def summary(profile: Profile, cluster: Cluster, config: ParallelConfig, est: Est
         f"{est.tflops_per_gpu:.1f} TFLOP/s per GPU (MFU {100 * est.mfu:.1f}%)",
         f"bubble {100 * est.bubble_fraction:.1f}% | peak memory {est.peak_memory_bytes / GIB:.2f} GiB (stage {worst}) "
         f"of {cluster.gpu.memory_bytes / GIB:.1f} GiB: {fits}",
+        f"memory of stage {worst} (GiB): tensors: {tensors or 'none'} | framework: {framework or 'none on this device'}",
         "breakdown (ms): " + "  ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {v:.2f}"
                                        for k, v in b.to_dict().items()) + f"  = {b.step_ms:.2f}",
     ]

@@ -39,6 +39,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     s.add_argument("--resume", action="store_true", help="continue the stored study up to --trials finished trials")
     s.add_argument("--target", choices=TARGETS, default="deepspeed", help="framework (default deepspeed)")
     s.add_argument("--max-micro-batch-size", type=int, default=16, help="largest micro-batch size tried (default 16)")
+    s.add_argument("--memory-headroom", type=float, default=0.0, metavar="GIB",
+                   help="GiB of device memory every configuration must leave free (default 0)")
     s.add_argument("--zero-bubble", action="store_true", help="also try zb_h1 (Megatron target; a what-if)")
     f = p.add_argument_group("fix a dimension")
     f.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
@@ -76,6 +78,16 @@ def _fixed(args: argparse.Namespace):
     return Fixed(tp=args.tp, pp=args.pp, dp=args.dp, micro_batch_size=args.micro_batch_size, zero_stage=args.zero,
                  recompute=args.recompute, schedule=args.schedule, vpp=args.vpp, partition=args.partition,
                  sequence_parallel=args.sequence_parallel)
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    """--cluster, with --memory-headroom GiB less device memory when given (``memory.with_memory_headroom``)."""
+    if not args.memory_headroom:
+        return args.cluster
+    from pptune.cost.memory import with_memory_headroom
+    from pptune.hardware import load_cluster
+
+    return with_memory_headroom(load_cluster(args.cluster, num_gpus=args.gpus), args.memory_headroom)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -118,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C included, removes what this run created and leaves an older OUT as it was.
     with PlanBuild(out, study=own_study) as build:
         storage = build.storage_url if own_study else args.storage
-        result = plan(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
+        result = plan(args.model, cluster=_cluster(args), gpus=args.gpus, global_batch_size=args.global_batch_size,
                       settings=dataclasses.replace(settings, storage=storage),
                       progress=not args.no_progress and not args.json)
         if own_study and result.study is not None:  # plan.json names the study where it will be, not where it ran

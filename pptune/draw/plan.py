@@ -152,6 +152,7 @@ def draw_mbs(chart: MbsChart, *, title: str) -> Figure:
         ax_m.plot(sizes, [row[s] / GIB for row in chart.memory_per_stage_bytes], "o-", ms=3, color=colors[s],
                   lw=1.2, label=f"stage {s}" if named else None)
     peak_gib = max(chart.peak_memory_bytes, default=0) / GIB
+    _stack_parts(ax_m, sizes, chart.peak_parts_bytes)
     drawn = _limit(ax_m, limit, peak_gib)
     right = sizes[-1] * 1.3 if sizes else 1
     for k, (lo, hi) in enumerate(chart.oom_spans):
@@ -180,6 +181,19 @@ def draw_mbs(chart: MbsChart, *, title: str) -> Figure:
         ax.legend(fontsize=8, loc="best", ncol=2 if pp > 4 and ax is ax_m else 1)
     fig.suptitle(f"{title}\nHow large a micro-batch fits? Same layout and global batch, pp {pp}", fontsize=10)
     return fig
+
+
+def _stack_parts(ax: object, sizes: tuple[int, ...], parts: tuple[dict[str, int], ...]) -> None:
+    """The peak stage's memory parts stacked under the stage lines (their top is the peak); parts that are 0 at
+    every size are left out of the legend."""
+    if not parts or len(parts) != len(sizes):
+        return
+    names = [n for n in parts[0] if any(p.get(n, 0) for p in parts)]
+    if not names:
+        return
+    colors = [matplotlib.colormaps["tab20"](i) for i in range(len(names))]
+    ax.stackplot(sizes, *[[p.get(n, 0) / GIB for p in parts] for n in names], colors=colors, alpha=0.3,
+                 labels=[f"peak stage: {n.replace('_', ' ')}" for n in names], zorder=1)
 
 
 def draw_timeline(chart: TimelineChart, *, title: str) -> Figure:

@@ -82,8 +82,9 @@ def mark_pareto(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def format_table(df: pd.DataFrame, *, top: int = 10) -> str:
-    """The first ``top`` rows as a fixed-width text table for the terminal."""
+def format_table(df: pd.DataFrame, *, top: int = 10, memory_gib: float | None = None) -> str:
+    """The first ``top`` rows as a fixed-width text table for the terminal; with ``memory_gib`` (the device's, less
+    any headroom) a row that fits says how much memory it leaves."""
     if df.empty:
         return "(no configurations evaluated)"
     head = df.head(top)
@@ -92,6 +93,8 @@ def format_table(df: pd.DataFrame, *, top: int = 10) -> str:
              f"{'MFU':>6}  fits"]
     for _, r in head.iterrows():
         fits = "yes" if r["feasible"] else f"no: {r['infeasible_reason']}"
+        if r["feasible"] and memory_gib is not None:
+            fits = f"yes, {memory_gib - r['peak_memory_gib']:.1f} GiB to spare"
         lines.append(
             f"{int(r['rank']):>3}  {r['label']:<{width}} {r['tokens_per_s']:>11,.0f} {r['step_time_ms']:>9.1f} "
             f"{100 * r['bubble_fraction']:>6.1f}% {r['peak_memory_gib']:>8.1f} {100 * r['mfu']:>5.1f}%  {fits}"

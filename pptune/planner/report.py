@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pptune.cost.memory import memory_margin
 from pptune.planner.ranking import config_label, format_table
 
 
@@ -27,11 +28,12 @@ def text_report(result, out: Path, *, top: int) -> str:
         f"target {result.best.target}: {how}, {len(result.ranking)} distinct ({feasible} fit), "
         f"{result.search_seconds:.1f} s",
         "",
-        format_table(result.ranking, top=top),
+        format_table(result.ranking, top=top, memory_gib=result.cluster.gpu.memory_gib),
         "",
         f"recommended: {config_label(result.best)}",
         f"  {e.tokens_per_s:,.0f} tokens/s   step {e.step_time_ms:.1f} ms   bubble {e.bubble_fraction:.1%}   "
-        f"peak memory {e.peak_memory_bytes / 2**30:.1f} GiB of {result.cluster.gpu.memory_gib:g}   MFU {e.mfu:.1%}",
+        f"peak memory {e.peak_memory_bytes / 2**30:.1f} GiB of {result.cluster.gpu.memory_gib:g} "
+        f"({memory_margin(e.peak_memory_bytes, result.cluster.gpu.memory_bytes)})   MFU {e.mfu:.1%}",
         "  breakdown (ms): " + ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in e.breakdown.to_dict().items()),
         f"  stage boundaries: {list(e.boundaries)}",
         f"wrote {out}/ (HOW_TO_RUN.md, launch.sh, plan.json, ranking.csv ...)",

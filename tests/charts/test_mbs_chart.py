@@ -33,6 +33,9 @@ def test_memory_crosses_the_limit_where_the_estimate_turns_infeasible(make_profi
         est = estimate(profile, cluster, config.replace(micro_batch_size=size, num_microbatches=32 // size))
         assert (peak, fits, stages) == (est.peak_memory_bytes, est.feasible, est.memory_per_stage_bytes)
         assert fits == (peak <= limit) and fits != _inside(size, chart.oom_spans)
+    # each peak is explained by the peak stage's memory parts, which add up to it
+    assert [sum(parts.values()) for parts in chart.peak_parts_bytes] == list(chart.peak_memory_bytes)
+    assert all(parts["activations"] > 0 for parts in chart.peak_parts_bytes)
     (start, end), = chart.oom_spans
     assert start == pytest.approx(4 + 0.3 * 4) and end == 32
     # The crossing sits where the linear memory line meets the limit.

@@ -81,6 +81,22 @@ def test_summary_lines() -> None:
     assert "no estimate.step_time_ms" in other and "warning: DeepSpeed built other stages than planned" in other
 
 
+def test_memory_lines_compare_the_tensor_parts() -> None:
+    import dataclasses
+
+    m = _measured()
+    assert "memory: not recorded" in measure.memory_lines(m)[0]  # a run from before the probe
+    ranks = tuple(dataclasses.replace(r, peak_allocated_bytes=(r.rank + 1) * 2**20, memory_source="probe")
+                  for r in m.ranks)
+    estimated = [{"weights": 2**19, "activations": 2**19, "cuda_context": 2**30},
+                 {"weights": 2**20, "reserve": 2**30}]  # framework and an old plan's reserve are not tensors
+    m = dataclasses.replace(m, ranks=ranks, stages=stage_records(ranks, estimated))
+    lines = measure.memory_lines(m)
+    assert "probe" in lines[0]
+    assert lines[1].split() == ["0", "1.0", "-", "1.0", "+0.0%"]
+    assert lines[2].split() == ["1", "2.0", "-", "1.0", "-50.0%"]
+
+
 def test_run_prints_predicted_vs_measured(make_plan, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     plan_dir: Path = make_plan(predicted_ms=45.0)
     seen = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pptune.cost import estimate
 from pptune.cost.cache import CostCache
 from pptune.cost.layers import layer_table
@@ -188,3 +190,17 @@ def test_adam_temporaries_over_flat_partitions():
     assert step_working_share(ParallelConfig(dtype="fp32", zero_stage=1)) == 8 / 16
     assert step_working_share(ParallelConfig(dtype="fp32")) == 0  # stepped parameter by parameter
     assert step_working_share(ParallelConfig(dtype="bf16", target="megatron")) == 0
+
+
+def test_margin_and_headroom():
+    from pptune.cost.memory import check_headroom, memory_margin, with_memory_headroom
+    from pptune.errors import ConfigError
+
+    assert memory_margin(30 * 2**30, 80 * 2**30) == "fits with 50.00 GiB to spare"
+    assert memory_margin(78 * 2**30, 80 * 2**30, 4.0) == "needs 2.00 GiB more (keeping 4 GiB free)"
+    for bad in (-1.0, float("nan"), 80.0):
+        with pytest.raises(ConfigError, match="--memory-headroom"):
+            check_headroom(bad, 80.0)
+    cluster = load_cluster("a100-80g", num_gpus=2)
+    assert with_memory_headroom(cluster, 0.0) is cluster
+    assert with_memory_headroom(cluster, 6.0).gpu.memory_gib == cluster.gpu.memory_gib - 6.0
