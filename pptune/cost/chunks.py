@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pptune.cost import comm, context_parallel
+from pptune.cost import comm
 from pptune.cost.cache import CostCache
 from pptune.cost.layers import LayerTable
 from pptune.cost.memory import grouped_checkpoint_bytes
@@ -50,13 +50,13 @@ class TableArrays:
     """A LayerTable's prefix sums and per-layer values as numpy arrays (length n + 1 for prefix sums)."""
 
     table: LayerTable
-    floats: np.ndarray  # (n + 1, 3) prefix sums of fwd_ms, bwd_ms, attn_fwd_ms (one gather serves all three)
+    floats: np.ndarray  # (n + 1, 4) prefix sums of fwd_ms, bwd_ms, attn_fwd_ms, bwd_weight_ms (one gather serves all)
     ints: np.ndarray  # (n + 1, 4) prefix sums of saved_bytes, attn_saved_bytes, group input bytes, blocks
     out: np.ndarray  # per layer output bytes
     saved_max_padded: np.ndarray  # sparse table (levels, n): [k, i] = max(saved_bytes[i : i + 2**k]), 0-padded
 
 
-FLOATS = ("fwd", "bwd", "attn")
+FLOATS = ("fwd", "bwd", "attn", "wgrad")
 INTS = ("saved", "attn_saved", "group_input", "blocks")  # group_input: what a one-layer checkpoint keeps
 
 
@@ -78,7 +78,7 @@ def _build(table: LayerTable) -> TableArrays:
     for k, row in enumerate(levels):
         padded[k, :len(row)] = row
     group_input = [table.input_bytes] + list(table.output_bytes[:-1])
-    floats = np.array([cum["fwd_ms"], cum["bwd_ms"], cum["attn_fwd_ms"]], dtype=np.float64).T
+    floats = np.array([cum["fwd_ms"], cum["bwd_ms"], cum["attn_fwd_ms"], cum["bwd_weight_ms"]], dtype=np.float64).T
     ints = np.array([cum["saved_bytes"], cum["attn_saved_bytes"],
                      np.concatenate(([0], np.cumsum(np.array(group_input, dtype=np.int64)))), cum["blocks"]],
                     dtype=np.int64).T
@@ -102,14 +102,13 @@ class GroupChunks:
     p2p_ms: np.ndarray
     compute_ms: np.ndarray  # (K, pp): m * (forward + backward compute), summed over the stage's chunks
     tp_comm_ms: np.ndarray  # (K, pp)
-    cp_comm_ms: np.ndarray  # (K, pp) exposed context-parallel ring (pptune.cost.context_parallel)
     kept_bytes: np.ndarray  # (K, pp) largest per-micro-batch activations of a chunk of the stage
     work_bytes: np.ndarray  # (K, pp) largest recompute working set of a chunk of the stage
     head_stage: np.ndarray  # (K,) stage holding the head, -1 if none
 
 
 def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], bounds: np.ndarray, cluster: Cluster,
-                 *, seq_len: int, w_share: float, cache: CostCache) -> GroupChunks:
+                 *, seq_len: int, cache: CostCache, w_share: float | None = None) -> GroupChunks:
     """Costs of K configurations sharing pp and vpp (tp and dp may differ from row to row).
 
     Args:
@@ -118,12 +117,13 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         bounds: (K, pp * vpp + 1) chunk boundaries.
         cluster: the hardware (links by rank placement).
         seq_len: the profile's sequence length.
-        w_share: the weight-gradient share of the backward (zb_h1).
+        w_share: the weight-gradient share of the backward (zb_h1's W), for what-if studies; None: each layer's
+            ``LayerTable.bwd_weight_ms`` (the profile's measured split, else ``schedule.W_SHARE_OF_BACKWARD``).
         cache: keeps stacked tables and link tables for later calls.
     """
     pp = configs[0].pp
     k, chunks = bounds.shape[0], bounds.shape[1] - 1
-    layouts = [(c.tp, c.dp_cp) for c in configs]  # placement: dp x cp is one stride-tp group (tp-cp-dp-pp)
+    layouts = [(c.tp, c.dp) for c in configs]
     distinct_layouts = list(dict.fromkeys(layouts))
     layout_of = {x: i for i, x in enumerate(distinct_layouts)}
     row_layout = np.array([layout_of[x] for x in layouts])
@@ -158,10 +158,6 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         tb = np.where(interval > 0, tb + tf, tb)
     else:
         tf = tb = np.zeros((k, chunks))
-    # Context parallelism's K,V ring per attention (zeros for cp = 1); full recompute re-runs the forward's ring.
-    cpf, cpb = context_parallel.ring_chunks(configs, [a.table for a in row_tables], bounds, cluster, cache=cache,
-                                            links=links)
-    cpb = np.where(interval > 0, cpb + cpf, cpb)
     # Activations per chunk: saved tensors (less the attention scores with selective recompute), or with one-layer
     # checkpoints each layer's input plus the largest layer's saved set (K-layer groups below).
     kept = np.where(interval == 0, diff["saved"] - np.where(selective, diff["attn_saved"], 0), diff["group_input"])
@@ -186,10 +182,9 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         tb = tb + np.pad(np.where(parted[:, None], gather[1], 0.0), ((0, 0), (0, 1)))
         nbytes = np.where(parted[:, None], nbytes / tp_row, nbytes)
     return GroupChunks(
-        fwd_ms=cf + tf + cpf, bwd_ms=cb + tb + cpb, weight_grad_ms=w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp,
+        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=diff["wgrad"] if w_share is None else w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp,
                                                                            cache, links),
         compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
-        cp_comm_ms=_per_stage(m * (cpf + cpb), pp),
         kept_bytes=_per_stage(kept, pp, np.maximum),
         work_bytes=_per_stage(work, pp, np.maximum),
         head_stage=np.where(head_in.any(axis=1), head_in.argmax(axis=1) % pp, -1),
@@ -274,8 +269,7 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
             j = pairs[key] = len(arrays)
             tp, dp = layouts[lay]
             t = a.table
-            tokens = t.micro_batch_size * seq_len // t.cp  # a context-parallel rank's tokens
-            arrays.append(by_stage(tp, dp, tokens * t.hidden_size * t.act_bytes, t.sequence_parallel))
+            arrays.append(by_stage(tp, dp, t.micro_batch_size * seq_len * t.hidden_size * t.act_bytes, t.sequence_parallel))
         row_pair[i] = j
     values = np.stack(arrays)[..., np.arange(chunks) % pp][row_pair]
     out = []

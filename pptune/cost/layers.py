@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from pptune.cost.cache import CostCache
-from pptune.cost.context_parallel import split_table
+from pptune.cost.schedule import W_SHARE_OF_BACKWARD
 from pptune.profile.schema import Profile
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -35,6 +35,7 @@ class LayerTable:
     tp: int
     fwd_ms: tuple[float, ...]
     bwd_ms: tuple[float, ...]  # input + weight gradient, no recompute
+    bwd_weight_ms: tuple[float, ...]  # the weight-gradient part of bwd_ms (zb_h1's W): measured, or W_SHARE of it
     attn_fwd_ms: tuple[float, ...]  # the attention-core share of fwd_ms (what selective recompute re-runs)
     saved_bytes: tuple[int, ...]  # autograd-saved activations per micro-batch, no recompute
     attn_saved_bytes: tuple[int, ...]  # the attention-score share of saved_bytes (what selective recompute drops)
@@ -51,14 +52,12 @@ class LayerTable:
     act_bytes: int  # bytes of one activation element in the training dtype
     profile_source: str = "measured"
     sequence_parallel: bool = False  # the shape the table was built for (sets its TP collectives)
-    cp: int = 1  # context parallelism: per-token fields hold one rank's 1/cp of the sequence (cost.context_parallel)
-    kv_block_bytes: int = 0  # with cp > 1: one rank's K and V of a block, what each ring step sends
     key: tuple = ()  # (profile fingerprint, micro-batch size, tp, dtype, sequence parallel): what it was built from
     # Prefix sums (length n + 1) so a chunk's totals cost O(1): cum[x][last] - cum[x][first].
     cum: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def total(self, what: str, first: int, last: int) -> float:
-        """Sum of ``what`` (fwd_ms, bwd_ms, attn_fwd_ms, saved_bytes, param_count, blocks) over layers [first, last)."""
+        """Sum of ``what`` (fwd_ms, bwd_ms, bwd_weight_ms, attn_fwd_ms, saved_bytes, param_count, blocks) over layers [first, last)."""
         c = self.cum[what]
         return c[last] - c[first]
 
@@ -80,16 +79,10 @@ class LayerTable:
 
 
 def layer_table(profile: Profile, *, micro_batch_size: int, tp: int, dtype: str, sequence_parallel: bool = False,
-                cp: int = 1, cache: CostCache | None = None) -> LayerTable:
-    """The LayerTable of ``profile`` at this shape (see the module docstring for re-sharding), kept in ``cache``.
-
-    ``cp > 1``: one context-parallel rank's share of the cp = 1 table (``pptune.cost.context_parallel``)."""
+                cache: CostCache | None = None) -> LayerTable:
+    """The LayerTable of ``profile`` at this shape (see the module docstring for re-sharding), kept in ``cache``."""
     if cache is None:
         cache = CostCache()
-    if cp > 1:
-        whole = layer_table(profile, micro_batch_size=micro_batch_size, tp=tp, dtype=dtype,
-                            sequence_parallel=sequence_parallel, cache=cache)
-        return cache.get("tables", (*whole.key, "cp", cp), lambda: split_table(whole, profile, cp))
     key = (cache.fingerprint(profile), micro_batch_size, tp, dtype, sequence_parallel)
     return cache.get("tables", key, lambda: _build(profile, micro_batch_size, tp, dtype, sequence_parallel, key))
 
@@ -115,13 +108,15 @@ def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool, key: tuple
     scores_full = heads * s * s * mbs * (2 * e_prof + drop // 2)
     non_score_sharded_full = 24 * sbh * e_prof // 2  # Korthikanti's 24*s*b*h at 16 bits
 
-    fwd, bwd, attn_fwd, saved, attn_saved, out, params, flops = [], [], [], [], [], [], [], []
+    fwd, bwd, wgrad, attn_fwd, saved, attn_saved, out, params, flops = [], [], [], [], [], [], [], [], []
     for layer, t in zip(profile.layers, timings, strict=True):
         role = layer.role
         k_time = r if role in ("block", "head") else 1.0
         k_param = r if role in ("block", "embedding", "head") else 1.0
         fwd.append(t.fwd_ms * k_time)
         bwd.append(t.bwd_ms * k_time)
+        # The profile's backward split, else the even split of a GEMM's two gradients (W_SHARE_OF_BACKWARD)
+        wgrad.append(W_SHARE_OF_BACKWARD * bwd[-1] if t.bwd_weight_ms is None else t.bwd_weight_ms * k_time)
         flops.append(t.fwd_flops * k_time)
         params.append(round(layer.param_count * k_param))
         if role == "head":  # vocab-parallel logits and the loss's softmax
@@ -155,13 +150,14 @@ def _build(profile: Profile, mbs: int, tp: int, dtype: str, sp: bool, key: tuple
         # (Megatron-DeepSpeed GPTModelPipe does the same), so the head's copy is the embedding layer's count.
         tied = params[emb]
     return LayerTable(
-        micro_batch_size=mbs, tp=tp, fwd_ms=tuple(fwd), bwd_ms=tuple(bwd), attn_fwd_ms=tuple(attn_fwd),
+        micro_batch_size=mbs, tp=tp, fwd_ms=tuple(fwd), bwd_ms=tuple(bwd), bwd_weight_ms=tuple(wgrad),
+        attn_fwd_ms=tuple(attn_fwd),
         saved_bytes=tuple(saved), attn_saved_bytes=tuple(attn_saved), output_bytes=tuple(out),
         input_bytes=mbs * s * 8, param_count=tuple(params), tied_param_count=tied, embedding_index=emb,
         head_index=head, kinds=tuple(layer.kind for layer in profile.layers), roles=roles, fwd_flops=tuple(flops),
         hidden_size=hidden, act_bytes=e, profile_source=profile.source, sequence_parallel=sp, key=key,
         cum={name: (0, *accumulate(values)) for name, values in (
-            ("fwd_ms", fwd), ("bwd_ms", bwd), ("attn_fwd_ms", attn_fwd), ("saved_bytes", saved),
+            ("fwd_ms", fwd), ("bwd_ms", bwd), ("bwd_weight_ms", wgrad), ("attn_fwd_ms", attn_fwd), ("saved_bytes", saved),
             ("attn_saved_bytes", attn_saved), ("param_count", params),
             ("blocks", [1 if ro == "block" else 0 for ro in roles]))},
     )

@@ -10,7 +10,11 @@ Time model, per layer, direction and micro-batch size (``pptune.profile.flops`` 
   plateau speed plus a fixed ``F_half / (peak * E)`` per kernel (tile quantisation, tail). Roofline: a GEMM
   whose operands take longer to move than to multiply (the unfused attention's ``[s, d] x [d, s]``) takes
   ``bytes / (hbm_gbps * memory_efficiency)`` instead.
-- Backward: input- and weight-gradient GEMMs of the transposed shapes (2x forward FLOPs).
+- Backward: input- and weight-gradient GEMMs of the transposed shapes (2x forward FLOPs). Its split for
+  zero-bubble schedules (``LayerTiming.bwd_weight_ms``): W is the weight-gradient GEMMs' share of the
+  backward's device time (a linear layer's ``X^T dY`` has the FLOPs of its ``dY W^T``; the attention core,
+  its batched GEMMs, norms and other memory-bound work have no weights and go to B), applied to the whole
+  backward including its host floor; the embedding's backward (token ids have no gradient) is all W.
 - Attention core: one fused flash-attention-style kernel by default (Dao 2023): FLOPs counted in full
   (``fwd_flops``), but a causal kernel skips the masked half of the work; its backward costs
   ``FLASH_BWD_FACTOR`` (2.5) x forward. With ``flash_attention=False`` two batched GEMMs plus memory-bound
@@ -49,7 +53,7 @@ from pptune.profile.flops import (
     embedding_work,
     head_work,
 )
-from pptune.profile.schema import LayerProfile, LayerTiming, Profile, check_layer_bounds
+from pptune.profile.schema import LayerProfile, LayerTiming, Profile, backward_split, check_layer_bounds
 from pptune.profile.sizes import (
     block_params,
     block_saved_bytes,
@@ -93,15 +97,32 @@ def overlap_ms(host_ms: float, gpu_ms: float) -> float:
 def work_ms(work: Work, gpu: GPU, dtype: str) -> tuple[float, float]:
     """(forward, backward) milliseconds of one layer's work on ``gpu``."""
     fwd_gemm = sum(gemm_shape_ms(g, gpu, dtype) for g in work.gemms)
-    bwd_gemm = sum(gemm_shape_ms(d, gpu, dtype) for g in work.gemms for d in g.grads())
-    attn_fwd = attn_bwd = 0.0
-    if work.attn_fused:
-        attn_fwd = gemm_ms(work.attn_flops * (1 - work.attn_causal_skip), gpu, dtype)
-        attn_bwd = FLASH_BWD_FACTOR * attn_fwd
+    attn_fwd, _ = _fused_attention_ms(work, gpu, dtype)
     fwd = fwd_gemm + attn_fwd + memory_ms(work.fwd_bytes, gpu)
-    bwd = bwd_gemm + attn_bwd + memory_ms(work.bwd_bytes, gpu)
+    bwd = _bwd_device_ms(work, gpu, dtype)
     launch_ms = gpu.launch_overhead_us / 1e3
     return overlap_ms(work.fwd_ops * launch_ms, fwd), overlap_ms(work.bwd_ops * launch_ms, bwd)
+
+
+def _fused_attention_ms(work: Work, gpu: GPU, dtype: str) -> tuple[float, float]:
+    """(forward, backward) of a fused attention kernel; (0, 0) when unfused (its GEMMs are in ``work.gemms``)."""
+    if not work.attn_fused:
+        return 0.0, 0.0
+    attn_fwd = gemm_ms(work.attn_flops * (1 - work.attn_causal_skip), gpu, dtype)
+    return attn_fwd, FLASH_BWD_FACTOR * attn_fwd
+
+
+def _bwd_device_ms(work: Work, gpu: GPU, dtype: str) -> float:
+    """The backward's device time: input- and weight-gradient GEMMs, the fused attention's backward, memory traffic."""
+    bwd_gemm = sum(gemm_shape_ms(d, gpu, dtype) for g in work.gemms for d in g.grads())
+    return bwd_gemm + _fused_attention_ms(work, gpu, dtype)[1] + memory_ms(work.bwd_bytes, gpu)
+
+
+def weight_grad_share(work: Work, gpu: GPU, dtype: str) -> float:
+    """The weight-gradient GEMMs' share of the layer's backward device time (module docstring)."""
+    device = _bwd_device_ms(work, gpu, dtype)
+    weights = work.gemms[:len(work.gemms) - len(work.attn_gemms)]
+    return sum(gemm_shape_ms(g.grads()[1], gpu, dtype) for g in weights) / device if device > 0 else 0.0
 
 
 def attn_core_fwd_ms(work: Work, gpu: GPU, dtype: str) -> float:
@@ -171,7 +192,8 @@ def analytic_profile(
     for b in sizes:
         hid = hidden_bytes(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp)
         emb_t.append(_timing(embedding_work(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp), gpu, dtype, b,
-                             embedding_saved_bytes(spec, b=b, s=s, tp=tp, sequence_parallel=sp), hid))
+                             embedding_saved_bytes(spec, b=b, s=s, tp=tp, sequence_parallel=sp), hid,
+                             input_grad=False))
         blk_t.append(_timing(block_work(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp, flash=flash_attention),
                              gpu, dtype, b, block_saved_bytes(spec, b=b, s=s, tp=tp, dtype=dtype, sequence_parallel=sp,
                                                               flash=flash_attention), hid))
@@ -197,10 +219,12 @@ def analytic_profile(
     )
 
 
-def _timing(work: Work, gpu: GPU, dtype: str, b: int, saved: int, output: int) -> LayerTiming:
+def _timing(work: Work, gpu: GPU, dtype: str, b: int, saved: int, output: int, *, input_grad: bool = True) -> LayerTiming:
     fwd, bwd = work_ms(work, gpu, dtype)
+    weight = bwd * weight_grad_share(work, gpu, dtype) if input_grad else bwd
     return LayerTiming(micro_batch_size=b, fwd_ms=fwd, bwd_ms=bwd, saved_bytes=saved, output_bytes=output,
-                       fwd_flops=work.fwd_flops, attn_fwd_ms=min(fwd, attn_core_fwd_ms(work, gpu, dtype)))
+                       fwd_flops=work.fwd_flops, attn_fwd_ms=min(fwd, attn_core_fwd_ms(work, gpu, dtype)),
+                       **backward_split(bwd, bwd - weight))
 
 
 def _layer(index: int, name: str, kind: str, role: str, params: int, e: int, timings: tuple[LayerTiming, ...],

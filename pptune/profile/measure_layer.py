@@ -7,6 +7,13 @@ output's shape; the last layer with a loss runs ``loss(layer(x), labels)`` and b
 scalar loss, because the last stage computes the loss (DeepSpeed's ``PipelineModule.loss_fn``).
 Parameter gradients accumulate across iterations, the steady state of gradient accumulation over
 micro-batches; they are dropped when the layer is done.
+
+The backward split (zero-bubble schedules run the input gradient B and the weight gradient W apart, Qi et al.
+ICLR'24): after the timed pairs the layer runs again with its parameters frozen (``requires_grad_(False)``), so
+autograd computes the input gradient only (each op's backward skips the gradients of inputs that need none:
+a linear layer's ``X^T dY``, a norm's weight and bias terms); that backward's median is B and the rest of
+``bwd_ms`` is W. A layer whose input has no gradient (the embedding's token ids) is all W, one without
+parameters all B.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from pptune.profile.attention_time import attention_fwd_ms
 from pptune.profile.saved_bytes import saved_bytes
-from pptune.profile.schema import LayerTiming
+from pptune.profile.schema import LayerTiming, backward_split
 from pptune.profile.timing import Timer, summarize
 
 
@@ -126,17 +133,44 @@ def measure_layer(
 
     # The attention core's share of the forward (selective recompute), in extra forwards after the timed ones.
     attn_ms = attention_fwd_ms(step, timer, repeat=min(repeat, ATTENTION_REPEATS))
+    fwd, bwd = summarize(fwd_ms), summarize(bwd_ms)
+    input_ms = _input_grad_ms(layer, inp, step, grad, timer, repeat=repeat, bwd_ms=bwd.median_ms) if differentiable else 0.0
     peak = _peak_allocated_bytes(step, grad) if inp.device.type == "cuda" and differentiable else None
     for p in layer.parameters():
         p.grad = None
-    fwd, bwd = summarize(fwd_ms), summarize(bwd_ms)
     timing = LayerTiming(
         micro_batch_size=micro_batch_size, fwd_ms=fwd.median_ms, bwd_ms=bwd.median_ms,
         fwd_spread_ms=fwd.spread_ms, bwd_spread_ms=bwd.spread_ms, saved_bytes=saved,
         output_bytes=output_bytes, fwd_flops=fwd_flops, peak_allocated_bytes=peak,
-        attn_fwd_ms=min(attn_ms, fwd.median_ms),
+        attn_fwd_ms=min(attn_ms, fwd.median_ms), **backward_split(bwd.median_ms, input_ms),
     )
     return Measured(timing=timing, output=output)
+
+
+def _input_grad_ms(layer: nn.Module, inp: torch.Tensor, step: Callable[[], torch.Tensor], grad: torch.Tensor | None,
+                   timer: Timer, *, repeat: int, bwd_ms: float) -> float:
+    """Median backward time with the parameters frozen: the input-gradient part B (module docstring)."""
+    params = [p for p in layer.parameters() if p.requires_grad]
+    if not inp.requires_grad:  # token ids: no input gradient, the whole backward is the weight gradient
+        return 0.0
+    if not params:  # nothing to freeze: the whole backward is the input gradient
+        return bwd_ms
+    for p in params:
+        p.requires_grad_(False)
+    samples: list[float] = []
+    try:
+        for i in range(1 + repeat):  # one untimed pass first (the frozen graph's first backward)
+            inp.grad = None
+            result = step()
+            _, b = timer.time(lambda result=result: torch.autograd.backward(result, grad))
+            del result
+            if i:
+                samples.append(b)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    inp.grad = None
+    return summarize(samples).median_ms
 
 
 def _peak_allocated_bytes(step: Callable[[], torch.Tensor], grad: torch.Tensor | None) -> int:

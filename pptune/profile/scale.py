@@ -20,14 +20,17 @@ def compute_scale_of(calibration: dict[str, Any], *, origin: str = "cluster") ->
 
 
 def scaled_profile(profile: Profile, scale: float) -> Profile:
-    """``profile`` with every layer's forward and backward times (spreads, attention share) multiplied by ``scale``."""
+    """``profile`` with every layer's forward and backward times (spreads, attention share, backward split)
+    multiplied by ``scale``."""
     if scale == 1.0:
         return profile
     layers = tuple(
         dataclasses.replace(layer, timings=tuple(
             dataclasses.replace(t, fwd_ms=t.fwd_ms * scale, bwd_ms=t.bwd_ms * scale,
                                 fwd_spread_ms=t.fwd_spread_ms * scale, bwd_spread_ms=t.bwd_spread_ms * scale,
-                                attn_fwd_ms=t.attn_fwd_ms * scale)
+                                attn_fwd_ms=t.attn_fwd_ms * scale,
+                                bwd_input_ms=None if t.bwd_input_ms is None else t.bwd_input_ms * scale,
+                                bwd_weight_ms=None if t.bwd_weight_ms is None else t.bwd_weight_ms * scale)
             for t in layer.timings))
         for layer in profile.layers
     )

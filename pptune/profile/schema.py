@@ -1,7 +1,9 @@
 """Profile and LayerProfile: per-layer costs of a model, measured or analytic, and their JSON form.
 
-The schema (``schema_version`` 1) is documented in README.md, "Profile format". Loading validates
-every field once; a bad file raises SchemaError naming the file and the field.
+The schema (``schema_version`` 2) is documented in README.md, "Profile format". Loading validates
+every field once; a bad file raises SchemaError naming the file and the field. Version 2 adds each timing's
+backward split (``bwd_input_ms`` and ``bwd_weight_ms``, the input- and weight-gradient parts of ``bwd_ms``
+that zero-bubble schedules run apart); version 1 files, which have no split, are still read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pptune.fileio import write_json_atomic
 from pptune.limits import MAX_GPUS, MAX_MICRO_BATCH, MAX_PROFILE_LAYERS, MAX_SEQ
 from pptune.model.spec import TransformerSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READ_VERSIONS = (1, 2)  # what load_profile reads; version 1 has no backward split
 
 # Bounds on every number of a profile, far beyond any real device, so that a file of huge finite numbers
 # (bwd_ms 1e308) is refused here rather than turning into inf/NaN step times deep in the cost model:
@@ -36,7 +39,7 @@ MAX_THREADS = 2**20
 MAX_MICRO_BATCH_SIZES = 1024  # sizes listed in one profile
 TIMING_BOUNDS: dict[str, float] = {
     "fwd_ms": MAX_LAYER_MS, "bwd_ms": MAX_LAYER_MS, "fwd_spread_ms": MAX_LAYER_MS, "bwd_spread_ms": MAX_LAYER_MS,
-    "attn_fwd_ms": MAX_LAYER_MS, "saved_bytes": MAX_BYTES, "output_bytes": MAX_BYTES,
+    "attn_fwd_ms": MAX_LAYER_MS, "bwd_input_ms": MAX_LAYER_MS, "bwd_weight_ms": MAX_LAYER_MS, "saved_bytes": MAX_BYTES, "output_bytes": MAX_BYTES,
     "peak_allocated_bytes": MAX_BYTES, "fwd_flops": MAX_LAYER_FLOPS,
 }
 Role = Literal["embedding", "block", "head", "other"]
@@ -58,6 +61,10 @@ class LayerTiming:
     fwd_flops: float = 0.0  # model FLOPs of the forward pass (0 when unknown)
     attn_fwd_ms: float = 0.0  # share of fwd_ms in the attention core (what selective recompute re-runs); 0 = unknown
     peak_allocated_bytes: int | None = None  # CUDA only: peak allocated during fwd+bwd above the baseline
+    # The backward split (schema 2): the input-gradient part B and the weight-gradient part W of bwd_ms
+    # (B + W = bwd_ms); None in profiles made without it (the cost model then assumes W = half of bwd_ms).
+    bwd_input_ms: float | None = None
+    bwd_weight_ms: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,7 +111,15 @@ def _mix(a: LayerTiming, b: LayerTiming, w: float, mbs: int) -> LayerTiming:
         fwd_flops=f(a.fwd_flops, b.fwd_flops), attn_fwd_ms=f(a.attn_fwd_ms, b.attn_fwd_ms),
         peak_allocated_bytes=None if a.peak_allocated_bytes is None or b.peak_allocated_bytes is None
         else round(f(a.peak_allocated_bytes, b.peak_allocated_bytes)),
+        **_split(a, b, f),
     )
+
+
+def _split(a: LayerTiming, b: LayerTiming, f: Any) -> dict[str, float | None]:
+    """The backward split of a timing mixed (or scaled) from ``a`` and ``b`` by ``f``; None unless both have one."""
+    if a.bwd_weight_ms is None or b.bwd_weight_ms is None or a.bwd_input_ms is None or b.bwd_input_ms is None:
+        return {"bwd_input_ms": None, "bwd_weight_ms": None}
+    return {"bwd_input_ms": f(a.bwd_input_ms, b.bwd_input_ms), "bwd_weight_ms": f(a.bwd_weight_ms, b.bwd_weight_ms)}
 
 
 def _scale(a: LayerTiming, k: float, mbs: int) -> LayerTiming:
@@ -113,6 +128,7 @@ def _scale(a: LayerTiming, k: float, mbs: int) -> LayerTiming:
         bwd_spread_ms=a.bwd_spread_ms * k, saved_bytes=round(a.saved_bytes * k), output_bytes=round(a.output_bytes * k),
         fwd_flops=a.fwd_flops * k, attn_fwd_ms=a.attn_fwd_ms * k,
         peak_allocated_bytes=None if a.peak_allocated_bytes is None else round(a.peak_allocated_bytes * k),
+        **_split(a, a, lambda x, _: x * k),
     )
 
 
@@ -249,8 +265,9 @@ def _tname(types: type | tuple[type, ...]) -> str:
 def _parse_profile(data: Any, origin: str) -> Profile:
     r = _Reader(data, origin, "")
     version = r.get("schema_version", int)
-    if version != SCHEMA_VERSION:
-        raise r.fail("schema_version", f"unknown version {version} (this pptune reads {SCHEMA_VERSION})")
+    if version not in READ_VERSIONS:
+        raise r.fail("schema_version", f"unknown version {version} (this pptune reads "
+                                       f"{', '.join(map(str, READ_VERSIONS))})")
     mbs_list = r.get("micro_batch_sizes", list)
     if not mbs_list or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mbs_list):
         raise r.fail("micro_batch_sizes", f"must be a non-empty list of positive integers, got {mbs_list!r}")
@@ -265,7 +282,7 @@ def _parse_profile(data: Any, origin: str) -> Profile:
     if len(layers_raw) > MAX_PROFILE_LAYERS:
         raise r.fail("layers", f"lists {len(layers_raw):,} layers, above pptune's bound of {MAX_PROFILE_LAYERS:,} "
                                "(see pptune/limits.py)")
-    layers = tuple(_parse_layer(r.child("layers", i), i, len(layers_raw)) for i in range(len(layers_raw)))
+    layers = tuple(_parse_layer(r.child("layers", i), i, len(layers_raw), version) for i in range(len(layers_raw)))
     for layer in layers:
         got = [t.micro_batch_size for t in layer.timings]
         if sorted(got) != sorted(mbs_list):
@@ -296,7 +313,7 @@ def _parse_profile(data: Any, origin: str) -> Profile:
     )
 
 
-def _parse_layer(r: _Reader, position: int, count: int) -> LayerProfile:
+def _parse_layer(r: _Reader, position: int, count: int, version: int) -> LayerProfile:
     index = r.integer("index")
     if index != position:
         raise r.fail("index", f"expected {position} (layers must be listed in pipeline order), got {index}")
@@ -306,7 +323,7 @@ def _parse_layer(r: _Reader, position: int, count: int) -> LayerProfile:
     timings_raw = r.get("timings", list)
     if not timings_raw:
         raise r.fail("timings", "must hold at least one micro-batch size")
-    timings = tuple(sorted((_parse_timing(r.child("timings", i)) for i in range(len(timings_raw))),
+    timings = tuple(sorted((_parse_timing(r.child("timings", i), version) for i in range(len(timings_raw))),
                            key=lambda t: t.micro_batch_size))
     return LayerProfile(
         index=index,
@@ -320,9 +337,9 @@ def _parse_layer(r: _Reader, position: int, count: int) -> LayerProfile:
     )
 
 
-def _parse_timing(r: _Reader) -> LayerTiming:
+def _parse_timing(r: _Reader, version: int) -> LayerTiming:
     b = TIMING_BOUNDS
-    return LayerTiming(
+    timing = LayerTiming(
         micro_batch_size=r.integer("micro_batch_size", positive=True, maximum=MAX_MICRO_BATCH),
         fwd_ms=r.number("fwd_ms", maximum=b["fwd_ms"]),
         bwd_ms=r.number("bwd_ms", maximum=b["bwd_ms"]),
@@ -333,7 +350,31 @@ def _parse_timing(r: _Reader) -> LayerTiming:
         fwd_flops=r.number("fwd_flops", required=False, default=0.0, maximum=b["fwd_flops"]),
         attn_fwd_ms=r.number("attn_fwd_ms", required=False, default=0.0, maximum=b["attn_fwd_ms"]),
         peak_allocated_bytes=r.integer("peak_allocated_bytes", required=False, maximum=b["peak_allocated_bytes"]),
+        bwd_input_ms=r.number("bwd_input_ms", required=False, maximum=b["bwd_input_ms"]),
+        bwd_weight_ms=r.number("bwd_weight_ms", required=False, maximum=b["bwd_weight_ms"]),
     )
+    given = [key for key in ("bwd_input_ms", "bwd_weight_ms") if getattr(timing, key) is not None]
+    if given and version < 2:
+        raise r.fail(given[0], "the backward split needs schema_version 2")
+    if len(given) == 1:
+        raise r.fail(given[0], "give both bwd_input_ms and bwd_weight_ms (the backward split) or neither")
+    if given and not split_adds_up(timing):
+        raise r.fail("bwd_weight_ms", f"bwd_input_ms {timing.bwd_input_ms!r} + bwd_weight_ms {timing.bwd_weight_ms!r} "
+                                      f"must equal bwd_ms {timing.bwd_ms!r}")
+    return timing
+
+
+def backward_split(bwd_ms: float, input_ms: float) -> dict[str, float]:
+    """LayerTiming's split fields for a backward of ``bwd_ms`` whose input-gradient part took ``input_ms``:
+    B is clamped to [0, bwd_ms] (timing noise), W is the rest."""
+    b = min(max(input_ms, 0.0), bwd_ms)
+    return {"bwd_input_ms": b, "bwd_weight_ms": bwd_ms - b}
+
+
+def split_adds_up(t: LayerTiming) -> bool:
+    """Whether a timing's backward split sums to its ``bwd_ms`` (to 0.1%, rounding in a hand-written file)."""
+    assert t.bwd_input_ms is not None and t.bwd_weight_ms is not None
+    return abs(t.bwd_input_ms + t.bwd_weight_ms - t.bwd_ms) <= 1e-3 * t.bwd_ms + 1e-9
 
 
 def check_layer_bounds(layer: LayerProfile, *, origin: str) -> None:

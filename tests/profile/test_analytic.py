@@ -162,3 +162,19 @@ def test_a_model_within_the_size_bounds_but_absurd_on_this_gpu_is_refused_by_the
     spec = parse_spec("gpt:layers=2,hidden=65536,heads=64,seq=16777216,vocab=1000")
     with pytest.raises(ConfigError, match=r"layer 'block.0': timings\[mbs=1\]\.fwd_ms would be .* above the plausible"):
         analytic_profile(spec, GPU_PRESETS["local-cpu"], micro_batch_sizes=(1,))
+
+
+def test_backward_split_from_flops() -> None:
+    # A linear layer's weight gradient is one GEMM of its input gradient's FLOPs; the attention core and the
+    # memory-bound work have no weights. So a block's W is below half its backward (the paper profiled 0.34-0.43).
+    gpu = GPU_PRESETS["A100-SXM4-80GB"]
+    shares = {}
+    for seq in (2048, 8192):
+        profile = analytic_profile(PRESETS["gpt3-175b"], gpu, tp=8, micro_batch_sizes=(1,), seq_len=seq)
+        emb, block, head = (profile.layers[i].timings[0] for i in (0, 1, -1))
+        for t in (emb, block, head):
+            assert t.bwd_input_ms + t.bwd_weight_ms == pytest.approx(t.bwd_ms)
+        assert emb.bwd_weight_ms == emb.bwd_ms  # token ids have no gradient: the embedding's backward is all W
+        assert 0.3 < head.bwd_weight_ms / head.bwd_ms < 0.5  # the LM head GEMM's dW; the loss's softmax is B
+        shares[seq] = block.bwd_weight_ms / block.bwd_ms
+    assert all(0.3 < share < 0.5 for share in shares.values()), shares

@@ -72,6 +72,21 @@ def _set(path: str, value: Any) -> Any:
 
 DELETE = object()
 
+def _add_split(data: dict) -> None:
+    """Make ``data`` a version-2 profile whose timings carry the backward split (input 0.625, weight 0.375 of bwd)."""
+    data["schema_version"] = 2
+    for layer in data["layers"]:
+        for t in layer["timings"]:
+            t["bwd_input_ms"], t["bwd_weight_ms"] = 0.625 * t["bwd_ms"], 0.375 * t["bwd_ms"]
+
+
+def _split_then(mutate: Any) -> Any:
+    def apply(data: dict) -> None:
+        _add_split(data)
+        mutate(data)
+    return apply
+
+
 MALFORMED = [
     ("missing model", _set("model", DELETE), "'model'"),
     ("missing layer kind", _set("layers.1.kind", DELETE), "'layers[1].kind'"),
@@ -85,7 +100,17 @@ MALFORMED = [
     ("float saved_bytes", _set("layers.1.timings.2.saved_bytes", 1.5), "'layers[1].timings[2].saved_bytes'"),
     ("unknown dtype", _set("dtype", "int4"), "'dtype'"),
     ("unknown role", _set("layers.1.role", "decoder"), "'layers[1].role'"),
-    ("unknown version", _set("schema_version", 2), "'schema_version'"),
+    ("unknown version", _set("schema_version", 3), "'schema_version'"),
+    # The backward split (schema 2): both parts or neither, summing to bwd_ms, not in a version-1 file.
+    ("split in version 1", _set("layers.1.timings.0.bwd_weight_ms", 2.0), "'layers[1].timings[0].bwd_weight_ms'"),
+    ("split: one part only", _split_then(_set("layers.1.timings.0.bwd_input_ms", None)),
+     "'layers[1].timings[0].bwd_weight_ms'"),
+    ("split: parts do not add up", _split_then(_set("layers.1.timings.0.bwd_weight_ms", 3.0)),
+     "'layers[1].timings[0].bwd_weight_ms'"),
+    ("split: negative part", _split_then(_set("layers.1.timings.0.bwd_input_ms", -1.0)),
+     "'layers[1].timings[0].bwd_input_ms'"),
+    ("split: huge part", _split_then(_set("layers.1.timings.0.bwd_weight_ms", 1e308)),
+     "'layers[1].timings[0].bwd_weight_ms'"),
     ("index out of order", _set("layers.2.index", 3), "'layers[2].index'"),
     ("layer not an object", _set("layers.1", [1, 2]), "layers[1]"),
     ("sizes differ", _set("layers.1.timings", [_timing(1), _timing(2), _timing(8)]), "'layers[1].timings'"),
@@ -136,6 +161,26 @@ def test_valid_spec_is_kept(tmp_path: Path) -> None:
     data["spec"] = {"name": "tiny", "num_layers": 2, "hidden_size": 64, "num_heads": 4, "ffn_hidden_size": 256,
                     "vocab_size": 100, "seq_len": 128}
     assert load_profile(_write(tmp_path, data)).spec == data["spec"]
+
+
+def _split_profile() -> dict[str, Any]:
+    data = _profile()
+    _add_split(data)
+    return data
+
+
+def test_version_2_split_round_trips_and_version_1_still_reads(tmp_path: Path) -> None:
+    profile = load_profile(_write(tmp_path, _split_profile()))
+    t = profile.layers[1].timings[0]
+    assert profile.schema_version == 2 and (t.bwd_input_ms, t.bwd_weight_ms) == (2.5, 1.5)
+    assert load_profile(save_profile(profile, tmp_path / "again.json")) == profile
+    old = load_profile(_write(tmp_path, _profile()))  # version 1: no split
+    assert old.schema_version == 1 and old.layers[1].timings[0].bwd_weight_ms is None
+    # Interpolated and extrapolated timings carry the split, still adding up
+    for mbs in (3, 8):
+        x = profile.layers[1].timing(mbs)
+        assert x.bwd_input_ms == pytest.approx(0.625 * x.bwd_ms) and x.bwd_weight_ms == pytest.approx(0.375 * x.bwd_ms)
+    assert old.layers[1].timing(3).bwd_weight_ms is None
 
 
 def _layer_profile(points: dict[int, float]) -> LayerProfile:
