@@ -19,7 +19,7 @@ from pptune.errors import ConfigError, SchemaError
 
 # Batch-line keys and the CLI attribute that supplies each one's default.
 BATCH_KEYS = {
-    "model": "model", "cluster": "cluster", "gpus": "gpus", "tp": "tp", "pp": "pp", "dp": "dp",
+    "model": "model", "cluster": "cluster", "gpus": "gpus", "tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp",
     "micro_batch_size": "micro_batch_size", "global_batch_size": "global_batch_size", "schedule": "schedule",
     "vpp": "vpp", "zero": "zero", "recompute": "recompute", "partition": "partition", "dtype": "dtype",
     "target": "target", "sequence_parallel": "sequence_parallel", "attention": "attention",
@@ -30,7 +30,7 @@ TEXT_KEYS = ("model", "schedule", "recompute", "partition", "dtype", "target", "
 # Batch keys whose value must be a JSON boolean.
 BOOL_KEYS = ("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather")
 # Batch keys whose value must be a positive integer.
-INT_KEYS = ("tp", "pp", "dp", "micro_batch_size", "vpp", "gpus", "global_batch_size")
+INT_KEYS = ("tp", "pp", "dp", "cp", "micro_batch_size", "vpp", "gpus", "global_batch_size")
 
 
 def defaults_of(args: Any) -> dict[str, Any]:
@@ -111,15 +111,16 @@ def build_item(item: dict[str, Any]):
             raise ConfigError(f"{key} must be a positive integer, got {value!r}")
     if item.get("global_batch_size") is None:
         raise ConfigError("--global-batch-size is required (samples per optimizer step)")
-    tp, pp, dp = item["tp"], item["pp"], item["dp"]
-    world = tp * pp * dp
+    tp, pp, dp, cp = item["tp"], item["pp"], item["dp"], item.get("cp") or 1
+    world = tp * cp * pp * dp
     check_job(global_batch_size=item["global_batch_size"], gpus=world, micro_batch_size=item["micro_batch_size"],
               num_microbatches=max(1, item["global_batch_size"] // (item["micro_batch_size"] * dp)))
     if item.get("gpus") is not None and item["gpus"] != world:
-        raise ConfigError(f"tp {tp} x pp {pp} x dp {dp} = {world} GPUs but {item['gpus']} GPUs were given")
+        tp_cp = f"{tp} x cp {cp}" if cp > 1 else f"{tp}"
+        raise ConfigError(f"tp {tp_cp} x pp {pp} x dp {dp} = {world} GPUs but {item['gpus']} GPUs were given")
     config = ParallelConfig.from_global_batch(
         global_batch_size=item["global_batch_size"], micro_batch_size=item["micro_batch_size"], dp=dp, tp=tp, pp=pp,
-        schedule=item["schedule"], vpp=item["vpp"], zero_stage=item["zero"], recompute=item["recompute"],
+        cp=cp, schedule=item["schedule"], vpp=item["vpp"], zero_stage=item["zero"], recompute=item["recompute"],
         dtype=item["dtype"], partition=item["partition"], sequence_parallel=bool(item["sequence_parallel"]),
         target=item["target"], overlap_grad_reduce=item.get("overlap_grad_reduce"),
         overlap_param_gather=item.get("overlap_param_gather"),

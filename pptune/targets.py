@@ -145,11 +145,13 @@ RULES: tuple[str, ...] = (
     "planned-schedule",  # plan (pp > 1)
     "recompute-mode",  # config
     "sequence-parallel-tp",  # config
+    "context-parallel-target",  # config: cp > 1 is Megatron's
     "overlap-knobs",  # config: overlap_grad_reduce / overlap_param_gather against the target
     "sequence-parallel-target",  # plan
     "chunks-layers",  # model
     "heads-tp",  # model
     "kv-heads-tp",  # model
+    "context-parallel-seq",  # model: the sequence splits into 2 x cp chunks
     "stage-blocks",  # plan, model
     "even-split-blocks",  # plan, model
     "interleaving-blocks",  # plan, model
@@ -305,10 +307,25 @@ def tp_node_rule(tp: int, gpus_per_node: int, cluster: str) -> str | None:
     return None
 
 
-def world_size_rule(tp: int, pp: int, dp: int, cluster: Any) -> str | None:
-    world = tp * pp * dp
+def context_parallel_target_rule(cp: int, target: str) -> str | None:
+    if cp > 1 and target != "megatron":
+        return f"context parallelism (cp {cp}) is a Megatron feature; use --target megatron"
+    return None
+
+
+def context_parallel_seq_rule(cp: int, seq_len: int | None, model: str) -> str | None:
+    """Megatron's validate_args: seq length a multiple of 2 x cp (each rank takes two chunks for causal load
+    balance; megatron/training/arguments.py, NVIDIA/Megatron-LM d98e8a6)."""
+    if cp > 1 and seq_len and seq_len % (2 * cp):
+        return f"sequence length {seq_len} of {model} is not a multiple of 2 x cp {cp} (Megatron's context split)"
+    return None
+
+
+def world_size_rule(tp: int, pp: int, dp: int, cluster: Any, cp: int = 1) -> str | None:
+    world = tp * cp * pp * dp
     if cluster.num_nodes >= 1 and world != cluster.num_gpus:
-        return (f"tp {tp} x pp {pp} x dp {dp} = {world} GPUs but cluster "
+        tp_cp = f"{tp} x cp {cp}" if cp > 1 else f"{tp}"
+        return (f"tp {tp_cp} x pp {pp} x dp {dp} = {world} GPUs but cluster "
                 f"{cluster.name} has {cluster.num_gpus} ({cluster.num_nodes} x {cluster.gpus_per_node})")
     return None
 
@@ -369,6 +386,8 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
                       ("planned-schedule", planned_schedule_rule(rules, c.schedule, c.pp))]
         found.append(("recompute-mode", recompute_rule(rules, c.recompute)))
     found.append(("sequence-parallel-tp", sequence_parallel_tp_rule(c.sequence_parallel, c.tp)))
+    cp = getattr(c, "cp", 1)
+    found.append(("context-parallel-target", context_parallel_target_rule(cp, c.target)))
     grad, param = getattr(c, "overlap_grad_reduce", None), getattr(c, "overlap_param_gather", None)
     if c.target in TARGETS and grad is not None:  # None: not yet resolved (ParallelConfig resolves it first)
         found.append(("overlap-knobs", overlap_rule(rules, grad, param, c.zero_stage)))
@@ -380,6 +399,7 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
             ("chunks-layers", chunks_rule(c.pp, c.vpp, layers, name)),
             ("heads-tp", heads_rule(heads, c.tp, name)),
             ("kv-heads-tp", heads_rule(kv, c.tp, name, kv=True)),
+            ("context-parallel-seq", context_parallel_seq_rule(cp, getattr(model, "seq_len", None), name)),
         ]
         if planned and c.target in TARGETS:
             found += [("stage-blocks", stage_blocks_rule(c.pp, blocks, name)),
@@ -387,7 +407,7 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
                       ("interleaving-blocks", interleaving_blocks_rule(c.schedule, c.pp, c.vpp, blocks, c.partition))]
     if cluster is not None:
         found += [("tp-node", tp_node_rule(c.tp, cluster.gpus_per_node, cluster.name)),
-                  ("world-size", world_size_rule(c.tp, c.pp, c.dp, cluster))]
+                  ("world-size", world_size_rule(c.tp, c.pp, c.dp, cluster, cp))]
     if step:
         found.append(("interleaving-microbatches", microbatches_rule(c.schedule, c.pp, c.num_microbatches)))
     out: list[Violation] = []

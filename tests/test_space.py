@@ -131,3 +131,27 @@ def test_digest_is_stable_and_tracks_the_space():
     assert small().digest() == small().digest()
     assert small().digest() != small(fixed=Fixed(tp=1)).digest()
     assert small().digest() != small(global_batch_size=64).digest()
+
+
+def test_context_parallelism_is_offered_for_long_sequences_only():
+    long = small(gpus=64, num_blocks=16, num_heads=16, global_batch_size=16, target="megatron", seq_len=131072)
+    assert long.context_parallel == (1, 2, 4, 8, 16, 32)
+    layouts = {lay.key: lay for lay in long.layouts}
+    assert "tp8-cp4-pp2-dp1" in layouts and layouts["tp8-cp4-pp2-dp1"].cp == 4
+    assert all(lay.tp * lay.cp * lay.pp * lay.dp == 64 for lay in long.layouts)
+    c = next(long.configs_for(layouts["tp8-cp4-pp2-dp1"]))
+    assert (c.cp, c.world_size, c.dp_cp) == (4, 64, 4) and " cp4 " in c.label()
+    assert small(gpus=64, num_blocks=16, num_heads=16, global_batch_size=16, target="megatron",
+                 seq_len=8192).context_parallel == (1,)
+    assert small(gpus=64, num_blocks=16, num_heads=16, global_batch_size=16, target="deepspeed",
+                 seq_len=131072).context_parallel == (1,)
+    pinned = small(gpus=64, num_blocks=16, num_heads=16, global_batch_size=16, target="megatron", seq_len=8192,
+                   fixed=Fixed(cp=2))
+    assert {lay.cp for lay in pinned.layouts} == {2} and "context_parallel" in pinned.to_dict()
+
+
+def test_a_pinned_cp_is_checked_against_the_target_and_the_sequence():
+    with pytest.raises(ConfigError, match="Megatron feature"):
+        small(gpus=64, global_batch_size=16, seq_len=8192, fixed=Fixed(cp=2))
+    with pytest.raises(ConfigError, match="not a multiple of 2 x cp 3"):
+        small(gpus=48, global_batch_size=16, target="megatron", seq_len=8192, fixed=Fixed(cp=3))

@@ -19,6 +19,7 @@ from pptune.batch_lines import BATCH_KEYS
 from pptune.calibrate.published import padded_vocab
 from pptune.calibrate.published_runs import PublishedRun
 from pptune.calibrate.runs_fit import Run, fit_runs, predict_run
+from pptune.cost.cache import CostCache
 from pptune.hardware import load_cluster
 from pptune.validation.metrics import spearman
 
@@ -115,7 +116,8 @@ def kshot(source: str, runs: Sequence[Run], k: int, *, draws: int = DRAWS, seed:
     Args:
         zero_shot_ms: the runs' uncalibrated predictions, when already computed (k = 0 and held-out reuse).
     """
-    base = list(zero_shot_ms) if zero_shot_ms is not None else [predict_run(r).step_time_ms for r in runs]
+    cache = CostCache()  # one for every estimate of the set: its runs' schedules repeat across draws
+    base = list(zero_shot_ms) if zero_shot_ms is not None else [predict_run(r, cache=cache).step_time_ms for r in runs]
     if k == 0:
         return KShotResult(source=source, k=0, draws=1, scores=score(runs, base), fitted=())
     if len(runs) <= k:
@@ -124,9 +126,9 @@ def kshot(source: str, runs: Sequence[Run], k: int, *, draws: int = DRAWS, seed:
     results, notes = [], []
     for _ in range(draws):
         chosen = sorted(rng.sample(range(len(runs)), k))
-        result = fit_runs([runs[i] for i in chosen])
+        result = fit_runs([runs[i] for i in chosen], cache=cache)
         rest = [i for i in range(len(runs)) if i not in set(chosen)]
-        predicted = [predict_run(runs[i], result.values).step_time_ms for i in rest]
+        predicted = [predict_run(runs[i], result.values, cache=cache).step_time_ms for i in rest]
         results.append(score([runs[i] for i in rest], predicted))
         notes.append(result.describe())
     return KShotResult(source=source, k=k, draws=draws, scores=Scores.average(results), fitted=tuple(notes))

@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from pptune.batch_lines import estimate_item
+from pptune.batch_lines import build_item
+from pptune.cost.cache import CostCache
+from pptune.cost.estimate import estimate
 from pptune.cost.types import Estimate
 from pptune.errors import ConfigError
 from pptune.hardware import Cluster
@@ -54,9 +56,12 @@ LABELS = {"compute_efficiency": "compute efficiency", "inter_node_efficiency": "
 # The fit is a maximum a posteriori one: each constant has a prior centred on its starting value (the preset's
 # figure) with these widths, and each run's relative error counts with the model error below. Without them, three
 # runs would move a bus efficiency to its bound to absorb the model's own per-run scatter (which then costs dearly
-# on every other configuration); the widths say how far clusters of one GPU type plausibly differ.
-PRIOR_WIDTH: dict[str, float] = {"compute_efficiency": 0.15, "inter_node_efficiency": 0.3,
-                                 "per_microbatch_overhead_ms": 2.0, "intra_node_efficiency": 0.2}
+# on every other configuration); the widths say how far clusters of one GPU type plausibly differ: kernels and
+# clocks by ~15%; NCCL's achieved bus bandwidth across nodes anywhere from under half of the NICs' line rate to
+# most of it (nccl-tests figures), so inter-node efficiency is the least known; NVLink rings reach 70-90% of the
+# datasheet figure; engine overheads by a few ms.
+PRIOR_WIDTH: dict[str, float] = {"compute_efficiency": 0.15, "inter_node_efficiency": 0.5,
+                                 "per_microbatch_overhead_ms": 2.0, "intra_node_efficiency": 0.3}
 # The relative error one run's prediction has even with the right constants: the RMS held-out error of the
 # fitted model on the given single-node A100 set (results/validation/published/predictions_random.csv, 720
 # held-out rows: 8.7%), not a figure of any multi-node set.
@@ -124,14 +129,18 @@ def apply_constants(cluster: Cluster, values: dict[str, float]) -> Cluster:
     )
 
 
-def predict_run(run: Run, values: dict[str, float] | None = None) -> Estimate:
-    """The estimate of a run with the constants applied to its cluster (``pptune estimate``'s path)."""
+def predict_run(run: Run, values: dict[str, float] | None = None, *, cache: CostCache | None = None) -> Estimate:
+    """The estimate of a run with the constants applied to its cluster (``pptune estimate``'s path).
+
+    ``cache``: kept across the calls of a fit (the schedules of its runs do not change with the constants).
+    """
     cluster = run.cluster if values is None else apply_constants(run.cluster, values)
-    return estimate_item({**run.item, "cluster": cluster})[3]
+    profile, sized, config = build_item({**run.item, "cluster": cluster})  # what pptune estimate builds
+    return estimate(profile, sized, config, cache=cache)
 
 
-def _errors(runs: Sequence[Run], values: dict[str, float] | None) -> np.ndarray:
-    return np.array([predict_run(r, values).step_time_ms / r.measured_step_ms - 1.0 for r in runs])
+def _errors(runs: Sequence[Run], values: dict[str, float] | None, cache: CostCache) -> np.ndarray:
+    return np.array([predict_run(r, values, cache=cache).step_time_ms / r.measured_step_ms - 1.0 for r in runs])
 
 
 def _span(name: str) -> float:
@@ -139,15 +148,16 @@ def _span(name: str) -> float:
     return hi - lo
 
 
-def _select(runs: Sequence[Run], start: dict[str, float], candidates: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+def _select(runs: Sequence[Run], start: dict[str, float], candidates: Sequence[str],
+            cache: CostCache) -> tuple[list[str], dict[str, str]]:
     """Which constants the runs identify (module docstring), in ``CONSTANTS`` order, and why the others are not."""
-    base = _errors(runs, start)
+    base = _errors(runs, start, cache)
     columns: dict[str, np.ndarray] = {}
     for name in candidates:
         lo, hi = BOUNDS[name]
         step = 0.05 * _span(name)
         probe = start[name] + step if start[name] + step <= hi else start[name] - step
-        moved = _errors(runs, {**start, name: probe})
+        moved = _errors(runs, {**start, name: probe}, cache)
         columns[name] = (moved - base) / (probe - start[name]) * _span(name)  # effect across the bounds
     limit = 1 if len(runs) == 1 else len(runs) - 1
     taken: list[str] = []
@@ -175,11 +185,11 @@ def _select(runs: Sequence[Run], start: dict[str, float], candidates: Sequence[s
 
 
 def _world(run: Run) -> int:
-    return run.item["tp"] * run.item["pp"] * run.item["dp"]
+    return run.item["tp"] * (run.item.get("cp") or 1) * run.item["pp"] * run.item["dp"]
 
 
 def fit_runs(runs: Sequence[Run], *, start: dict[str, float] | None = None, fixed: Iterable[str] = (),
-             max_iterations: int = 40) -> RunsFit:
+             max_iterations: int = 40, cache: CostCache | None = None) -> RunsFit:
     """Fit the constants the runs identify (module docstring) by bounded least squares on relative errors.
 
     Args:
@@ -187,6 +197,7 @@ def fit_runs(runs: Sequence[Run], *, start: dict[str, float] | None = None, fixe
         start: starting (and fixed) constants; default ``start_values`` of the first run's cluster.
         fixed: constants the caller keeps at their starting value.
         max_iterations: Levenberg-Marquardt iterations.
+        cache: the cost model's cache for every estimate of the fit (one is made when not given).
 
     Raises:
         ConfigError: no runs, a non-positive measurement, or runs that identify none of the constants.
@@ -200,20 +211,21 @@ def fit_runs(runs: Sequence[Run], *, start: dict[str, float] | None = None, fixe
     values = dict(start or start_values(runs[0].cluster))
     held = set(fixed)
     candidates = [n for n in CONSTANTS if n not in held]
-    free, why = _select(runs, values, candidates)
+    cache = CostCache() if cache is None else cache
+    free, why = _select(runs, values, candidates, cache)
     why.update({n: "kept fixed by the caller" for n in CONSTANTS if n in held})
-    before = _errors(runs, values)
+    before = _errors(runs, values, cache)
     if not free:
         reasons = "; ".join(f"{LABELS[n]}: {w}" for n, w in why.items())
         raise ConfigError(f"the runs identify none of the constants ({reasons})")
-    x, after, evaluations = _levenberg_marquardt(runs, values, free, before, max_iterations)
+    x, after, evaluations = _levenberg_marquardt(runs, values, free, before, max_iterations, cache)
     values.update(dict(zip(free, x.tolist(), strict=True)))
     return RunsFit(values=values, fitted=tuple(free), fixed={n: why[n] for n in CONSTANTS if n in why},
                    errors_before=tuple(before.tolist()), errors_after=tuple(after.tolist()), evaluations=evaluations)
 
 
 def _levenberg_marquardt(runs: Sequence[Run], values: dict[str, float], free: Sequence[str], r0: np.ndarray,
-                         max_iterations: int) -> tuple[np.ndarray, np.ndarray, int]:
+                         max_iterations: int, cache: CostCache) -> tuple[np.ndarray, np.ndarray, int]:
     """Bounded LM on the MAP objective (module docstring) in coordinates scaled by each constant's span.
 
     Returns the fitted free constants, the runs' relative errors with them, and the number of evaluations.
@@ -228,7 +240,7 @@ def _levenberg_marquardt(runs: Sequence[Run], values: dict[str, float], free: Se
     def errors(v: np.ndarray) -> np.ndarray:
         nonlocal evaluations
         evaluations += 1
-        return _errors(runs, {**values, **dict(zip(free, v.tolist(), strict=True))})
+        return _errors(runs, {**values, **dict(zip(free, v.tolist(), strict=True))}, cache)
 
     def total(e: np.ndarray, v: np.ndarray) -> np.ndarray:  # the whitened residuals: runs, then priors
         return np.concatenate([e / MODEL_ERROR, (v - x0) / width])
@@ -276,12 +288,13 @@ def leave_one_out(runs: Sequence[Run], **fit_options: Any) -> list[float | None]
     """
     if len(runs) < MIN_RUNS:
         raise ConfigError(f"leave-one-out needs at least {MIN_RUNS} runs, got {len(runs)}")
+    cache = fit_options.pop("cache", None) or CostCache()
     out: list[float | None] = []
     for i, run in enumerate(runs):
         try:
-            fit = fit_runs([r for j, r in enumerate(runs) if j != i], **fit_options)
+            fit = fit_runs([r for j, r in enumerate(runs) if j != i], cache=cache, **fit_options)
         except ConfigError:
             out.append(None)
             continue
-        out.append(predict_run(run, fit.values).step_time_ms / run.measured_step_ms - 1.0)
+        out.append(predict_run(run, fit.values, cache=cache).step_time_ms / run.measured_step_ms - 1.0)
     return out

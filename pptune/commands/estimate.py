@@ -23,10 +23,12 @@ def add_parser(subparsers: Any, name: str) -> None:
     )
     p.add_argument("model", metavar="MODEL_OR_PROFILE", nargs="?", help="model preset, spec string or profile .json")
     p.add_argument("--cluster", help="cluster preset (a100-80g, h100-80g, ...) or cluster JSON")
-    p.add_argument("--gpus", type=int, help="GPUs in the job; must equal tp * pp * dp when given")
+    p.add_argument("--gpus", type=int, help="GPUs in the job; must equal tp * cp * pp * dp when given")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
     p.add_argument("--dp", type=int, default=1, help="data-parallel size (default 1)")
+    p.add_argument("--cp", type=int, default=1,
+                   help="context-parallel size: each sequence split over cp ranks (Megatron; default 1)")
     p.add_argument("--micro-batch-size", type=int, default=1, help="samples per micro-batch (default 1)")
     p.add_argument("--global-batch-size", type=int, help="samples per optimizer step (micro * accumulation * dp)")
     p.add_argument("--schedule", choices=SCHEDULES, default="1f1b")

@@ -21,6 +21,12 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--nproc", type=int, default=None, help="processes (default: the plan's world size pp*tp*dp)")
     p.add_argument("--log", default=None, help="log file (default PLAN_DIR/measure.log)")
     p.add_argument("--ds-timers", action="store_true", help="also record DeepSpeed's wall_clock_breakdown timers")
+    n = p.add_argument_group("several nodes (HOW_TO_RUN.md)")
+    n.add_argument("--hostfile", default=None, help="DeepSpeed hostfile ('<host> slots=<n>' per line): one torchrun "
+                   "agent per host, over ssh for other hosts (same paths on every node); node 0 = the first line")
+    n.add_argument("--nnodes", type=int, default=None, help="run this node's agent only, of NNODES (once per node)")
+    n.add_argument("--node-rank", type=int, default=None, help="this node's rank, 0..NNODES-1 (0 writes measured.json)")
+    n.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's address and a free port")
     p.set_defaults(run=run)
 
 
@@ -29,18 +35,24 @@ def run(args: argparse.Namespace) -> int:
 
     from pptune.errors import ConfigError
     from pptune.runtime.launch import LOG_FILE, check_runnable, run_plan
+    from pptune.runtime.nodes import rendezvous_from
     from pptune.runtime.plan_files import load_run_plan
 
     if args.steps < 1 or args.warmup < 0 or args.timeout <= 0 or (args.nproc is not None and args.nproc < 1):
         raise ConfigError(f"need --steps >= 1, --warmup >= 0, --timeout > 0, --nproc >= 1; got {args.steps}, "
                           f"{args.warmup}, {args.timeout:g}, {args.nproc}")
+    rendezvous = rendezvous_from(args.nnodes, args.node_rank, args.rdzv_endpoint)
     plan = load_run_plan(args.plan_dir)
     log = args.log or str(plan.plan_dir / LOG_FILE)
     check_runnable(plan, Path(log))  # before the line below: a refused plan prints nothing but its error
     print(f"measuring {plan.plan_dir}: {args.nproc or plan.world_size} processes, {args.warmup} warm-up + "
           f"{args.steps} timed steps (log: {log})", flush=True)
     measured = run_plan(plan.plan_dir, nproc=args.nproc, steps=args.steps, warmup=args.warmup,
-                        timeout_s=args.timeout, log_path=log, ds_timers=args.ds_timers)
+                        timeout_s=args.timeout, log_path=log, ds_timers=args.ds_timers, rendezvous=rendezvous,
+                        hostfile=args.hostfile)
+    if measured is None:  # a node other than 0: rank 0 gathers every rank's timers into node 0's measured.json
+        print(f"node {args.node_rank} of {args.nnodes} finished; node 0 writes {plan.plan_dir / 'measured.json'}")
+        return 0
     for line in summary_lines(measured, plan.predicted_step_ms):
         print(line)
     print(f"wrote {plan.plan_dir / 'measured.json'}")

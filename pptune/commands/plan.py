@@ -48,6 +48,7 @@ def add_parser(subparsers: Any, name: str) -> None:
     f.add_argument("--tp", type=int, help="tensor-parallel size")
     f.add_argument("--pp", type=int, help="pipeline-parallel size")
     f.add_argument("--dp", type=int, help="data-parallel size")
+    f.add_argument("--cp", type=int, help="context-parallel size (Megatron; default: searched for sequences of 32k tokens or more)")
     f.add_argument("--micro-batch-size", type=int, help="micro-batch size")
     f.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="ZeRO stage")
     f.add_argument("--recompute", help="none, selective (Megatron), full or every:K")
@@ -75,7 +76,7 @@ def default_out(model: str, gpus: int) -> Path:
 def _fixed(args: argparse.Namespace):
     from pptune.planner import Fixed
 
-    return Fixed(tp=args.tp, pp=args.pp, dp=args.dp, micro_batch_size=args.micro_batch_size, zero_stage=args.zero,
+    return Fixed(tp=args.tp, pp=args.pp, dp=args.dp, cp=args.cp, micro_batch_size=args.micro_batch_size, zero_stage=args.zero,
                  recompute=args.recompute, schedule=args.schedule, vpp=args.vpp, partition=args.partition,
                  sequence_parallel=args.sequence_parallel)
 

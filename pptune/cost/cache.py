@@ -46,6 +46,7 @@ LIMITS: dict[str, int] = {
     "tp_stages": 4096,  # (cluster, tp, dp, pp, message bytes, sp) -> TP collectives per stage
     "gather_links": 4096,
     "p2p_links": 4096,
+    "cp_ring": 4096,  # (table key, tp, cp, dp, pp, cluster) -> context-parallel ring time per layer and stage link
     "stage_terms": 65536,
 }
 

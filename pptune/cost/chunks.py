@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pptune.cost import comm
+from pptune.cost import comm, context_parallel
 from pptune.cost.cache import CostCache
 from pptune.cost.layers import LayerTable
 from pptune.cost.memory import grouped_checkpoint_bytes
@@ -102,6 +102,7 @@ class GroupChunks:
     p2p_ms: np.ndarray
     compute_ms: np.ndarray  # (K, pp): m * (forward + backward compute), summed over the stage's chunks
     tp_comm_ms: np.ndarray  # (K, pp)
+    cp_comm_ms: np.ndarray  # (K, pp) exposed context-parallel ring (pptune.cost.context_parallel)
     kept_bytes: np.ndarray  # (K, pp) largest per-micro-batch activations of a chunk of the stage
     work_bytes: np.ndarray  # (K, pp) largest recompute working set of a chunk of the stage
     head_stage: np.ndarray  # (K,) stage holding the head, -1 if none
@@ -123,7 +124,7 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
     """
     pp = configs[0].pp
     k, chunks = bounds.shape[0], bounds.shape[1] - 1
-    layouts = [(c.tp, c.dp) for c in configs]
+    layouts = [(c.tp, c.dp_cp) for c in configs]  # placement: dp x cp is one stride-tp group (tp-cp-dp-pp)
     distinct_layouts = list(dict.fromkeys(layouts))
     layout_of = {x: i for i, x in enumerate(distinct_layouts)}
     row_layout = np.array([layout_of[x] for x in layouts])
@@ -158,6 +159,10 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         tb = np.where(interval > 0, tb + tf, tb)
     else:
         tf = tb = np.zeros((k, chunks))
+    # Context parallelism's K,V ring per attention (zeros for cp = 1); full recompute re-runs the forward's ring.
+    cpf, cpb = context_parallel.ring_chunks(configs, [a.table for a in row_tables], bounds, cluster, cache=cache,
+                                            links=links)
+    cpb = np.where(interval > 0, cpb + cpf, cpb)
     # Activations per chunk: saved tensors (less the attention scores with selective recompute), or with one-layer
     # checkpoints each layer's input plus the largest layer's saved set (K-layer groups below).
     kept = np.where(interval == 0, diff["saved"] - np.where(selective, diff["attn_saved"], 0), diff["group_input"])
@@ -182,9 +187,10 @@ def group_chunks(configs: list[ParallelConfig], row_tables: list[TableArrays], b
         tb = tb + np.pad(np.where(parted[:, None], gather[1], 0.0), ((0, 0), (0, 1)))
         nbytes = np.where(parted[:, None], nbytes / tp_row, nbytes)
     return GroupChunks(
-        fwd_ms=cf + tf, bwd_ms=cb + tb, weight_grad_ms=diff["wgrad"] if w_share is None else w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp,
+        fwd_ms=cf + tf + cpf, bwd_ms=cb + tb + cpb, weight_grad_ms=diff["wgrad"] if w_share is None else w_share * bwd, p2p_ms=_p2p(nbytes, cluster, distinct_layouts, row_layout, pp,
                                                                            cache, links),
         compute_ms=_per_stage(m * (cf + cb), pp), tp_comm_ms=_per_stage(m * (tf + tb), pp),
+        cp_comm_ms=_per_stage(m * (cpf + cpb), pp),
         kept_bytes=_per_stage(kept, pp, np.maximum),
         work_bytes=_per_stage(work, pp, np.maximum),
         head_stage=np.where(head_in.any(axis=1), head_in.argmax(axis=1) % pp, -1),
@@ -269,7 +275,8 @@ def _tp_comm(row_tables, blocks, emb_in, head_in, cluster, seq_len, layouts, row
             j = pairs[key] = len(arrays)
             tp, dp = layouts[lay]
             t = a.table
-            arrays.append(by_stage(tp, dp, t.micro_batch_size * seq_len * t.hidden_size * t.act_bytes, t.sequence_parallel))
+            tokens = t.micro_batch_size * seq_len // t.cp  # a context-parallel rank's tokens
+            arrays.append(by_stage(tp, dp, tokens * t.hidden_size * t.act_bytes, t.sequence_parallel))
         row_pair[i] = j
     values = np.stack(arrays)[..., np.arange(chunks) % pp][row_pair]
     out = []

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from pptune.cost.cache import CostCache
+from pptune.cost.context_parallel import split_table
 from pptune.cost.schedule import W_SHARE_OF_BACKWARD
 from pptune.profile.schema import Profile
 
@@ -52,6 +53,8 @@ class LayerTable:
     act_bytes: int  # bytes of one activation element in the training dtype
     profile_source: str = "measured"
     sequence_parallel: bool = False  # the shape the table was built for (sets its TP collectives)
+    cp: int = 1  # context parallelism: per-token fields hold one rank's 1/cp of the sequence (cost.context_parallel)
+    kv_block_bytes: int = 0  # with cp > 1: one rank's K and V of a block, what each ring step sends
     key: tuple = ()  # (profile fingerprint, micro-batch size, tp, dtype, sequence parallel): what it was built from
     # Prefix sums (length n + 1) so a chunk's totals cost O(1): cum[x][last] - cum[x][first].
     cum: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -79,10 +82,16 @@ class LayerTable:
 
 
 def layer_table(profile: Profile, *, micro_batch_size: int, tp: int, dtype: str, sequence_parallel: bool = False,
-                cache: CostCache | None = None) -> LayerTable:
-    """The LayerTable of ``profile`` at this shape (see the module docstring for re-sharding), kept in ``cache``."""
+                cp: int = 1, cache: CostCache | None = None) -> LayerTable:
+    """The LayerTable of ``profile`` at this shape (see the module docstring for re-sharding), kept in ``cache``.
+
+    ``cp > 1``: one context-parallel rank's share of the cp = 1 table (``pptune.cost.context_parallel``)."""
     if cache is None:
         cache = CostCache()
+    if cp > 1:
+        whole = layer_table(profile, micro_batch_size=micro_batch_size, tp=tp, dtype=dtype,
+                            sequence_parallel=sequence_parallel, cache=cache)
+        return cache.get("tables", (*whole.key, "cp", cp), lambda: split_table(whole, profile, cp))
     key = (cache.fingerprint(profile), micro_batch_size, tp, dtype, sequence_parallel)
     return cache.get("tables", key, lambda: _build(profile, micro_batch_size, tp, dtype, sequence_parallel, key))
 

@@ -22,6 +22,7 @@ The step's parts (``pptune.cost.types.Breakdown``):
   (``pptune.cost.dp_sync``).
 - optimizer_ms: the slowest stage's optimizer step (``pptune.cost.stage_terms``).
 - overhead_ms: ``per_microbatch_overhead_ms * m * vpp + per_step_overhead_ms`` (calibrated; 0 by default).
+- cp_comm_ms: the critical stage's exposed context-parallel K,V ring (``pptune.cost.context_parallel``; 0 at cp 1).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 
-BREAKDOWN_PARTS = ("compute_ms", "bubble_ms", "pp_comm_ms", "tp_comm_ms", "dp_comm_ms", "optimizer_ms", "overhead_ms")
+BREAKDOWN_PARTS = ("compute_ms", "bubble_ms", "pp_comm_ms", "tp_comm_ms", "dp_comm_ms", "optimizer_ms", "overhead_ms",
+                   "cp_comm_ms")
 
 
 def overhead_units(config: ParallelConfig) -> int:
@@ -60,7 +62,7 @@ def model_flops(table: LayerTable, config: ParallelConfig, seq_len: int) -> floa
     The profile's ``fwd_flops`` are per GPU (sharded by tp), so a micro-batch's model forward is their sum
     times tp; when the profile has no FLOPs we use ``2 * N`` per token (N = parameters of the model).
     """
-    fwd = sum(table.fwd_flops) * config.tp
+    fwd = sum(table.fwd_flops) * config.tp * config.cp  # a context-parallel table holds one rank's 1/cp
     if fwd <= 0:
         fwd = 2.0 * sum(table.param_count) * config.tp * config.micro_batch_size * seq_len
     return 3.0 * fwd
@@ -184,7 +186,7 @@ class RowGroup:
         self.table_config: list[ParallelConfig] = []  # a configuration of each distinct table
         table_index = []
         for c in configs:
-            key = (c.tp, c.micro_batch_size, c.dtype, c.sequence_parallel)
+            key = (c.tp, c.micro_batch_size, c.dtype, c.sequence_parallel, c.cp)
             j = tables.get(key)
             if j is None:
                 prof = profile[c.tp] if isinstance(profile, Mapping) else profile
@@ -192,7 +194,7 @@ class RowGroup:
                 self.table_config.append(c)
                 self.distinct_tables.append(layer_table(prof, micro_batch_size=c.micro_batch_size, tp=c.tp,
                                                         dtype=c.dtype, sequence_parallel=c.sequence_parallel,
-                                                        cache=cache))
+                                                        cp=c.cp, cache=cache))
             table_index.append(j)
         self.table_index = np.array(table_index)
         row_tables = [self.distinct_tables[j] for j in table_index]
@@ -203,7 +205,7 @@ class RowGroup:
         reps: dict[tuple, int] = {}
         inverse, rep = [], []
         for i, (c, t, b) in enumerate(zip(configs, row_tables, bounds, strict=True)):
-            key = (id(t), id(b), c.recompute, c.tp, c.dp, c.schedule, c.num_microbatches, c.target)
+            key = (id(t), id(b), c.recompute, c.tp, c.dp, c.cp, c.schedule, c.num_microbatches, c.target)
             j = reps.get(key)
             if j is None:
                 j = reps[key] = len(rep)
@@ -260,6 +262,7 @@ class RowGroup:
             "pp_comm_ms": step - bare_step, "tp_comm_ms": ch.tp_comm_ms[inv, crit], "dp_comm_ms": tail - step,
             "optimizer_ms": np.array([s.optimizer_ms for s in states])[which],
             "overhead_ms": cluster.per_microbatch_overhead_ms * units + cluster.per_step_overhead_ms,
+            "cp_comm_ms": ch.cp_comm_ms[inv, crit],
         }
         total = parts["compute_ms"]
         for name in BREAKDOWN_PARTS[1:]:  # Breakdown.step_ms adds the parts left to right
@@ -290,7 +293,7 @@ class RowGroup:
         for i, (t, b, c) in enumerate(zip(self.tables, self.bounds, self.configs, strict=True)):
             # The terms depend on the table's parameters (the same for every table of one tp), not its micro-batch
             # size; b is one object per distinct split (estimate_many interns them).
-            key = (c.tp, id(b), c.zero_stage, c.target, c.dtype, c.dp, c.overlap_grad_reduce, c.overlap_param_gather)
+            key = (c.tp, id(b), c.zero_stage, c.target, c.dtype, c.dp, c.cp, c.overlap_grad_reduce, c.overlap_param_gather)
             j = distinct.get(key)
             if j is None:
                 j = distinct[key] = len(states)

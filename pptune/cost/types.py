@@ -31,6 +31,7 @@ class Breakdown:
     pp_comm_ms / tp_comm_ms / dp_comm_ms: communication that is not hidden behind compute.
     optimizer_ms: the optimizer step (and ZeRO parameter gather) after the last backward.
     overhead_ms: fixed per-step and per-micro-batch engine overhead (calibrated; 0 when unknown).
+    cp_comm_ms: context parallelism's K,V ring not hidden behind attention (0 without context parallelism).
     """
 
     compute_ms: float
@@ -40,11 +41,12 @@ class Breakdown:
     dp_comm_ms: float
     optimizer_ms: float
     overhead_ms: float = 0.0
+    cp_comm_ms: float = 0.0
 
     @property
     def step_ms(self) -> float:
         return (self.compute_ms + self.bubble_ms + self.pp_comm_ms + self.tp_comm_ms + self.dp_comm_ms
-                + self.optimizer_ms + self.overhead_ms)
+                + self.optimizer_ms + self.overhead_ms + self.cp_comm_ms)
 
     def to_dict(self) -> dict[str, float]:
         # dataclasses.asdict deep-copies recursively (slow for thousands of ranking rows); the fields are floats.

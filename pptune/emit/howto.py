@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pptune.emit.launch import node_layout
 from pptune.planner.ranking import config_label
 
 if TYPE_CHECKING:
@@ -13,6 +14,34 @@ if TYPE_CHECKING:
 def _breakdown(result: PlanResult) -> list[str]:
     b = result.estimate.breakdown.to_dict()
     return [f"| {k.removesuffix('_ms').replace('_', ' ')} | {v:.2f} |" for k, v in b.items()]
+
+
+def _nodes_section(*, per_node: int) -> list[str]:
+    """Several nodes: the DeepSpeed launcher over ssh, torchrun once per node, SLURM, and `pptune measure`."""
+    return [
+        "### Several nodes",
+        "",
+        "- **ssh** (DeepSpeed's launcher): list the nodes in `hostfile` (`<host> slots=<GPUs>`, node 0 first) and run",
+        "  `./launch.sh`; or `pptune measure PLAN_DIR --hostfile hostfile`, which starts one torchrun agent per host",
+        "  (over `ssh -o BatchMode=yes` for other hosts) and compares with the prediction. The plan directory and the",
+        "  Python environment must be at the same paths on every node (a shared file system).",
+        "- **once per node** (torchrun's static rendezvous): on node i of N run",
+        "  `NNODES=N NODE_RANK=i MASTER_ADDR=<node 0> MASTER_PORT=29500 ./launch.sh`, or",
+        "  `pptune measure PLAN_DIR --nnodes N --node-rank i --rdzv-endpoint <node 0>:29500`. Node 0 holds global",
+        "  rank 0, which gathers every rank's timers and writes `measured.json`.",
+        "- **SLURM**: one task per node, node 0 of the allocation as the rendezvous:",
+        "",
+        "```bash",
+        "#!/bin/bash",
+        f"#SBATCH --nodes=N --ntasks-per-node=1 --gpus-per-node={per_node}",
+        'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500',
+        "export NNODES=$SLURM_NNODES",
+        "srun bash -c 'NODE_RANK=$SLURM_NODEID ./launch.sh'",
+        "# or: srun bash -c 'pptune measure PLAN_DIR --nnodes $SLURM_NNODES --node-rank $SLURM_NODEID \\",
+        "#                    --rdzv-endpoint $MASTER_ADDR:$MASTER_PORT'",
+        "```",
+        "",
+    ]
 
 
 def _deepspeed_section(result: PlanResult, pipe: dict[str, Any]) -> list[str]:
@@ -62,6 +91,7 @@ def _deepspeed_section(result: PlanResult, pipe: dict[str, Any]) -> list[str]:
     if c.tp > 1:
         out += [f"tp is {c.tp}: the layers must be tensor-parallel (Megatron-style, as in Megatron-DeepSpeed); DeepSpeed's",
                 "pipeline engine places the tp ranks but does not split the layers itself.", ""]
+    out += _nodes_section(per_node=node_layout(c, result.cluster)[1])
     out += [
         "### Editing ds_config.json",
         "",

@@ -51,7 +51,10 @@ def deepspeed_launch(config: ParallelConfig, cluster: Cluster, *, label: str, su
         f"# {nodes} node(s) x {per_node} GPUs = tp {config.tp} x pp {config.pp} x dp {config.dp}.",
         "# Runs pptune's training entry point on this plan (synthetic tokens; it writes measured.json):",
         "#   ./launch.sh [--steps N] [--warmup N]",
-        "# Multi-node: copy hostfile.example to hostfile and edit it (or set HOSTFILE=path).",
+        "# Multi-node: copy hostfile.example to hostfile and edit it (or set HOSTFILE=path); the deepspeed launcher",
+        "# then starts every node over ssh. Without ssh (SLURM, see HOW_TO_RUN.md): run it once per node with",
+        "#   NNODES=N NODE_RANK=0..N-1 MASTER_ADDR=<node 0> [MASTER_PORT=29500] ./launch.sh",
+        "# (torchrun's static rendezvous: node 0 holds rank 0, which writes measured.json with every rank's timers).",
         "#",
         "# Your own training script with the same plan:",
         f"#   deepspeed --num_nodes {nodes} --num_gpus {per_node} your_train.py --deepspeed_config ds_config.json",
@@ -64,6 +67,13 @@ def deepspeed_launch(config: ParallelConfig, cluster: Cluster, *, label: str, su
         'HOSTFILE="${HOSTFILE:-$PLAN_DIR/hostfile}"',
         "HOST_ARGS=()",
         'if [[ -f "$HOSTFILE" ]]; then HOST_ARGS=(--hostfile "$HOSTFILE"); fi',
+        'if [[ -n "${NNODES:-}" ]]; then  # the plan\'s processes split evenly over NNODES nodes',
+        f'  if (( {config.world_size} % NNODES )); then echo "launch.sh: {config.world_size} processes do not split '
+        'over $NNODES nodes" >&2; exit 2; fi',
+        '  exec "${PYTHON:-python}" -m torch.distributed.run --nnodes "$NNODES" --node-rank "${NODE_RANK:?set NODE_RANK}" \\',
+        '    --master-addr "${MASTER_ADDR:?set MASTER_ADDR to node 0}" --master-port "${MASTER_PORT:-29500}" \\',
+        f'    --nproc-per-node $(( {config.world_size} / NNODES )) -m pptune.runtime.train "$PLAN_DIR" "$@"',
+        'fi',
     ]
     if nodes > 1:
         lines.append('if [[ ${#HOST_ARGS[@]} -eq 0 ]]; then echo "launch.sh: need $HOSTFILE (see hostfile.example)" >&2; exit 2; fi')

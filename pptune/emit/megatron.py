@@ -108,6 +108,7 @@ def megatron_args(config: ParallelConfig, spec: TransformerSpec, *, roles: Seque
     args = [
         "--tensor-model-parallel-size", str(config.tp),
         "--pipeline-model-parallel-size", str(config.pp),
+        *(["--context-parallel-size", str(config.cp)] if config.cp > 1 else []),
         *split_flags(roles, boundaries, pp=config.pp, vpp=config.vpp),
         "--micro-batch-size", str(config.micro_batch_size),
         "--global-batch-size", str(config.global_batch_size),

@@ -93,6 +93,8 @@ def check_megatron_args(args: Sequence[str], *, world_size: int) -> None:
     seq, max_pos = num("--seq-length"), num("--max-position-embeddings")
     if max_pos < seq:
         raise ConfigError(f"max position embeddings {max_pos} < seq length {seq}")
+    if cp > 1 and seq % (2 * cp):  # validate_args (arguments.py, NVIDIA/Megatron-LM d98e8a6)
+        raise ConfigError(f"seq length {seq} is not a multiple of 2 x context-parallel size {cp}")
     _check_split(a, num, layers=layers, pp=pp, num_microbatches=gbs // (mbs * dp))
     _check_recompute(a, num)
     if "--overlap-param-gather" in a and not ("--use-distributed-optimizer" in a and "--overlap-grad-reduce" in a):

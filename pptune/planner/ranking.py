@@ -16,10 +16,11 @@ from pptune.parallel import ParallelConfig
 
 GIB = 2**30
 CONFIG_COLUMNS = ("label", "tp", "pp", "dp", "micro_batch_size", "num_microbatches", "schedule", "vpp", "zero_stage",
-                  "recompute", "partition", "sequence_parallel", "dtype", "target")
+                  "recompute", "partition", "sequence_parallel", "dtype", "target", "cp")
 ESTIMATE_COLUMNS = ("step_time_ms", "tokens_per_s", "samples_per_s", "tflops_per_gpu", "mfu", "bubble_fraction",
                     "peak_memory_gib", "feasible", "infeasible_reason")
-BREAKDOWN_COLUMNS = ("compute_ms", "bubble_ms", "pp_comm_ms", "tp_comm_ms", "dp_comm_ms", "optimizer_ms", "overhead_ms")
+BREAKDOWN_COLUMNS = ("compute_ms", "bubble_ms", "pp_comm_ms", "tp_comm_ms", "dp_comm_ms", "optimizer_ms", "overhead_ms",
+                     "cp_comm_ms")
 
 
 def config_label(config: ParallelConfig) -> str:

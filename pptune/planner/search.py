@@ -165,6 +165,7 @@ def plan(
         num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=st.target, dtype=st.dtype,
         fixed=st.fixed, max_micro_batch_size=st.max_micro_batch_size, zero_bubble=st.zero_bubble,
         block_kind=source.block_kind, allowed_tp=_measured_tp(source, st.fixed, hw), model_name=source.name,
+        seq_len=source.seq_len,
         cluster_name=hw.name,
     )
     evaluator = Evaluator(

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 
 from pptune.errors import ConfigError
 from pptune.parallel import RECOMPUTE_NAMED, ParallelConfig
-from pptune.planner.layouts import Fixed, Layout, layouts_for
+from pptune.planner.layouts import Fixed, Layout, context_parallel_sizes, layouts_for
 from pptune.targets import (
     TargetRules,
+    context_parallel_seq_rule,
+    context_parallel_target_rule,
     even_split_rule,
     interleaving_blocks_rule,
     interleaving_pp_rule,
@@ -81,6 +83,7 @@ class SearchSpace:
     # default, ParallelConfig's); the param-gather knob applies to the distributed-optimizer (ZeRO >= 1) points.
     overlap_grad_reduce: bool | None = None
     overlap_param_gather: bool | None = None
+    context_parallel: tuple[int, ...] = (1,)  # cp sizes of the layouts (pptune.planner.layouts)
 
     # --- per-layout valid choices -------------------------------------------------------------
     def micro_batch_sizes_for(self, layout: Layout) -> tuple[int, ...]:
@@ -114,10 +117,10 @@ class SearchSpace:
             if interleaving_pp_rule(schedule, pp, rules.interleaved_min_pp) or microbatches_rule(schedule, pp, num_microbatches):
                 continue
             splits = self.partitions_for(layout)
-            out.extend((schedule, v) for v in self.vpps if any(self._chunks_ok(schedule, pp, v, p) for p in splits))
+            out.extend((schedule, v) for v in self.vpps if any(self.chunks_ok(schedule, pp, v, p) for p in splits))
         return tuple(out)
 
-    def _chunks_ok(self, schedule: str, pp: int, vpp: int, partition: str) -> bool:
+    def chunks_ok(self, schedule: str, pp: int, vpp: int, partition: str) -> bool:
         """Whether ``partition`` can cut pp x vpp chunks (uneven chunks only with a non-even split)."""
         return interleaving_blocks_rule(schedule, pp, vpp, self.num_blocks, partition) is None
 
@@ -133,7 +136,7 @@ class SearchSpace:
                 for zero in self.zero_stages_for(layout):
                     for recompute in self.recomputes:
                         for partition in self.partitions_for(layout):
-                            if not self._chunks_ok(schedule, layout.pp, vpp, partition):
+                            if not self.chunks_ok(schedule, layout.pp, vpp, partition):
                                 continue
                             for sp in self.sequence_parallel_for(layout):
                                 yield self.make(layout, mbs=mbs, schedule=schedule, vpp=vpp, zero=zero,
@@ -150,7 +153,7 @@ class SearchSpace:
     def make(self, layout: Layout, *, mbs: int, schedule: str, vpp: int, zero: int, recompute: str,
              partition: str, sp: bool) -> ParallelConfig:
         return ParallelConfig(
-            tp=layout.tp, pp=layout.pp, dp=layout.dp, micro_batch_size=mbs,
+            tp=layout.tp, pp=layout.pp, dp=layout.dp, cp=layout.cp, micro_batch_size=mbs,
             num_microbatches=self.global_batch_size // (mbs * layout.dp), schedule=schedule, vpp=vpp,  # type: ignore[arg-type]
             zero_stage=zero, recompute=recompute, dtype=self.dtype, partition=partition,  # type: ignore[arg-type]
             sequence_parallel=sp, target=self.target,  # type: ignore[arg-type]
@@ -173,6 +176,7 @@ class SearchSpace:
             "partitions": list(self.partitions), "sequence_parallel": list(self.sequence_parallel),
             **{k: v for k, v in (("overlap_grad_reduce", self.overlap_grad_reduce),  # set only: old digests hold
                                  ("overlap_param_gather", self.overlap_param_gather)) if v is not None},
+            **({"context_parallel": list(self.context_parallel)} if self.context_parallel != (1,) else {}),
         }
 
     def digest(self) -> str:
@@ -207,6 +211,7 @@ def build_space(
     cluster_name: str = "the cluster",
     overlap_grad_reduce: bool | None = None,
     overlap_param_gather: bool | None = None,
+    seq_len: int | None = None,
 ) -> SearchSpace:
     """Build the space of one planning problem, or raise ConfigError saying why it is empty.
 
@@ -226,6 +231,8 @@ def build_space(
             method, Megatron's default). For the Megatron target ``--partition uniform`` means this split.
         model_name / cluster_name: how the messages of an empty space name the model and the cluster.
         overlap_grad_reduce / overlap_param_gather: Megatron's overlap flags for every point (None: the target's).
+        seq_len: the model's sequence length: long ones (Megatron) are also tried with context parallelism
+            (``layouts.context_parallel_sizes``; ``fixed.cp`` pins it).
     """
     fixed = fixed or Fixed()
     _raise(target_rule(target))
@@ -261,14 +268,19 @@ def build_space(
         _raise(sequence_parallel_target_rule(pipe, fixed.sequence_parallel))
     else:
         sps = (False, True) if pipe.sequence_parallel else (False,)
+    if fixed.cp is not None:
+        if fixed.cp < 1:
+            raise ConfigError(f"cp must be a positive integer, got {fixed.cp}")
+        _raise(context_parallel_target_rule(fixed.cp, target) or context_parallel_seq_rule(fixed.cp, seq_len, model_name))
+    cps = context_parallel_sizes(seq_len=seq_len, target=target, fixed_cp=fixed.cp)
     layouts = layouts_for(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
                        num_blocks=num_blocks, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                       allowed_tp=allowed_tp, fixed=fixed, model_name=model_name, cluster_name=cluster_name)
+                       allowed_tp=allowed_tp, fixed=fixed, model_name=model_name, cluster_name=cluster_name, cps=cps)
     space = SearchSpace(
         gpus=gpus, global_batch_size=global_batch_size, num_blocks=num_blocks, target=target, dtype=dtype,
         layouts=layouts, micro_batch_sizes=mbs, zero_stages=zeros, recomputes=recomputes, schedules=schedules,
         vpps=vpps, partitions=partitions, sequence_parallel=sps, overlap_grad_reduce=overlap_grad_reduce,
-        overlap_param_gather=overlap_param_gather,
+        overlap_param_gather=overlap_param_gather, context_parallel=cps,
     )
     usable = tuple(lay for lay in layouts if next(space.configs_for(lay), None) is not None)
     if not usable:

@@ -34,13 +34,15 @@ def _clamp(value: int, allowed: tuple[int, ...]) -> int:
     return max(below) if below else min(allowed)
 
 
-def _nearest_layout(space: SearchSpace, tp: int, pp: int) -> Layout:
-    """The layout with this tp and the largest pp <= the asked one (else the nearest tp below, else above)."""
+def _nearest_layout(space: SearchSpace, tp: int, pp: int, cp: int = 1) -> Layout:
+    """The layout with this tp and the largest pp <= the asked one (else the nearest tp below, else above), at the
+    nearest context-parallel size the space has for them."""
     tps = sorted({lay.tp for lay in space.layouts})
     tp = _clamp(tp, tuple(tps))
-    pps = tuple(lay.pp for lay in space.layouts if lay.tp == tp)
+    pps = tuple(sorted({lay.pp for lay in space.layouts if lay.tp == tp}))
     pp = _clamp(pp, pps)
-    return next(lay for lay in space.layouts if lay.tp == tp and lay.pp == pp)
+    cp = _clamp(cp, tuple(sorted({lay.cp for lay in space.layouts if lay.tp == tp and lay.pp == pp})))
+    return next(lay for lay in space.layouts if lay.tp == tp and lay.pp == pp and lay.cp == cp)
 
 
 def trial_config(space: SearchSpace, trial: optuna.Trial) -> ParallelConfig:
@@ -59,7 +61,8 @@ def trial_config(space: SearchSpace, trial: optuna.Trial) -> ParallelConfig:
 
     tp = ordinal("tp_index", tuple(sorted({lay.tp for lay in space.layouts})))
     pp = ordinal("pp_index", tuple(sorted({lay.pp for lay in space.layouts})))
-    layout = _nearest_layout(space, tp, pp)
+    cps = tuple(sorted({lay.cp for lay in space.layouts}))
+    layout = _nearest_layout(space, tp, pp, ordinal("cp_index", cps) if len(cps) > 1 else 1)
     mbs = _clamp(ordinal("micro_batch_size_index", space.micro_batch_sizes), space.micro_batch_sizes_for(layout))
     zero = _clamp(ordinal("zero_stage", space.zero_stages), space.zero_stages_for(layout))
     recompute = ordinal("recompute_index", space.recomputes)
@@ -77,6 +80,8 @@ def trial_config(space: SearchSpace, trial: optuna.Trial) -> ParallelConfig:
     partitions = space.partitions_for(layout)
     if partition not in partitions:
         partition = partitions[0]
+    if not space.chunks_ok(schedule, layout.pp, vpp, partition):  # uneven interleaved chunks: a balanced split
+        partition = next(p for p in partitions if space.chunks_ok(schedule, layout.pp, vpp, p))
     if sp not in space.sequence_parallel_for(layout):
         sp = False
     return space.make(layout, mbs=mbs, schedule=schedule, vpp=vpp, zero=zero, recompute=recompute,

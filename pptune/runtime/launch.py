@@ -4,21 +4,29 @@
 MASTER_PORT, so concurrent runs on one machine do not collide. torchrun starts every worker in its own session
 (torch/distributed/elastic/multiprocessing/subprocess_handler), so on timeout the launcher signals torchrun's
 process group *and* each worker by pid, SIGTERM first and SIGKILL after a grace period.
+
+Several nodes (runtime/nodes.py): one torchrun agent per node on a static rendezvous, either this node's agent
+only (``rendezvous``: run once per node, as SLURM's srun does) or one agent per line of a DeepSpeed hostfile
+(``hostfile``: local hosts as subprocesses, others over ssh). Rank 0 gathers every rank's record, so node 0's
+measured.json holds all of them; when one agent fails the others are stopped.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from pptune.errors import RunError
+from pptune.errors import ConfigError, RunError
 from pptune.fileio import check_output_path
 from pptune.runtime.measured import MEASURED_FILE, Measured, load_measured
+from pptune.runtime.nodes import Rendezvous, check_world, free_port, is_local, read_hostfile
 from pptune.runtime.plan_files import RunPlan, load_run_plan
 from pptune.runtime.threads import CPU_THREADS_PER_RANK
 
@@ -47,9 +55,14 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def train_command(plan_dir: Path, *, nproc: int, steps: int, warmup: int, out: Path, ds_timers: bool) -> list[str]:
-    """``python -m torch.distributed.run --standalone ... -m pptune.runtime.train PLAN_DIR ...``."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc),
+def train_command(plan_dir: Path, *, nproc: int, steps: int, warmup: int, out: Path, ds_timers: bool,
+                  rendezvous: Rendezvous | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone ... -m pptune.runtime.train PLAN_DIR ...``.
+
+    With ``rendezvous``: this node's agent of a multi-node job (torchrun's static rendezvous, ``runtime/nodes.py``).
+    """
+    nodes = ["--standalone", "--nnodes", "1"] if rendezvous is None else rendezvous.torchrun_args()
+    cmd = [sys.executable, "-m", "torch.distributed.run", *nodes, "--nproc_per_node", str(nproc),
            "-m", "pptune.runtime.train", str(plan_dir), "--steps", str(steps), "--warmup", str(warmup), "--out", str(out)]
     return [*cmd, "--ds-timers"] if ds_timers else cmd
 
@@ -132,51 +145,142 @@ def run_plan(
     timeout_s: float = 600.0,
     log_path: str | Path | None = None,
     ds_timers: bool = False,
-) -> Measured:
-    """Train the plan in ``plan_dir`` for ``warmup + steps`` steps on this machine and return the measurement.
+    rendezvous: Rendezvous | None = None,
+    hostfile: str | Path | None = None,
+) -> Measured | None:
+    """Train the plan in ``plan_dir`` for ``warmup + steps`` steps and return the measurement.
 
     Args:
         plan_dir: a plan directory (pipeline.json, ds_config.json).
-        nproc: processes to start; default the plan's world size (pp * tp * dp).
+        nproc: processes to start on this node; default the plan's world size (pp * tp * dp) over the nodes.
         steps: timed steps; warmup: untimed steps before them.
         timeout_s: wall-clock limit of the whole launch (start-up included).
-        log_path: where the run's stdout and stderr go (default ``PLAN_DIR/measure.log``).
+        log_path: where the run's stdout and stderr go (default ``PLAN_DIR/measure.log``; node i > 0 of a
+            ``hostfile`` job writes ``measure.log.node<i>`` beside it).
         ds_timers: also record DeepSpeed's own wall_clock_breakdown timers.
+        rendezvous: run only this node's agent of a multi-node job (once per node, e.g. under SLURM).
+        hostfile: a DeepSpeed hostfile: start one agent per host (ssh for other hosts), node 0 = the first line.
 
     Returns:
-        The ``Measured`` loaded from ``PLAN_DIR/measured.json``.
+        The ``Measured`` loaded from ``PLAN_DIR/measured.json`` (every rank's record: rank 0 gathers them), or
+        None on a ``rendezvous`` node other than 0 (node 0 writes the file).
 
     Raises:
         RunError: non-zero exit, timeout or out of memory; the message names the log. A failed run leaves no
             measured.json (a stale one is deleted before starting).
-        SchemaError, ConfigError: a bad plan directory (checked before launching).
+        SchemaError, ConfigError: a bad plan directory, hostfile or rendezvous (checked before launching).
     """
     plan = load_run_plan(plan_dir)
     plan_dir = plan.plan_dir
-    nproc = plan.world_size if nproc is None else nproc
     out = plan_dir / MEASURED_FILE
     log = Path(log_path) if log_path is not None else plan_dir / LOG_FILE
     check_runnable(plan, log)
+    agents = _agents(plan, nproc=nproc, steps=steps, warmup=warmup, out=out, ds_timers=ds_timers,
+                     rendezvous=rendezvous, hostfile=hostfile, log=log)
+    writes_out = rendezvous is None or rendezvous.node_rank == 0
     log.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
-    cmd = train_command(plan_dir, nproc=nproc, steps=steps, warmup=warmup, out=out, ds_timers=ds_timers)
-    with open(log, "w") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=worker_env(), start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            out.unlink(missing_ok=True)
-            raise RunError(f"training of {plan_dir} timed out after {timeout_s:g} s and was stopped; log: {log}") from None
-        except BaseException:  # Ctrl-C: do not leave workers behind
-            _stop(proc)
-            raise
-    text = log.read_text(errors="replace")
-    if rc != 0 or _OOM.search(text):
+    if writes_out:
         out.unlink(missing_ok=True)
-        raise RunError(f"training of {plan_dir} failed (exit code {rc}): {failure_reason(text)}; log: {log}")
+    rc, failed_log = _run_agents(agents, timeout_s=timeout_s, plan_dir=plan_dir, out=out if writes_out else None)
+    text = failed_log.read_text(errors="replace")
+    if rc != 0 or _OOM.search(text):
+        if writes_out:
+            out.unlink(missing_ok=True)
+        raise RunError(f"training of {plan_dir} failed (exit code {rc}): {failure_reason(text)}; log: {failed_log}")
+    if not writes_out:
+        return None
     if not out.exists():
         raise RunError(f"training of {plan_dir} exited 0 but wrote no {out.name}; log: {log}")
     return load_measured(out)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Agent:
+    cmd: list[str]
+    env: dict[str, str]
+    log: Path
+
+
+def _agents(plan: RunPlan, *, nproc: int | None, steps: int, warmup: int, out: Path, ds_timers: bool,
+            rendezvous: Rendezvous | None, hostfile: str | Path | None, log: Path) -> list[_Agent]:
+    """The torchrun agents to start here: one (this node), or one per hostfile line."""
+    env = worker_env()
+    if hostfile is None:
+        nnodes = 1 if rendezvous is None else rendezvous.nnodes
+        if nproc is None:
+            if plan.world_size % nnodes:
+                raise ConfigError(f"the plan's {plan.world_size} processes do not split over {nnodes} nodes")
+            nproc = plan.world_size // nnodes
+        cmd = train_command(plan.plan_dir, nproc=nproc, steps=steps, warmup=warmup, out=out, ds_timers=ds_timers,
+                            rendezvous=rendezvous)
+        return [_Agent(cmd=cmd, env=env, log=log)]
+    if rendezvous is not None or nproc is not None:
+        raise ConfigError("--hostfile sets the nodes and processes itself: give no --nproc or rendezvous with it")
+    hosts = read_hostfile(hostfile)
+    check_world(hosts, plan.world_size)
+    master = "127.0.0.1" if is_local(hosts[0].name) else hosts[0].name
+    port = free_port()
+    local = sum(is_local(h.name) for h in hosts)
+    if local > 1:  # several agents on this machine: each would pin its local rank 0 to the same core
+        env = {**env, "PPTUNE_PIN_CPU": "0"}
+    agents = []
+    for rank, host in enumerate(hosts):
+        rdzv = Rendezvous(nnodes=len(hosts), node_rank=rank, master_addr=master, master_port=port)
+        cmd = train_command(plan.plan_dir, nproc=host.slots, steps=steps, warmup=warmup, out=out,
+                            ds_timers=ds_timers, rendezvous=rdzv)
+        agent_log = log if rank == 0 else log.with_name(f"{log.name}.node{rank}")
+        agents.append(_Agent(cmd=cmd if is_local(host.name) else _ssh(host.name, cmd, env), env=env, log=agent_log))
+    return agents
+
+
+def _ssh(host: str, cmd: list[str], env: dict[str, str]) -> list[str]:
+    """``cmd`` run on ``host`` from this working directory with the workers' settings (shared file system).
+
+    ``-tt`` gives the remote command a terminal, so stopping ssh here hangs it up there too.
+    """
+    keep = {k: env[k] for k in ("OMP_NUM_THREADS", "PYTHONPATH", "PYTHONUNBUFFERED", "DS_ACCELERATOR",
+                                "PPTUNE_PIN_CPU") if k in env}
+    remote = f"cd {shlex.quote(os.getcwd())} && env {' '.join(f'{k}={shlex.quote(v)}' for k, v in keep.items())} " \
+             f"{shlex.join(cmd)}"
+    return ["ssh", "-tt", "-o", "BatchMode=yes", host, remote]
+
+
+def _run_agents(agents: list[_Agent], *, timeout_s: float, plan_dir: Path, out: Path | None) -> tuple[int, Path]:
+    """Start every agent, wait for all of them (stopping the rest when one fails); (exit code, the log to read)."""
+    procs: list[tuple[subprocess.Popen, _Agent]] = []
+    handles = []
+    try:
+        for agent in agents:
+            fh = open(agent.log, "w")
+            handles.append(fh)
+            fh.write("$ " + " ".join(agent.cmd) + "\n")
+            fh.flush()
+            procs.append((subprocess.Popen(agent.cmd, stdout=fh, stderr=subprocess.STDOUT, env=agent.env,
+                                           start_new_session=True), agent))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            codes = [p.poll() for p, _ in procs]
+            bad = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
+            if bad is not None:
+                for p, _ in procs:
+                    if p.poll() is None:
+                        _stop(p)
+                return codes[bad], procs[bad][1].log  # type: ignore[return-value]
+            if all(c == 0 for c in codes):
+                return 0, agents[0].log
+            if time.monotonic() > deadline:
+                for p, _ in procs:
+                    _stop(p)
+                if out is not None:
+                    out.unlink(missing_ok=True)
+                raise RunError(f"training of {plan_dir} timed out after {timeout_s:g} s and was stopped; "
+                               f"log: {agents[0].log}")
+            time.sleep(0.1)
+    except BaseException:  # Ctrl-C: do not leave workers behind
+        for p, _ in procs:
+            if p.poll() is None:
+                _stop(p)
+        raise
+    finally:
+        for fh in handles:
+            fh.close()

@@ -155,7 +155,7 @@ def test_positional_constructor_builds_the_same_frozen_object():
     from pptune.cost.types import Breakdown, EstimateSummary, positional_constructor
 
     values = dict(compute_ms=1.0, bubble_ms=2.0, pp_comm_ms=3.0, tp_comm_ms=4.0, dp_comm_ms=5.0, optimizer_ms=6.0,
-                  overhead_ms=7.0)
+                  overhead_ms=7.0, cp_comm_ms=8.0)
     made = positional_constructor(Breakdown)(*values.values())
     assert made == Breakdown(**values) and hash(made) == hash(Breakdown(**values))
     assert list(values) == [f.name for f in dataclasses.fields(Breakdown)]

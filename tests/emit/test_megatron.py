@@ -159,3 +159,19 @@ def test_good_args_pass():
     check_megatron_args(_with("--decoder-first-pipeline-num-layers", "3", "--decoder-last-pipeline-num-layers", "3"), world_size=16)
     check_megatron_args(_with("--pipeline-model-parallel-layout", "Et*5|t*7|t*6|t*6L"), world_size=16)
     check_megatron_args(_with("--num-layers-per-virtual-pipeline-stage", "3"), world_size=16)
+
+
+def test_context_parallel_size_is_emitted_and_checked():
+    spec = PRESETS["gpt2-small"].replace(seq_len=32768)
+    c = ParallelConfig(tp=2, cp=4, pp=2, dp=2, num_microbatches=4, partition="balanced", target="megatron")
+    args = megatron_args(c, spec, roles=ROLES_12, boundaries=[0, 7, 14])
+    assert args[args.index("--context-parallel-size") + 1] == "4"
+    check_megatron_args(args, world_size=32)
+    with pytest.raises(ConfigError, match="world size 24 is not divisible by tp 2 \\* pp 2 \\* cp 4"):
+        check_megatron_args(args, world_size=24)
+    odd = list(args)
+    odd[odd.index("--seq-length") + 1] = odd[odd.index("--max-position-embeddings") + 1] = "32764"
+    with pytest.raises(ConfigError, match="not a multiple of 2 x context-parallel size 4"):
+        check_megatron_args(odd, world_size=32)
+    assert "--context-parallel-size" not in megatron_args(c.replace(cp=1, dp=8), spec, roles=ROLES_12,
+                                                          boundaries=[0, 7, 14])

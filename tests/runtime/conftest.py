@@ -15,7 +15,8 @@ TINY_SPEC = {"name": "tiny", "num_layers": 4, "hidden_size": 64, "num_heads": 2,
 def write_plan(path: Path, *, pp: int = 2, dp: int = 1, boundaries: list[int] | None = None,
                partition_method: str = "explicit", mbs: int = 2, gas: int = 4, zero: int = 0,
                model: Any = None, predicted_ms: float | None = 50.0, checkpoint_interval: int = 0, tp: int = 1,
-               sequence_parallel: bool = False, ds_pipeline: dict | None = None) -> Path:
+               sequence_parallel: bool = False, ds_pipeline: dict | None = None,
+               gradient_clipping: float | None = None) -> Path:
     """A plan directory for the tiny GPT (6 pipeline layers: embedding, 4 blocks, head), or ``model``.
 
     ``ds_pipeline``: ds_config.json's ``pipeline`` section (DeepSpeed's defaults when None).
@@ -35,6 +36,8 @@ def write_plan(path: Path, *, pp: int = 2, dp: int = 1, boundaries: list[int] | 
     }
     if ds_pipeline is not None:
         ds["pipeline"] = ds_pipeline
+    if gradient_clipping is not None:
+        ds["gradient_clipping"] = gradient_clipping
     (path / "pipeline.json").write_text(json.dumps(pipeline))
     (path / "ds_config.json").write_text(json.dumps(ds))
     if predicted_ms is not None:

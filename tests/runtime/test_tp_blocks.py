@@ -5,7 +5,8 @@ pptune.testing.ds_workers.tp_check): the step losses agree, and every gradient a
 matching slice of the tp 1 gradient (replicated parameters: all of it). Covered: a Llama shape (RMSNorm, RoPE,
 SwiGLU, grouped-query attention, untied head, a vocabulary of 129 that tp 2 pads), a tied GPT with sequence
 parallelism, pp 2 x tp 2 on 4 ranks (oversubscribed: correctness only) with DeepSpeed's pipe_partitioned and
-grad_partitioned sends and recompute, and the plain engine (ZeRO 2) at tp 2.
+grad_partitioned sends and recompute, the plain engine (ZeRO 2) at tp 2, and DeepSpeed's global gradient norm
+(the one clipping uses) over the split parameters.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pptune.runtime.launch import worker_env
 
 WORKER = "pptune.testing.ds_workers.tp_check"
 STEPS = 2
+CLIP = 1e-3  # far below the gradient norm, so every update is clipped
 LLAMA = {"name": "tinyllama", "num_layers": 2, "hidden_size": 64, "num_heads": 4, "num_kv_heads": 2,
          "ffn_hidden_size": 128, "vocab_size": 129, "seq_len": 32, "tied_embeddings": False, "norm": "rmsnorm",
          "mlp": "swiglu", "position": "rope"}
@@ -31,8 +33,9 @@ SPLIT = {"pipe_partitioned": True, "grad_partitioned": True}
 
 # name: (reference plan, write_plan options); the reference is the same model and pp at tp 1.
 PLANS = {
-    "llama-tp1": dict(pp=1, partition_method="uniform", model=LLAMA),
-    "llama-tp2": dict(pp=1, tp=2, partition_method="uniform", model=LLAMA, ds_pipeline=SPLIT),
+    # clipped (as emitted plans are): DeepSpeed's gradient norm counts split matrices on every tp rank, once
+    "llama-tp1": dict(pp=1, partition_method="uniform", model=LLAMA, gradient_clipping=CLIP),
+    "llama-tp2": dict(pp=1, tp=2, partition_method="uniform", model=LLAMA, ds_pipeline=SPLIT, gradient_clipping=CLIP),
     "gpt-tp1": dict(pp=1, partition_method="uniform", model=GPT),
     "gpt-tp2-sp": dict(pp=1, tp=2, sequence_parallel=True, partition_method="uniform", model=GPT, ds_pipeline=UNSPLIT),
     "gpt-pp2-tp1": dict(pp=2, model=GPT),
@@ -92,6 +95,11 @@ def test_tp2_trains_the_tp1_model(runs: dict[str, list[dict]], reference: str, s
         assert any("qkv" in n for n in split_params) and any(".word." in n or "lm_head" in n for n in split_params)
         if PLANS[split].get("zero", 0) < 2:
             assert rank["grads"], "the pipeline engine's gradients were captured"
+        if PLANS[split]["pp"] == 1 and rank["grad_norm"] is not None:
+            # DeepSpeed's global norm (what clipping uses) over tensor_model_parallel shards is the tp 1 norm. At
+            # pp > 1 its fp32 path leaves out replicated parameters of later stages (pptune.runtime.topology).
+            assert rank["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5)
+            assert rank["grad_norm"] > 10 * CLIP
 
 
 @pytest.mark.slow

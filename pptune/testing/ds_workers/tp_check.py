@@ -21,9 +21,17 @@ from pptune.runtime.distributed import init_distributed, teardown
 from pptune.runtime.plan_files import load_run_plan
 from pptune.runtime.train import MODEL_SEED
 
+GRAD_NORM = "grad_norm"  # key of the record; not a parameter name
 
-def _snapshot_grads_at_first_step(engine: Any, store: dict[str, torch.Tensor]) -> None:
-    """Wrap this engine's OptimizerStep instruction (an instance copy of ``_INSTRUCTION_MAP``) to copy the grads."""
+
+def _snapshot_grads_at_first_step(engine: Any, store: dict[str, Any]) -> None:
+    """Wrap this engine's OptimizerStep instruction (an instance copy of ``_INSTRUCTION_MAP``) to copy the grads.
+
+    Also records DeepSpeed's global gradient norm as its fp32 engine computes it for clipping
+    (``deepspeed.runtime.utils.clip_grad_norm_`` with the engine's mpu; an infinite max_norm scales by 1).
+    """
+    from deepspeed.runtime.utils import clip_grad_norm_
+
     table = dict(type(engine)._INSTRUCTION_MAP)
     (step_cls,) = [cls for cls in table if cls.__name__ == "OptimizerStep"]
     step_fn = table[step_cls]
@@ -32,6 +40,7 @@ def _snapshot_grads_at_first_step(engine: Any, store: dict[str, torch.Tensor]) -
         if not store:
             for name, p in self.module.named_parameters():
                 store[name] = (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
+            store[GRAD_NORM] = float(clip_grad_norm_(self.module.parameters(), max_norm=float("inf"), mpu=self.mpu))
         return step_fn(self, *args, **kwargs)
 
     table[step_cls] = step
@@ -45,7 +54,7 @@ def run_plan(plan_dir: Path, steps: int, out_dir: Path) -> None:
     torch.manual_seed(MODEL_SEED)
     module, vocab = build_module(plan)
     engine = initialize(plan, module, ds_timers=False)
-    grads: dict[str, torch.Tensor] = {}
+    grads: dict[str, Any] = {}
     if plan.engine == "pipeline":  # the plain engine (ZeRO 2/3) keeps partitioned gradients: losses only
         _snapshot_grads_at_first_step(engine, grads)
     data = synthetic_batches(vocab_size=vocab, micro_batch_size=plan.micro_batch_size, seq_len=plan.seq_len,
@@ -53,7 +62,8 @@ def run_plan(plan_dir: Path, steps: int, out_dir: Path) -> None:
     losses = [float(train_step(engine, plan, data)) for _ in range(steps)]
     grid = engine.mpu  # DeepSpeed's PipelineParallelGrid (the module's own, or the plain engine's at tp > 1)
     shards = {name: getattr(p, "pptune_shard", None) for name, p in engine.module.named_parameters()}
-    record = {"losses": losses, "grads": grads, "shards": shards, "engine": plan.engine,
+    norm = grads.pop(GRAD_NORM, None)
+    record = {"losses": losses, "grads": grads, "grad_norm": norm, "shards": shards, "engine": plan.engine,
               "stage": grid.get_stage_id() if grid is not None else 0,
               "tp_rank": grid.get_slice_parallel_rank() if grid is not None else 0,
               "pipe_partitioned": bool(getattr(engine, "is_pipe_partitioned", False)),
