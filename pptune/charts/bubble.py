@@ -78,7 +78,7 @@ def bubble_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
     cache = CostCache() if cache is None else cache  # the chart's estimates share its structure
     gpus = cluster.num_gpus
     if depths is None:
-        depths = pipeline_depths(ranks=gpus // config.tp, chosen=config.pp, max_pp=profile.num_layers)
+        depths = pipeline_depths(ranks=gpus // (config.tp * config.cp), chosen=config.pp, max_pp=profile.num_layers)
     if microbatches is None:
         # Deep pipelines need m of several times p before the bubble fades: reach 4x the deepest drawn.
         microbatches = microbatch_counts(config.num_microbatches, at_least=4 * max(depths))
@@ -91,7 +91,8 @@ def bubble_series(profile: Profile, cluster: Cluster, config: ParallelConfig, *,
             bubble.append(NAN if est is None else est.bubble_fraction)
             tokens.append(NAN if est is None else est.tokens_per_s)
             fits.append(est is not None and est.feasible)
-        dp = gpus // (config.tp * pp) if gpus % (config.tp * pp) == 0 else 0
+        width = config.tp * config.cp
+        dp = gpus // (width * pp) if gpus % (width * pp) == 0 else 0
         lines.append(BubbleLine(pp=pp, dp=dp, num_microbatches=tuple(microbatches), bubble_fraction=tuple(bubble),
                                 tokens_per_s=tuple(tokens), feasible=tuple(fits)))
     chosen = try_estimate(profile, cluster, config, cache=cache)

@@ -13,16 +13,17 @@ from pptune.targets import rules_for
 
 
 def with_depth(config: ParallelConfig, *, pp: int, gpus: int, num_microbatches: int | None = None) -> ParallelConfig | None:
-    """``config`` at pipeline depth ``pp`` on the same GPUs (dp = gpus / (tp * pp)), or None when impossible.
+    """``config`` at pipeline depth ``pp`` on the same GPUs (dp = gpus / (tp * cp * pp)), or None when impossible.
 
     ``num_microbatches`` defaults to the count that keeps the global batch (None when dp does not divide it).
     Schedule and ZeRO follow the engine's rules: one stage runs no interleaving (1F1B), and DeepSpeed's
     pipeline engine allows ZeRO 0 or 1 only (deepspeed/runtime/pipe/engine.py asserts it), so a ZeRO-2/3 plan
     with pp == 1 is shown at ZeRO 1 deeper.
     """
-    if pp < 1 or gpus % (config.tp * pp):
+    width = config.tp * config.cp  # the ranks of one stage replica: tp x cp
+    if pp < 1 or gpus % (width * pp):
         return None
-    dp = gpus // (config.tp * pp)
+    dp = gpus // (width * pp)
     if num_microbatches is None:
         samples = config.num_microbatches * config.dp  # micro-batches per step over all replicas
         if samples % dp:

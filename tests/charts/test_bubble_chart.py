@@ -88,3 +88,17 @@ def test_with_depth_keeps_deepspeed_valid():
     inter = ParallelConfig(pp=4, dp=2, schedule="interleaved_1f1b", vpp=2, target="megatron", num_microbatches=8)
     flat = with_depth(inter, pp=1, gpus=8)
     assert flat is not None and (flat.schedule, flat.vpp, flat.dp, flat.num_microbatches) == ("1f1b", 1, 8, 2)
+
+
+def test_context_parallel_plans_keep_their_cp_at_every_depth(make_profile, make_cluster):
+    """tp x cp ranks per stage replica: the other depths keep cp and fill the same GPUs (dp = GPUs / (tp cp pp))."""
+    profile = make_profile(blocks=16, edges=True)
+    cluster = make_cluster(16, free_links=False)
+    config = ParallelConfig(cp=2, pp=4, dp=2, num_microbatches=8, partition="balanced", target="megatron")
+    deeper = with_depth(config, pp=8, gpus=16)
+    assert (deeper.cp, deeper.dp, deeper.world_size) == (2, 1, 16)
+    chart = bubble_series(profile, cluster, config)
+    assert {line.pp for line in chart.lines} >= {2, 4, 8}
+    line = next(line for line in chart.lines if line.pp == 4)
+    assert line.dp == 2 and line.bubble_fraction[line.num_microbatches.index(8)] == estimate(
+        profile, cluster, config).bubble_fraction
