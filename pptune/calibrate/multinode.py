@@ -2,9 +2,10 @@
 
 Usage: ``python benchmarks/published_multinode.py [--out results/validation/published]`` (or
 ``python -m pptune.calibrate.multinode``). Writes ``multinode.md`` (per-source error statistics and every run) and
-``multinode.csv``. The sources and what each run assumes are in ``pptune/calibrate/published_runs.py``. Each run is predicted by the same path as a plan: analytic
-profile (unfused attention, as these Megatron versions ran) -> ``pptune.cost.estimate`` on the ``a100-80g``
-preset resized to the run's GPUs, with the source's inter-node bandwidth.
+``multinode.csv``. The sources and what each run assumes are in ``pptune/calibrate/published_runs.py``. Each run is predicted by the path ``pptune estimate --batch``
+takes for its line (``published_runs.batch_item``): a spec string with ``attention=unfused`` (as these Megatron
+versions ran), the run's ``overlap_grad_reduce`` (2021 Megatron: false), the ``a100-80g`` preset resized to the
+run's GPUs with the source's inter-node bandwidth.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import datetime
 import statistics
 from pathlib import Path
 
-from pptune.calibrate.published import padded_vocab
+from pptune.batch_lines import estimate_item
 from pptune.calibrate.published_runs import (
     PublishedRun,
+    batch_item,
     bloom_run,
     korthikanti_runs,
     mtnlg_runs,
@@ -25,63 +27,20 @@ from pptune.calibrate.published_runs import (
     vtrain_runs,
 )
 from pptune.calibrate.report import write_text
-from pptune.cost import comm
-from pptune.cost.estimate import estimate
-from pptune.cost.layers import layer_table
 from pptune.cost.types import Estimate
 from pptune.hardware import load_cluster
-from pptune.model.spec import TransformerSpec
-from pptune.parallel import ParallelConfig
-from pptune.profile.analytic import analytic_profile
 
 CLUSTER = "a100-80g"
 
 
 def predict(run: PublishedRun, cluster: str = CLUSTER) -> Estimate:
-    """pptune's estimate of one published run."""
-    base = load_cluster(cluster)
-    vocab = run.vocab if run.vocab % (128 * run.tp) == 0 else padded_vocab(run.vocab, run.tp)
-    spec = TransformerSpec(name=run.name, num_layers=run.layers, hidden_size=run.hidden, num_heads=run.heads,
-                           ffn_hidden_size=4 * run.hidden, vocab_size=vocab, seq_len=run.seq_len)
-    profile = analytic_profile(spec, base.gpu, tp=run.tp, dtype=run.dtype, micro_batch_sizes=(run.micro_batch,),
-                               sequence_parallel=run.sequence_parallel, flash_attention=False)
-    sized = load_cluster(base.replace(inter_node_gbps=run.inter_node_gbps), num_gpus=run.tp * run.pp * run.dp)
-    config = ParallelConfig(
-        tp=run.tp, pp=run.pp, dp=run.dp, micro_batch_size=run.micro_batch,
-        num_microbatches=run.global_batch // (run.micro_batch * run.dp),
-        schedule="interleaved_1f1b" if run.vpp > 1 else "1f1b", vpp=run.vpp, recompute=run.recompute,
-        dtype=run.dtype, zero_stage=run.zero_stage, partition=run.partition if run.pp > 1 else "uniform",
-        target=run.target, sequence_parallel=run.sequence_parallel)  # type: ignore[arg-type]
-    est = estimate(profile, sized, config)
-    if run.grad_reduce_overlapped or run.target != "megatron" or run.dp == 1:
-        return est
-    return _reduce_after_backward(est, profile, sized, config)
+    """pptune's estimate of one published run, by the path ``pptune estimate --batch`` takes for its line.
 
-
-def _reduce_after_backward(est: Estimate, profile, cluster, config: ParallelConfig) -> Estimate:
-    """The estimate with Megatron's gradient all-reduce after the backward instead of overlapped with it.
-
-    pptune's megatron target models what it emits (``--overlap-grad-reduce``: only the last bucket is exposed);
-    Megatron before 2023 reduced every gradient after the last backward. The extra exposed time is the slowest
-    stage's full all-reduce minus the last-bucket one, both from pptune's own all-reduce model.
+    The line (``published_runs.batch_item``) says ``attention=unfused`` and, for 2021 Megatron,
+    ``"overlap_grad_reduce": false``: the whole data-parallel all-reduce after the backward
+    (``pptune.cost.dp_sync``), as ``pptune estimate --attention unfused --no-overlap-grad-reduce`` prices it.
     """
-    table = layer_table(profile, micro_batch_size=config.micro_batch_size, tp=config.tp, dtype=config.dtype,
-                        sequence_parallel=config.sequence_parallel)
-    bounds, grad_bytes = est.boundaries, 2
-    full = bucket = 0.0
-    for s in range(config.pp):
-        link = comm.dp_link(cluster, tp=config.tp, dp=config.dp, stage=s)
-        n_full = sum(sum(table.param_count[bounds[c]:bounds[c + 1]]) for c in range(s, len(bounds) - 1, config.pp))
-        n_bucket = table.param_count[bounds[s]]
-        full = max(full, comm.all_reduce_ms(n_full * grad_bytes, config.dp, link))
-        bucket = max(bucket, comm.all_reduce_ms(n_bucket * grad_bytes, config.dp, link))
-    extra = full - bucket
-    step = est.step_time_ms + extra
-    scale = est.step_time_ms / step
-    return dataclasses.replace(
-        est, step_time_ms=step, breakdown=dataclasses.replace(est.breakdown, dp_comm_ms=est.breakdown.dp_comm_ms + extra),
-        samples_per_s=est.samples_per_s * scale, tokens_per_s=est.tokens_per_s * scale,
-        tflops_per_gpu=est.tflops_per_gpu * scale, mfu=est.mfu * scale)
+    return estimate_item(batch_item(run, load_cluster(cluster)))[3]
 
 
 UNSTATED_MICRO_BATCHES = (1, 2, 4, 8)

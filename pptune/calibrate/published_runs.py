@@ -31,6 +31,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pptune.calibrate.published import padded_vocab
+from pptune.hardware import Cluster
 
 VTRAIN_CSV = Path(__file__).resolve().parents[1] / "data" / "vtrain_ground_truth_multi.csv"
 
@@ -62,7 +66,9 @@ class PublishedRun:
     inter_node_gbps: float = 25.0  # per GPU per direction
     assumed: str = ""
     knobs_stated: bool = True  # False: the source gives no micro-batch size / interleaving (see sc21_runs)
-    grad_reduce_overlapped: bool = True  # False: the data-parallel all-reduce followed the backward (2021 Megatron)
+    # False: the data-parallel all-reduce followed the backward (2021 Megatron); None: the target's default
+    # (Megatron overlaps, DeepSpeed's pipeline engine reduces after the backward). ParallelConfig.overlap_grad_reduce.
+    grad_reduce_overlapped: bool | None = None
 
 
 def vtrain_runs(path: Path = VTRAIN_CSV) -> list[PublishedRun]:
@@ -155,3 +161,24 @@ def bloom_run() -> PublishedRun:
         inter_node_gbps=4 * 100 / 8 / 8,  # 4 Omni-Path links per node, 100 Gb/s each (OPA 100 series)
         assumed="Omni-Path links at 100 Gb/s; ALiBi modelled as learned positions (s*h extra parameters); "
                 "embedding layer norm not modelled")
+
+
+def batch_item(run: PublishedRun, cluster: Cluster) -> dict[str, Any]:
+    """The run as a ``pptune estimate --batch`` line (``pptune.batch_lines``) on ``cluster`` with its inter-node link.
+
+    What ``pptune estimate`` is told for the run: a spec string with ``attention=unfused`` (these Megatron versions
+    had no flash attention), the vocabulary padded to 128 x tp as Megatron pads it, and the run's gradient-reduce
+    overlap (``overlap_grad_reduce``; None: the target's).
+    """
+    vocab = run.vocab if run.vocab % (128 * run.tp) == 0 else padded_vocab(run.vocab, run.tp)
+    model = (f"gpt:layers={run.layers},hidden={run.hidden},heads={run.heads},ffn={4 * run.hidden},vocab={vocab},"
+             f"seq={run.seq_len},attention=unfused")
+    return {
+        "model": model, "cluster": cluster.replace(inter_node_gbps=run.inter_node_gbps), "gpus": None,
+        "tp": run.tp, "pp": run.pp, "dp": run.dp, "micro_batch_size": run.micro_batch,
+        "global_batch_size": run.global_batch, "schedule": "interleaved_1f1b" if run.vpp > 1 else "1f1b",
+        "vpp": run.vpp, "zero": run.zero_stage, "recompute": run.recompute,
+        "partition": run.partition if run.pp > 1 else "uniform", "dtype": run.dtype, "target": run.target,
+        "sequence_parallel": run.sequence_parallel, "attention": None, "overlap_grad_reduce": run.grad_reduce_overlapped,
+        "overlap_param_gather": None,
+    }

@@ -11,6 +11,7 @@ from typing import Any
 # The line keys, their checks and the building of one configuration live in pptune/batch_lines.py (shared
 # with `pptune calibrate --runs`).
 from pptune.batch_lines import BATCH_KEYS, defaults_of, estimate_item, parse_line
+from pptune.model.spec import ATTENTION_KERNELS
 from pptune.targets import SCHEDULES, TARGETS
 
 
@@ -40,6 +41,7 @@ def add_parser(subparsers: Any, name: str) -> None:
                    help="precision (default: a measured profile's own, else bf16)")
     p.add_argument("--target", choices=TARGETS, default="deepspeed")
     p.add_argument("--sequence-parallel", action="store_true", help="Megatron sequence parallelism (tp > 1)")
+    add_knob_arguments(p)
     p.add_argument("--memory-headroom", type=float, default=0.0, metavar="GIB",
                    help="GiB of device memory to keep free: the summary's margin says whether the peak fits below it")
     p.add_argument("--json", action="store_true", help="print Estimate.to_json_dict() as one JSON object")
@@ -53,6 +55,18 @@ def add_parser(subparsers: Any, name: str) -> None:
                         "line\"} for a blank one. Exit code 0 when every line was estimated or blank, 2 when any "
                         "line failed")
     p.set_defaults(run=run)
+
+
+def add_knob_arguments(p: Any) -> None:
+    """--attention and Megatron's overlap flags (estimate and plan; the batch keys of the same names)."""
+    p.add_argument("--attention", choices=ATTENTION_KERNELS, default=None,
+                   help="attention kernel a preset or spec string is priced with: flash (default) or unfused "
+                        "(a profile file's is the one it was made with)")
+    p.add_argument("--overlap-grad-reduce", action=argparse.BooleanOptionalAction, default=None,
+                   help="Megatron's --overlap-grad-reduce (default: on for --target megatron; DeepSpeed reduces "
+                        "after the backward)")
+    p.add_argument("--overlap-param-gather", action=argparse.BooleanOptionalAction, default=None,
+                   help="Megatron's --overlap-param-gather (default: on with the distributed optimizer, ZeRO 1)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pptune.commands.estimate import add_knob_arguments
 from pptune.targets import TARGETS, rules_for
 
 RECOMPUTES = ("none", "selective", "full")
@@ -57,6 +58,7 @@ def add_parser(subparsers: Any, name: str) -> None:
     f.add_argument("--partition", help="uniform, parameters, balanced or type:<regex>")
     f.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
                    help="Megatron sequence parallelism (tp > 1)")
+    add_knob_arguments(f)
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="plan directory (default results/<model>-<gpus>g)")
     o.add_argument("--ds-override", action="append", default=[], metavar="KEY=VALUE",
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials, seed=args.seed, objective=args.objective, exhaustive=args.exhaustive, storage=None,
         study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
         dtype=dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
-        zero_bubble=args.zero_bubble,
+        zero_bubble=args.zero_bubble, attention=args.attention, overlap_grad_reduce=args.overlap_grad_reduce,
+        overlap_param_gather=args.overlap_param_gather,
     )
     # The plan (study, files, figures) is built beside OUT and renamed into place as one unit; any failure,
     # Ctrl-C included, removes what this run created and leaves an older OUT as it was.

@@ -16,7 +16,7 @@ from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
 from pptune.targets import MEGATRON, zero_rule
 
-__all__ = ["check_megatron_args", "format_args", "layout_string", "megatron_args", "parse_args_text",
+__all__ = ["check_megatron_args", "dtype_flags", "format_args", "layout_string", "megatron_args", "parse_args_text",
            "split_flags", "stage_block_counts"]
 
 
@@ -138,17 +138,23 @@ def megatron_args(config: ParallelConfig, spec: TransformerSpec, *, roles: Seque
                  "--recompute-num-layers", str(config.recompute_interval)]
     if config.zero_stage == 1:
         args += ["--use-distributed-optimizer"]
-    if config.dp > 1:
+    # The overlap flags the config priced (a DeepSpeed plan, which DeepSpeed's engine runs without them, gets
+    # Megatron's own best: both on).
+    megatron = config.target == "megatron"
+    if config.dp > 1 and (config.overlap_grad_reduce or not megatron):
         args += ["--overlap-grad-reduce"]
-        if config.zero_stage == 1:
+        if config.zero_stage == 1 and (config.overlap_param_gather or not megatron):
             args += ["--overlap-param-gather"]
+    if spec.attention == "unfused":  # Megatron's own softmax (megatron/core/transformer/enums.py AttnBackend)
+        args += ["--attention-backend", "unfused"]
     if config.sequence_parallel:
         args += ["--sequence-parallel"]
-    if config.dtype == "bf16":
-        args += ["--bf16"]
-    elif config.dtype == "fp16":
-        args += ["--fp16"]
-    return args
+    return args + dtype_flags(config.dtype)
+
+
+def dtype_flags(dtype: str) -> list[str]:
+    """Megatron's precision flag (Megatron-LM and Megatron-DeepSpeed alike): ``--bf16``, ``--fp16`` or none (fp32)."""
+    return {"bf16": ["--bf16"], "fp16": ["--fp16"]}.get(dtype, [])
 
 
 def format_args(args: Sequence[str], header: Sequence[str] = ()) -> str:

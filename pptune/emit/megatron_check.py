@@ -8,7 +8,7 @@ at most one of the virtual-stage flags and the layout; with virtual stages the l
 layers per virtual stage, pp > 2 (without p2p overlap) and the micro-batch count a multiple of pp (default group
 size); ``--overlap-param-gather`` needs the distributed optimizer and ``--overlap-grad-reduce``; full recompute
 needs a method and a layer count, selective takes no method; hidden divisible by heads, heads and query groups by tp;
-max positions >= seq length.
+max positions >= seq length; ``--attention-backend`` one of AttnBackend's names (megatron/core/transformer/enums.py).
 """
 
 from __future__ import annotations
@@ -19,17 +19,20 @@ from collections.abc import Callable, Sequence
 from pptune.errors import ConfigError
 
 Flags = dict[str, "str | bool"]
+# --attention-backend's choices: megatron/core/transformer/enums.py AttnBackend (flash, fused, unfused, local, auto)
+ATTENTION_BACKENDS = ("flash", "fused", "unfused", "local", "auto")
 
 
-def _as_dict(args: Sequence[str]) -> Flags:
+def as_flags(args: Sequence[str], what: str = "megatron args") -> Flags:
+    """``--flag value`` pairs and bare ``--flag``s as a dict (a flag given twice, or a stray value, is an error)."""
     out: Flags = {}
     i = 0
     while i < len(args):
         flag = args[i]
         if not flag.startswith("--"):
-            raise ConfigError(f"megatron args: expected a --flag, got {flag!r}")
+            raise ConfigError(f"{what}: expected a --flag, got {flag!r}")
         if flag in out:
-            raise ConfigError(f"megatron args: {flag} given twice")
+            raise ConfigError(f"{what}: {flag} given twice")
         if i + 1 < len(args) and not args[i + 1].startswith("--"):
             out[flag] = args[i + 1]
             i += 2
@@ -37,6 +40,23 @@ def _as_dict(args: Sequence[str]) -> Flags:
             out[flag] = True
             i += 1
     return out
+
+
+def flag_number(a: Flags, flag: str, default: int | None = None, *, what: str = "megatron args",
+                minimum: int = 1) -> int:
+    """The integer value of ``flag`` (``default`` when absent; ConfigError when required, valueless or too small)."""
+    value = a.get(flag)
+    if value is None or value is True:
+        if default is None:
+            raise ConfigError(f"{what}: {flag} needs a value" if value is True else f"{what}: {flag} is required")
+        return default
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ConfigError(f"{what}: {flag} must be an integer, got {value!r}") from None
+    if n < minimum:
+        raise ConfigError(f"{what}: {flag} must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {n}")
+    return n
 
 
 def parse_layout(text: str) -> list[str]:
@@ -54,21 +74,10 @@ def parse_layout(text: str) -> list[str]:
 
 def check_megatron_args(args: Sequence[str], *, world_size: int) -> None:
     """Raise ConfigError naming the first Megatron-LM rule these flags break; return None when they pass."""
-    a = _as_dict(args)
+    a = as_flags(args)
 
     def num(flag: str, default: int | None = None) -> int:
-        value = a.get(flag)
-        if value is None or value is True:
-            if default is None:
-                raise ConfigError(f"megatron args: {flag} needs a value" if value is True else f"megatron args: {flag} is required")
-            return default
-        try:
-            n = int(str(value))
-        except ValueError:
-            raise ConfigError(f"megatron args: {flag} must be an integer, got {value!r}") from None
-        if n < 1:
-            raise ConfigError(f"megatron args: {flag} must be positive, got {n}")
-        return n
+        return flag_number(a, flag, default)
 
     tp, pp = num("--tensor-model-parallel-size", 1), num("--pipeline-model-parallel-size", 1)
     cp = num("--context-parallel-size", 1)
@@ -99,6 +108,9 @@ def check_megatron_args(args: Sequence[str], *, world_size: int) -> None:
     _check_recompute(a, num)
     if "--overlap-param-gather" in a and not ("--use-distributed-optimizer" in a and "--overlap-grad-reduce" in a):
         raise ConfigError("--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce")
+    backend = a.get("--attention-backend")
+    if backend is not None and backend not in ATTENTION_BACKENDS:
+        raise ConfigError(f"--attention-backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {backend!r}")
     if "--sequence-parallel" in a and tp == 1:
         raise ConfigError("--sequence-parallel needs tp > 1 (Megatron switches it off at tp 1)")
     if "--bf16" in a and "--fp16" in a:

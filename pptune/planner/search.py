@@ -66,6 +66,8 @@ class PlanSettings:
             off to show what it adds.
         polish: after the study (throughput objective), evaluate every configuration of the 3 best layouts found
             with the bulk cost model and rank them too (they are not Optuna trials).
+        attention: the attention kernel of a preset or spec model (``pptune.model.spec.with_attention``).
+        overlap_grad_reduce / overlap_param_gather: Megatron's overlap flags for every configuration.
     """
 
     trials: int = 200
@@ -83,6 +85,9 @@ class PlanSettings:
     zero_bubble: bool = False
     warm_start: bool = True
     polish: bool = True
+    attention: str | None = None  # flash or unfused for a preset/spec model (None: the spec's own)
+    overlap_grad_reduce: bool | None = None  # Megatron's overlap flags (None: the target's default)
+    overlap_param_gather: bool | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -155,7 +160,7 @@ def plan(
     """
     st = settings
     start = time.perf_counter()
-    source = resolve_model(model_or_profile)
+    source = resolve_model(model_or_profile, attention=st.attention)
     hw = load_cluster(cluster, num_gpus=gpus)
     if hw.num_gpus != gpus:
         raise ConfigError(f"{gpus} GPUs do not fill whole nodes of {hw.gpus_per_node} ({hw.name}): "
@@ -166,7 +171,7 @@ def plan(
         fixed=st.fixed, max_micro_batch_size=st.max_micro_batch_size, zero_bubble=st.zero_bubble,
         block_kind=source.block_kind, allowed_tp=_measured_tp(source, st.fixed, hw), model_name=source.name,
         seq_len=source.seq_len,
-        cluster_name=hw.name,
+        cluster_name=hw.name, overlap_grad_reduce=st.overlap_grad_reduce, overlap_param_gather=st.overlap_param_gather,
     )
     evaluator = Evaluator(
         profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=st.dtype, micro_batch_sizes=space.micro_batch_sizes),

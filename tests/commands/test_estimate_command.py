@@ -136,3 +136,54 @@ def test_an_all_good_batch_exits_0(tmp_path, capsys):
     assert main(["estimate", "gpt2-small", "--cluster", "a100-80g", "--batch", str(batch)]) == 0
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [o["line"] for o in out] == [1, 2, 3] and out[1] == {"line": 2, "skipped": "blank line"}
+
+
+MEGATRON = ["gpt3-1.3b", "--cluster", "a100-80g", "--pp", "2", "--dp", "8", "--global-batch-size", "64",
+            "--target", "megatron", "--zero", "1", "--json"]
+
+
+def _step_ms(capsys, args: list[str]) -> float:
+    assert main(["estimate", *args]) == 0
+    return json.loads(capsys.readouterr().out)["step_time_ms"]
+
+
+def test_attention_and_overlap_flags_and_their_batch_keys(tmp_path, capsys):
+    base = _step_ms(capsys, MEGATRON)
+    unfused = _step_ms(capsys, [*MEGATRON, "--attention", "unfused"])
+    assert unfused > base and _step_ms(capsys, ["gpt3-1.3b?attention=unfused", *MEGATRON[1:]]) == unfused
+    off = _step_ms(capsys, [*MEGATRON, "--attention", "unfused", "--no-overlap-grad-reduce"])
+    assert off > unfused
+    line = {"attention": "unfused", "overlap_grad_reduce": False}
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(json.dumps(line) + "\n" + json.dumps({"overlap_param_gather": False}) + "\n")
+    assert main(["estimate", *MEGATRON[:-1], "--batch", str(batch)]) == 0
+    first, second = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert first["step_time_ms"] == off and second["step_time_ms"] > base
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--overlap-grad-reduce", "--target", "deepspeed"],
+     "DeepSpeed's pipeline engine reduces gradients after the backward: overlap_grad_reduce needs --target megatron"),
+    (["--overlap-param-gather", "--zero", "0"], "--overlap-param-gather needs the distributed optimizer (ZeRO 1)"),
+    (["--attention", "flash", "--target", "megatron"], "states attention=unfused but attention flash was asked for"),
+])
+def test_knob_errors_are_one_line(extra, message, capsys):
+    model = "gpt3-1.3b?attention=unfused" if "flash" in extra else "gpt3-1.3b"
+    assert main(["estimate", model, *MEGATRON[1:-1], *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_a_profile_files_attention_is_what_it_was_made_with(tmp_path, capsys):
+    from pptune.hardware import load_cluster
+    from pptune.model.spec import PRESETS
+    from pptune.profile.analytic import analytic_profile
+    from pptune.profile.schema import save_profile
+
+    path = tmp_path / "p.json"
+    save_profile(analytic_profile(PRESETS["gpt2-small"], load_cluster("a100-80g").gpu, micro_batch_sizes=(1,)), path)
+    args = [str(path), "--cluster", "a100-80g", "--global-batch-size", "8", "--json"]
+    assert _step_ms(capsys, [*args, "--attention", "flash"]) == _step_ms(capsys, args)
+    assert main(["estimate", *args, "--attention", "unfused"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"profile {path} (analytic) was made with flash attention: --attention unfused applies to a preset" in err

@@ -158,3 +158,17 @@ def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
                       settings=PlanSettings(max_micro_batch_size=8, fixed=Fixed(zero_stage=1), exhaustive=True))
     assert resumed["config"] == uninterrupted["config"] == exhaustive.best.to_dict()
     assert resumed["search"]["evaluations"] == trials and resumed["search"]["resume"] is True
+
+
+def test_plan_carries_the_overlap_and_attention_knobs(tmp_path, capsys):
+    out = tmp_path / "plan"
+    args = ["gpt2-small", "--cluster", "a100-80g", "--gpus", "16", "--global-batch-size", "64", "--target", "megatron",
+            "--tp", "2", "--pp", "2", "--zero", "1", "--micro-batch-size", "2", "--exhaustive", "--no-figures",
+            "--no-overlap-param-gather", "--attention", "unfused", "--out", str(out)]
+    assert main(["plan", *args]) == 0
+    capsys.readouterr()
+    config = json.loads((out / "plan.json").read_text())["config"]
+    assert (config["overlap_grad_reduce"], config["overlap_param_gather"]) == (True, False)
+    flags = (out / "megatron_args.txt").read_text()
+    assert "--overlap-grad-reduce" in flags and "--overlap-param-gather" not in flags
+    assert "--attention-backend unfused" in flags

@@ -175,3 +175,30 @@ def test_context_parallel_size_is_emitted_and_checked():
         check_megatron_args(odd, world_size=32)
     assert "--context-parallel-size" not in megatron_args(c.replace(cp=1, dp=8), spec, roles=ROLES_12,
                                                           boundaries=[0, 7, 14])
+
+
+def _knob_args(**kw) -> list[str]:
+    config = ParallelConfig(pp=2, dp=4, micro_batch_size=1, num_microbatches=4, target="megatron", zero_stage=1,
+                            partition="type:TransformerBlockPipe", **kw)
+    args = megatron_args(config, PRESETS["gpt2-small"], roles=ROLES_12, boundaries=[0, 7, 14])
+    check_megatron_args(args, world_size=8)
+    return args
+
+
+def test_overlap_flags_follow_the_config():
+    assert {"--overlap-grad-reduce", "--overlap-param-gather"} <= set(_knob_args())
+    args = _knob_args(overlap_param_gather=False)
+    assert "--overlap-grad-reduce" in args and "--overlap-param-gather" not in args
+    args = _knob_args(overlap_grad_reduce=False)  # the param-gather default follows (it needs the reduce overlap)
+    assert "--overlap-grad-reduce" not in args and "--overlap-param-gather" not in args
+
+
+def test_unfused_attention_is_megatrons_unfused_backend():
+    config = ParallelConfig(pp=2, micro_batch_size=1, num_microbatches=4, target="megatron",
+                            partition="type:TransformerBlockPipe")
+    spec = PRESETS["gpt2-small"].replace(attention="unfused")
+    args = megatron_args(config, spec, roles=ROLES_12, boundaries=[0, 7, 14])
+    assert " ".join(args).endswith("--attention-backend unfused --bf16")
+    check_megatron_args(args, world_size=2)
+    with pytest.raises(ConfigError, match="--attention-backend must be one of"):
+        check_megatron_args([*args[:-3], "--attention-backend", "cudnn"], world_size=2)
