@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 from pptune import __version__
 from pptune.emit.deepspeed import ds_config, engine_kind
 from pptune.emit.howto import how_to_run
-from pptune.emit.launch import deepspeed_launch, hostfile_example, megatron_launch
+from pptune.emit.launch import deepspeed_launch, hostfile_example, megatron_launch, node_layout
 from pptune.emit.megatron import check_megatron_args, format_args, megatron_args
+from pptune.emit.megatron_deepspeed import check_megatron_deepspeed_args, megatron_deepspeed_args
+from pptune.emit.megatron_deepspeed import header_lines as megatron_deepspeed_header
 from pptune.errors import ConfigError
 from pptune.planner.ranking import config_label
 from pptune.targets import rules_for
@@ -128,6 +130,17 @@ def megatron_text(result: PlanResult) -> str:
     return format_args(args, head)
 
 
+def megatron_deepspeed_text(result: PlanResult, partition: str, ds_config_text: str) -> str:
+    """megatron_deepspeed_args.txt: pretrain_gpt.py flags with ds_config.json, checked against Megatron-DeepSpeed."""
+    c = result.best
+    assert result.model.spec is not None
+    args = megatron_deepspeed_args(c, result.model.spec)
+    check_megatron_deepspeed_args(args, world_size=c.world_size, ds_config=json.loads(ds_config_text))  # else a bug
+    nodes, per_node = node_layout(c, result.cluster)
+    return format_args(args, [f"pptune plan {config_label(c)} ({summary(result)}).",
+                              *megatron_deepspeed_header(c, partition, nodes=nodes, per_node=per_node)])
+
+
 def plan_files(result: PlanResult, *, command: str | None = None,
                ds_overrides: dict[str, Any] | None = None) -> dict[str, tuple[str, int]]:
     """File name -> (text, mode) of the plan directory (without study.db and ranking.csv)."""
@@ -141,6 +154,9 @@ def plan_files(result: PlanResult, *, command: str | None = None,
         files["launch.sh"] = (deepspeed_launch(c, result.cluster, label=label, summary=text,
                                                partition_method=pipe["partition_method"], command=command), EXECUTABLE)
         files["hostfile.example"] = (hostfile_example(c, result.cluster), REGULAR)
+        if c.tp > 1 and result.model.spec is not None:  # tensor-parallel layers: Megatron-DeepSpeed's GPTModelPipe
+            files["megatron_deepspeed_args.txt"] = (megatron_deepspeed_text(result, pipe["partition_method"],
+                                                                            files["ds_config.json"][0]), REGULAR)
     else:
         vocab = result.model.spec.vocab_size if result.model.spec else 50257
         files["launch.sh"] = (megatron_launch(c, result.cluster, label=label, summary=text, vocab_size=vocab,

@@ -10,6 +10,7 @@ import pytest
 
 from pptune.cost.partition import stage_boundaries
 from pptune.emit.megatron import check_megatron_args, parse_args_text
+from pptune.emit.megatron_deepspeed import check_megatron_deepspeed_args
 from pptune.emit.plan_dir import write_plan_dir
 from pptune.errors import ConfigError
 from pptune.planner import Fixed, PlanSettings, plan
@@ -38,7 +39,7 @@ def test_plan_directory_contents(tmp_path, by_params):
     out = write_plan_dir(by_params, tmp_path / "plan", command="pptune plan gpt2-small ...")
     names = set(_files(out))
     assert names == {"plan.json", "ds_config.json", "pipeline.json", "launch.sh", "hostfile.example",
-                     "megatron_args.txt", "ranking.csv", "HOW_TO_RUN.md"}
+                     "megatron_args.txt", "megatron_deepspeed_args.txt", "ranking.csv", "HOW_TO_RUN.md"}
     assert out.joinpath("launch.sh").stat().st_mode & stat.S_IXUSR
     subprocess.run(["bash", "-n", str(out / "launch.sh")], check=True)
     launch = (out / "launch.sh").read_text()
@@ -55,6 +56,12 @@ def test_plan_directory_contents(tmp_path, by_params):
     assert plan_json["profile"] == "analytic:A100-SXM4-80GB" and plan_json["cluster"]["name"] == "a100-80g"
     assert plan_json["search"]["method"] == "exhaustive" and plan_json["pptune_version"]
     check_megatron_args(parse_args_text((out / "megatron_args.txt").read_text()), world_size=8)
+    # tp 2 on DeepSpeed: Megatron-DeepSpeed's pretrain_gpt.py flags, consistent with ds_config.json
+    mds = parse_args_text((out / "megatron_deepspeed_args.txt").read_text())
+    check_megatron_deepspeed_args(mds, world_size=8, ds_config=json.loads((out / "ds_config.json").read_text()))
+    assert " ".join(mds).startswith("--deepspeed --deepspeed_config ds_config.json --tensor-model-parallel-size 2 "
+                                    "--pipeline-model-parallel-size 4")
+    assert "GPTModelPipe splits the layers type:transformer" in (out / "megatron_deepspeed_args.txt").read_text()
     # the runtime reads the same directory
     run = load_run_plan(out)
     assert (run.pp, run.tp, run.dp, run.partition_method) == (4, 2, 1, "parameters")
