@@ -4,7 +4,8 @@ Placement: both engines put tensor parallelism innermost (consecutive ranks), th
 then pipeline stages: DeepSpeed's ``PipeModelDataParallelTopology`` has axes ``['pipe', 'data', 'model']``
 (last axis varies fastest) and Megatron's default order is ``tp-cp-ep-dp-pp``. So a TP group has stride 1,
 a DP group stride ``tp``, and stage ``s`` holds ranks ``[s * tp * dp, (s + 1) * tp * dp)``. A group whose
-ranks sit on more than one node runs its ring at the inter-node rate (its slowest hop).
+ranks sit on more than one node runs its ring at the inter-node rate (its slowest hop); a DP ring at its ranks'
+share of the node's NICs (``dp_link``).
 
 Costs (Thakur, Rabenseifner & Gropp 2005, ring algorithms; bandwidth per GPU, one direction):
 ``p2p = alpha + n / bw``, ``all_reduce = 2 (k-1)/k n / bw + 2 (k-1) alpha``,
@@ -85,8 +86,38 @@ def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
 
 
 def dp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
-    """The link of stage ``stage``'s DP groups (ranks ``tp`` apart); inter-node if any of them spans nodes."""
-    return _pick(cluster, _dp_far(cluster.gpus_per_node, tp, dp, stage))
+    """The link of stage ``stage``'s DP groups (ranks ``tp`` apart); inter-node if any of them spans nodes.
+
+    A ring that spans nodes leaves each node through the NICs of its ranks there: NCCL spreads a communicator's
+    channels over the NICs next to its GPUs of the node, so a group with ``g`` ranks on every node it touches runs
+    at ``g`` GPUs' share of the node's inter-node bandwidth (``inter_node_gbps`` is per GPU), and never faster
+    than its NVLink hops. Public nccl-tests figure: all_reduce_perf over two 8 x A100 nodes with 4 x 200 Gb/s
+    HDR reached 86 GB/s bus bandwidth where one NIC gives 24 GB/s (NVIDIA/nccl issue #1048). With tp = gpus per
+    node (one rank per node) this is the per-GPU rate; tp = 1 gets the whole node's.
+    """
+    gpn = cluster.gpus_per_node
+    if not _dp_far(gpn, tp, dp, stage):
+        return intra(cluster)
+    share = _dp_ranks_per_node(gpn, tp, dp, stage)
+    return Link(gbps=min(cluster.intra_node_gbps, share * cluster.inter_node_gbps),
+                latency_us=cluster.inter_node_latency_us)
+
+
+def _dp_ranks_per_node(gpn: int, tp: int, dp: int, stage: int) -> int:
+    """The fewest ranks any DP group of the stage has on one of its nodes (its ring's narrowest node)."""
+    base = stage * tp * dp
+    if gpn % tp == 0 and base % gpn == 0:  # aligned: gpn / tp ranks per node, the last node may hold fewer
+        per_node = min(gpn // tp, dp)
+        rest = dp % per_node
+        return min(per_node, rest) if rest else per_node
+    fewest = dp
+    for m in range(min(tp, gpn)):
+        counts: dict[int, int] = {}
+        for k in range(dp):
+            node = (base + m + k * tp) // gpn
+            counts[node] = counts.get(node, 0) + 1
+        fewest = min(fewest, min(counts.values()))
+    return fewest
 
 
 def pair_link(cluster: Cluster, *, first_rank: int, count: int, distance: int) -> Link:

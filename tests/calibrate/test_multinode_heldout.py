@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+
 from pptune.calibrate.multinode import main, predict, same_pipeline_lines, with_chosen_knobs
 from pptune.calibrate.published_runs import (
     bloom_run,
@@ -58,8 +60,9 @@ def test_reduce_after_backward_adds_the_exposed_all_reduce() -> None:
     overlapped = predict(type(run)(**{**{f: getattr(run, f) for f in run.__slots__}, "grad_reduce_overlapped": True}))
     exposed = predict(run)
     extra = exposed.step_time_ms - overlapped.step_time_ms
-    assert 100 < extra < 1000  # 1.7B fp16 gradients (3.4 GB) all-reduced over 4 nodes
-    assert exposed.breakdown.dp_comm_ms == overlapped.breakdown.dp_comm_ms + extra
+    # 1.7B fp16 gradients (3.4 GB) all-reduced over 4 nodes, the ring on each node's 8 NICs (comm.dp_link): ~35 ms
+    assert 10 < extra < 100
+    assert exposed.breakdown.dp_comm_ms == pytest.approx(overlapped.breakdown.dp_comm_ms + extra, rel=1e-12)
 
 
 def test_known_underpredictions_are_reported_not_hidden() -> None:

@@ -16,9 +16,10 @@ BASE = load_cluster("a100-80g")
 MODEL = "gpt:layers=24,hidden=2048,heads=16"
 TRUTH = {**start_values(BASE), "compute_efficiency": 0.9, "inter_node_efficiency": 0.6,
          "per_microbatch_overhead_ms": 5.0}
-# tp, pp, dp, micro batch, global batch: 8-32 GPUs, so most data-parallel groups cross nodes
-CONFIGS = [(1, 1, 8, 4, 256), (2, 1, 8, 4, 256), (1, 2, 16, 2, 256), (2, 2, 8, 2, 512), (1, 1, 16, 8, 512),
-           (4, 2, 4, 1, 128), (1, 4, 8, 1, 256), (2, 1, 16, 2, 64)]
+# tp, pp, dp, micro batch, global batch: 8-32 GPUs, so most data-parallel groups cross nodes (tp 8: one rank per
+# node, on its own GPU's share of the node's NICs; tp 1 and 2 rings use several NICs, comm.dp_link)
+CONFIGS = [(1, 1, 8, 4, 256), (2, 1, 8, 4, 256), (1, 2, 16, 2, 256), (2, 2, 8, 2, 512), (8, 1, 4, 1, 8),
+           (4, 2, 4, 1, 128), (1, 4, 8, 1, 256), (2, 1, 16, 1, 16)]
 
 
 def item(tp: int, pp: int, dp: int, mbs: int, gbs: int) -> dict:

@@ -54,7 +54,8 @@ def _node_of(rank: int, gpn: int) -> int:
 
 
 @pytest.mark.parametrize(("pp", "dp", "tp", "gpn"), [(4, 2, 2, 8), (2, 4, 4, 8), (8, 1, 2, 8), (3, 2, 2, 4),
-                                                    (4, 3, 1, 8), (2, 2, 8, 8), (6, 1, 1, 4), (4, 1, 3, 8)])
+                                                    (4, 3, 1, 8), (2, 2, 8, 8), (6, 1, 1, 4), (4, 1, 3, 8),
+                                                    (2, 16, 2, 8), (1, 12, 2, 8), (2, 6, 3, 8), (1, 64, 1, 8)])
 def test_placement_matches_deepspeed_topology(make_cluster, pp, dp, tp, gpn):
     from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
@@ -67,9 +68,18 @@ def test_placement_matches_deepspeed_topology(make_cluster, pp, dp, tp, gpn):
         dp_groups = [sorted(topo.filter_match(pipe=s, model=m)) for m in range(tp)]
         assert all(g == list(range(g[0], g[0] + tp)) for g in tp_groups)
         assert all(g == list(range(g[0], g[0] + tp * dp, tp)) for g in dp_groups)
-        for groups, link in ((tp_groups, comm.tp_link), (dp_groups, comm.dp_link)):
-            spans = any(len({_node_of(r, gpn) for r in g}) > 1 for g in groups)
-            assert (link(cluster, tp=tp, dp=dp, stage=s) == inter) == spans, (s, link.__name__)
+        spans = any(len({_node_of(r, gpn) for r in g}) > 1 for g in tp_groups)
+        assert (comm.tp_link(cluster, tp=tp, dp=dp, stage=s) == inter) == spans, (s, "tp_link")
+        # A DP ring across nodes runs on its ranks' NICs: the fewest ranks of a group on one node times the per-GPU
+        # inter-node rate, at most NVLink's (inside a node: the intra-node link).
+        link = comm.dp_link(cluster, tp=tp, dp=dp, stage=s)
+        if any(len({_node_of(r, gpn) for r in g}) > 1 for g in dp_groups):
+            fewest = min(min(sum(_node_of(r, gpn) == n for r in g) for n in {_node_of(r, gpn) for r in g})
+                         for g in dp_groups)
+            assert link == comm.Link(gbps=min(cluster.intra_node_gbps, fewest * inter.gbps),
+                                     latency_us=inter.latency_us), s
+        else:
+            assert link == comm.intra(cluster), s
     # p2p between stage s and s+1: inter-node exactly when some pair of matching ranks sits on two nodes
     for s in range(pp - 1):
         crosses = any(
