@@ -105,3 +105,14 @@ def test_a_measured_profile_takes_the_compute_efficiency_as_its_compute_scale(tm
     fit = fit_runs(runs)
     assert fit.fitted[0] == "compute_efficiency"
     assert fit.values["compute_efficiency"] == pytest.approx(0.8, abs=0.02)
+
+
+def test_one_run_the_model_gets_badly_wrong_barely_moves_the_fit() -> None:
+    import dataclasses
+
+    runs = synthetic(CONFIGS, TRUTH, noise=0.005)
+    runs[0] = dataclasses.replace(runs[0], measured_step_ms=runs[0].measured_step_ms * 1.6)  # a run disturbed
+    fit = fit_runs(runs)
+    assert fit.values["compute_efficiency"] == pytest.approx(0.9, abs=0.04)
+    assert fit.errors_after[0] < -0.25  # the disturbed run stays far off instead of dragging the others
+    assert max(abs(e) for e in fit.errors_after[1:]) < 0.06
