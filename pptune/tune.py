@@ -8,6 +8,12 @@ FAIL trial whose reason sits in its user attributes (``failure``, ``failure_kind
 model already rejects (out of memory) fails without running. A configuration proposed again is not re-run:
 it takes the earlier trial's result (``repeat_of``). Storage and resume follow ``pptune plan``: SQLite in the
 output directory by default; an existing study needs ``resume``.
+
+Several workers (``shared``): each ``pptune tune --worker`` process joins one study in a storage they all reach
+(an RDB URL, or ``journal:PATH`` on a shared file system) and runs its own trials on its own nodes. Before a
+trial runs, the storage is read: a configuration another trial already finished is taken from it, and one that
+another worker is running (the lower trial number wins a tie) is waited for and then taken, so no configuration
+runs twice; the workers stop once the study holds ``trials`` finished trials (Optuna's MaxTrialsCallback).
 """
 
 from __future__ import annotations
@@ -115,6 +121,8 @@ class _Objective:
     log: Callable[[str], None]
     run_plan: Callable[..., Any]
     seen: dict[ParallelConfig, Any] = dataclasses.field(default_factory=dict)  # config -> earlier FrozenTrial
+    shared: bool = False  # other workers run trials of the same study
+    poll_s: float = 1.0
 
     def __call__(self, trial: Any) -> float:
         config = trial_config(self.result.space, trial)
@@ -125,7 +133,7 @@ class _Objective:
         if ev.estimate is not None:
             trial.set_user_attr("predicted_ms", ev.estimate.step_time_ms)
             trial.set_user_attr("predicted_tokens_per_s", ev.estimate.tokens_per_s)
-        earlier = self.seen.get(config)
+        earlier = self._shared_earlier(trial, config) if self.shared else self.seen.get(config)
         if earlier is not None:
             trial.set_user_attr("repeat_of", earlier.number)
             for key in ("measured_ms", "failure", "failure_kind", "plan_dir"):
@@ -158,6 +166,23 @@ class _Objective:
                  f"predicted vs measured), {tokens:,.0f} tokens/s")
         return tokens
 
+    def _shared_earlier(self, trial: Any, config: ParallelConfig) -> Any:
+        """The finished trial of ``config`` in the shared study (waiting while an earlier trial runs it), or None."""
+        import time
+
+        me = config.to_dict()
+        deadline = time.monotonic() + 2 * self.settings.timeout_s  # a worker killed mid-run leaves it RUNNING
+        while time.monotonic() < deadline:
+            runs = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
+                    and t.user_attrs.get("config") == me and "repeat_of" not in t.user_attrs]
+            done = [t for t in runs if t.state.name in FINISHED]
+            if done:
+                return min(done, key=lambda t: t.number)
+            if not any(t.state.name == "RUNNING" and t.number < trial.number for t in runs):
+                return None  # this trial runs it (another worker's later trial of it waits for this one)
+            time.sleep(self.poll_s)
+        return None
+
     def _fail(self, trial: Any, reason: str, kind: str) -> float:
         trial.set_user_attr("failure", reason)
         trial.set_user_attr("failure_kind", kind)
@@ -174,7 +199,8 @@ def _evaluator(result: PlanResult) -> Evaluator:
 def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: int, out_dir: str | Path,
          settings: TuneSettings = TuneSettings(), storage: str | None = None, resume: bool = False,
          plan_settings: PlanSettings = PLAN_SETTINGS, command: str | None = None,
-         log: Callable[[str], None] = print, run_plan: Callable[..., Any] | None = None) -> tuple[PlanResult, Any]:
+         log: Callable[[str], None] = print, run_plan: Callable[..., Any] | None = None,
+         shared: bool = False) -> tuple[PlanResult, Any]:
     """Plan with the cost model, then run an Optuna study of real runs seeded with its top-k.
 
     Args:
@@ -187,6 +213,7 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
         command: recorded in each trial's plan.json.
         log: progress lines.
         run_plan: replaces ``pptune.runtime.launch.run_plan`` (tests).
+        shared: one of several workers on the study in ``storage`` (see module docstring; resume implied).
 
     Returns:
         The cost model's PlanResult and the Optuna study.
@@ -197,6 +224,8 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
     if settings.top_k < 1 or settings.trials < 1 or settings.timeout_s <= 0 or settings.steps < 1 or settings.warmup < 0:
         raise ConfigError(f"need top-k >= 1, trials >= 1, timeout > 0, steps >= 1, warmup >= 0; got {settings.top_k}, "
                           f"{settings.trials}, {settings.timeout_s:g}, {settings.steps}, {settings.warmup}")
+    if shared and storage is None:
+        raise ConfigError("several workers share one study: give --storage (an RDB URL or journal:PATH they all reach)")
     if run_plan is None:
         from pptune.runtime.launch import run_plan
     result = plan(model_or_profile, cluster=cluster, gpus=gpus, global_batch_size=global_batch_size,
@@ -207,14 +236,15 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
     rdb = open_storage(url)
     try:
         study = open_study(storage=rdb, study_name=study_name(result), objective="throughput", seed=settings.seed,
-                           resume=resume, replace=False)
+                           resume=resume, replace=False, shared=shared)
         study.set_user_attr("storage", redact_url(url))
         seeds = top_configs(result, settings.top_k)
         study.set_user_attr("predicted_top", [config_label(c) for c in seeds])
         for config in seeds:
             study.enqueue_trial(trial_params(result.space, config), skip_if_exists=True)
         objective = _Objective(result=result, evaluator=_evaluator(result), settings=settings,
-                               trials_dir=out / "trials", command=command, log=log, run_plan=run_plan)
+                               trials_dir=out / "trials", command=command, log=log, run_plan=run_plan,
+                               shared=shared)
         for t in study.get_trials(deepcopy=False):
             if t.state.name in FINISHED and "config" in t.user_attrs:
                 objective.seen.setdefault(ParallelConfig(**t.user_attrs["config"]), t)
@@ -228,12 +258,14 @@ def tune(model_or_profile: str, *, cluster: str, gpus: int, global_batch_size: i
         import warnings
 
         import optuna
+        from optuna.trial import TrialState
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is logged once, by _Objective
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=remaining, catch=(TrialFailed,), callbacks=[remember],
-                           gc_after_trial=False)
+            stop = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE, TrialState.FAIL))
+            study.optimize(objective, n_trials=remaining, catch=(TrialFailed,),
+                           callbacks=[remember, stop] if shared else [remember], gc_after_trial=False)
     finally:
         close_storage(rdb)
     return result, study

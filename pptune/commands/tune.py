@@ -28,8 +28,13 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="precision (default fp32: CPUs run bf16 GEMMs slowly)")
     p.add_argument("--max-micro-batch-size", type=int, default=16, help="largest micro-batch size (default 16)")
-    p.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///OUT/tune.db)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna RDB URL or journal:PATH (Optuna's journal file; default sqlite:///OUT/tune.db)")
     p.add_argument("--resume", action="store_true", help="continue the stored study up to --trials finished trials")
+    p.add_argument("--worker", action="store_true",
+                   help="one of several workers on the study in --storage (an RDB URL, or journal:PATH on a shared "
+                        "file system): each runs its own trials, none runs a configuration another ran or runs; "
+                        "give each worker its own --seed and --out")
     p.add_argument("--out", default=None, help="output directory (default results/tune/<model>-<gpus>g)")
     p.set_defaults(run=run)
 
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                          out_dir=out, settings=settings, storage=args.storage, resume=args.resume,
                          plan_settings=PlanSettings(exhaustive=True, dtype=args.dtype,
                                                     max_micro_batch_size=args.max_micro_batch_size),
-                         command=getattr(args, "command_line", None), log=lambda line: print(line, flush=True))
+                         command=getattr(args, "command_line", None), log=lambda line: print(line, flush=True),
+                         shared=args.worker)
     rows = trial_rows(study, predicted_ranks(result.ranking))
     print("\n".join(table_lines(rows)))
     print("\n".join(best_lines(rows, predicted_best_label(result))))

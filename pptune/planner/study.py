@@ -136,19 +136,21 @@ def make_objective(space: SearchSpace, evaluator: Evaluator, *, objective: str, 
     return run
 
 
-def make_sampler(objective: str, seed: int):
+def make_sampler(objective: str, seed: int, *, shared: bool = False):
+    """TPE (NSGA-II for ``pareto``); ``shared``: several workers on one study, so TPE's ``constant_liar`` counts
+    the trials other workers are running as bad results and does not propose them again meanwhile."""
     import optuna
 
     if objective == "pareto":
         return optuna.samplers.NSGAIISampler(seed=seed)
     # multivariate TPE models the joint choice (layout x micro-batch x ...) instead of each one alone.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ExperimentalWarning for multivariate
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        warnings.simplefilter("ignore")  # ExperimentalWarning for multivariate and constant_liar
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=shared)
 
 
 def open_storage(url: str | None):
-    """An Optuna RDB storage for ``url`` (None: in memory), or ConfigError in one line.
+    """An Optuna RDB storage for ``url`` (None: in memory; ``journal:PATH``: a journal file), or ConfigError.
 
     A SQLite file is opened in WAL mode with ``synchronous=NORMAL``: a commit no longer waits for an fsync
     (several per trial otherwise, which made trials 5-10x slower here), and a killed process still loses
@@ -157,6 +159,9 @@ def open_storage(url: str | None):
     if url is None:
         return None
     import optuna
+
+    if url.startswith(JOURNAL_PREFIX):
+        return _journal_storage(url.removeprefix(JOURNAL_PREFIX))
     from sqlalchemy.engine import make_url
 
     try:
@@ -168,6 +173,25 @@ def open_storage(url: str | None):
     except Exception as exc:  # sqlalchemy ArgumentError/OperationalError, a missing DB driver, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--storage {redact_url(url)}: cannot open it as an Optuna RDB storage ({reason})") from None
+
+
+JOURNAL_PREFIX = "journal:"  # --storage journal:PATH: Optuna's journal file, for workers on a shared file system
+
+
+def _journal_storage(path: str):
+    """Optuna's JournalStorage on one append-only file (optuna.storages.journal, Optuna 5.1).
+
+    The lock is ``JournalFileOpenLock`` (an ``O_CREAT | O_EXCL`` lock file), which Optuna's documentation gives
+    for file systems where symbolic links are not atomic (NFS); workers on several nodes append to one file.
+    """
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    if not path:
+        raise ConfigError("--storage journal:PATH needs a file path")
+    try:
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    except OSError as exc:
+        raise ConfigError(f"--storage {JOURNAL_PREFIX}{path}: cannot open it ({exc.strerror or exc})") from None
 
 
 def _sqlite_connector(path: str):
@@ -184,7 +208,7 @@ def _sqlite_connector(path: str):
 
 def close_storage(storage) -> None:
     """Close the storage's connections; SQLite then folds its WAL back into the one .db file."""
-    if storage is not None:
+    if storage is not None and hasattr(storage, "engine"):  # a JournalStorage holds no connection
         storage.engine.dispose()
 
 
@@ -229,8 +253,12 @@ def check_job_matches(study_name: str, stored: dict | None, job: dict) -> None:
 
 
 def open_study(*, storage, study_name: str, objective: str, seed: int, resume: bool, replace: bool,
-               job: dict | None = None):
+               job: dict | None = None, shared: bool = False):
     """Create (or with ``resume`` load) the study; ``replace`` deletes an old one of the same name first.
+
+    ``shared``: one of several workers on the study at once (``pptune tune --worker``): it is created by the
+    first and joined by the others (resume implied), the trials others are running are left alone (not failed
+    as stale), and TPE lies about them (``make_sampler(shared=True)``).
 
     With ``job`` (``job_identity``), a new study records it and a resumed one must match it; nothing in the
     storage is changed before that check passes.
@@ -243,6 +271,7 @@ def open_study(*, storage, study_name: str, objective: str, seed: int, resume: b
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no INFO line per trial
     directions = ["maximize", "minimize"] if objective == "pareto" else ["maximize"]
+    resume = resume or shared
     exists = storage is not None and study_name in {s.study_name for s in storage.get_all_studies()}
     if exists and resume:
         stored = [d.name.lower() for d in storage.get_study_directions(storage.get_study_id_from_name(study_name))]
@@ -257,13 +286,13 @@ def open_study(*, storage, study_name: str, objective: str, seed: int, resume: b
                               f"or --study-name to start another")
         optuna.delete_study(study_name=study_name, storage=storage)
     study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
-                                sampler=make_sampler(objective, seed), load_if_exists=resume)
+                                sampler=make_sampler(objective, seed, shared=shared), load_if_exists=resume)
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, "
                           f"not {directions}: use the same --objective to resume it")
     if job is not None and JOB_ATTR not in study.user_attrs:
         study.set_user_attr(JOB_ATTR, job)
-    if storage is not None:
+    if storage is not None and not shared:
         _fail_stale_trials(study, storage)
     return study
 
