@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from pptune.batch_lines import BATCH_KEYS
 from pptune.calibrate.kshot import CLUSTER, DRAWS, KS, SEED, KShotResult, kshot, published_run
 from pptune.calibrate.multinode import with_chosen_knobs
 from pptune.calibrate.published_runs import bloom_run, korthikanti_runs, mtnlg_runs, sc21_runs, vtrain_runs
@@ -74,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"held-out runs, {_pct(result.scores.signed_mean)} signed", flush=True)
     vtrain3 = next(r for r in results if r.source == "vTrain" and r.k == 3)
     met = vtrain3.scores is not None and vtrain3.scores.mean_abs <= TARGET
-    knobs = [key for key in ("attention", "overlap_grad_reduce") if key in BATCH_KEYS]
     command = f"python benchmarks/kshot_multinode.py --out {args.out}" + (
         f" --draws {args.draws}" if args.draws != DRAWS else "")
     rows = []
@@ -97,11 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- for each set and k, {args.draws} random draws (seed {SEED}) of k runs calibrate the `{CLUSTER}` preset "
         "with `pptune calibrate --runs`'s fit (`pptune.calibrate.runs_fit.fit_runs`); the scores are on the set's "
         "other runs, averaged over the draws. k = 0: nothing fitted (zero-shot, the preset's constants)",
-        "- each run goes through `pptune.batch_lines` as a `calibrate --runs` line: the published configuration, "
-        "the source's inter-node bandwidth, " + (f"and the keys {', '.join(knobs)} (unfused attention; SC'21's "
-                                                 "gradient all-reduce not overlapped)" if knobs else
-                                                 "flash attention (the batch lines have no attention key yet: these "
-                                                 "runs used unfused attention, so zero-shot differs from multinode.md)"),
+        "- each run goes through `pptune.batch_lines` as a `calibrate --runs` line: `published_runs.batch_item`, the "
+        "line `multinode.md` estimates (the published configuration, `attention=unfused`, the run's "
+        "`overlap_grad_reduce`, the source's inter-node bandwidth), so k = 0 is multinode.md's zero-shot",
         "- constants (bounds; prior width): " + "; ".join(
             f"{n} {BOUNDS[n]} ({PRIOR_WIDTH[n]:g})" for n in CONSTANTS)
         + f"; run error {MODEL_ERROR:g}. A constant is fitted only if moving it across its bounds moves some "

@@ -15,9 +15,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pptune.batch_lines import BATCH_KEYS
-from pptune.calibrate.published import padded_vocab
-from pptune.calibrate.published_runs import PublishedRun
+from pptune.calibrate.published_runs import PublishedRun, batch_item
 from pptune.calibrate.runs_fit import Run, fit_runs, predict_run
 from pptune.cost.cache import CostCache
 from pptune.hardware import load_cluster
@@ -30,29 +28,12 @@ SEED = 20261203
 
 
 def published_run(run: PublishedRun, cluster: str = CLUSTER) -> Run:
-    """A published run as a ``calibrate --runs`` line: its configuration, cluster and measured step time.
-
-    The source's attention kernel (unfused) and gradient-reduce overlap go in as the ``attention`` and
-    ``overlap_grad_reduce`` keys when ``pptune.batch_lines`` has them.
-    """
-    vocab = run.vocab if run.vocab % (128 * run.tp) == 0 else padded_vocab(run.vocab, run.tp)
-    model = (f"gpt:layers={run.layers},hidden={run.hidden},heads={run.heads},ffn={4 * run.hidden},vocab={vocab},"
-             f"seq={run.seq_len}")
-    item = {
-        "model": model, "cluster": load_cluster(cluster).replace(inter_node_gbps=run.inter_node_gbps), "gpus": None,
-        "tp": run.tp, "pp": run.pp, "dp": run.dp, "micro_batch_size": run.micro_batch,
-        "global_batch_size": run.global_batch, "schedule": "interleaved_1f1b" if run.vpp > 1 else "1f1b",
-        "vpp": run.vpp, "zero": run.zero_stage, "recompute": run.recompute,
-        "partition": run.partition if run.pp > 1 else "uniform", "dtype": run.dtype, "target": run.target,
-        "sequence_parallel": run.sequence_parallel,
-    }
-    if "attention" in BATCH_KEYS:
-        item["attention"] = "unfused"
-    if "overlap_grad_reduce" in BATCH_KEYS:
-        item["overlap_grad_reduce"] = run.grad_reduce_overlapped
+    """A published run as a ``calibrate --runs`` line: ``published_runs.batch_item`` (the line ``multinode.md``
+    estimates: unfused attention, the run's gradient-reduce overlap, the source's inter-node bandwidth) and its
+    measured step time."""
     where = f"tp{run.tp} pp{run.pp}{f' v{run.vpp}' if run.vpp > 1 else ''} dp{run.dp} mbs{run.micro_batch}"
-    return Run(label=f"{run.source} {run.name} {where} gbs{run.global_batch}", item=item,
-               measured_step_ms=run.measured_s * 1e3)
+    return Run(label=f"{run.source} {run.name} {where} gbs{run.global_batch}",
+               item=batch_item(run, load_cluster(cluster)), measured_step_ms=run.measured_s * 1e3)
 
 
 def group_key(run: Run) -> tuple:

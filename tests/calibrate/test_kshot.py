@@ -34,3 +34,11 @@ def test_kshot_zero_is_the_uncalibrated_prediction_and_draws_are_seeded() -> Non
     assert one == again and one.scores is not None and one.scores.count == 2
     assert all(note.startswith("fitted compute efficiency") for note in one.fitted)
     assert kshot("MT-NLG", runs, 3).scores is None  # nothing left to predict
+
+
+def test_a_published_run_is_predicted_as_multinode_md_predicts_it() -> None:
+    from pptune.calibrate.multinode import predict
+    from pptune.calibrate.published_runs import bloom_run, sc21_runs
+
+    for run in (mtnlg_runs()[0], bloom_run(), sc21_runs()[4]):
+        assert predict_run(published_run(run)).step_time_ms == pytest.approx(predict(run).step_time_ms, rel=1e-12)
