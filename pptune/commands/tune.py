@@ -25,8 +25,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per run (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     p.add_argument("--seed", type=int, default=0, help="TPE seed (default 0)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="precision (default fp32: CPUs run bf16 GEMMs slowly)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="precision (default: a measured profile's own, else fp32: many CPUs run bf16 slowly)")
     p.add_argument("--max-micro-batch-size", type=int, default=16, help="largest micro-batch size (default 16)")
     p.add_argument("--storage", default=None,
                    help="Optuna RDB URL or journal:PATH (Optuna's journal file; default sqlite:///OUT/tune.db)")
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                             warmup=args.warmup, seed=args.seed)
     result, study = tune(args.model, cluster=args.cluster, gpus=args.gpus, global_batch_size=args.global_batch_size,
                          out_dir=out, settings=settings, storage=args.storage, resume=args.resume,
-                         plan_settings=PlanSettings(exhaustive=True, dtype=args.dtype,
+                         plan_settings=PlanSettings(exhaustive=True, dtype=_dtype(args),
                                                     max_micro_batch_size=args.max_micro_batch_size),
                          command=getattr(args, "command_line", None), log=lambda line: print(line, flush=True),
                          shared=args.worker)
@@ -66,3 +66,13 @@ def run(args: argparse.Namespace) -> int:
     where = args.storage or f"{out}/{STUDY_FILE}"
     print(f"wrote {write_csv(rows, out)}, {out}/trials/ (study: {where})")
     return 0
+
+
+def _dtype(args: argparse.Namespace) -> str:
+    """--dtype, else a measured profile's own (its timings are in it), else fp32; a mismatch is said on stderr."""
+    from pptune.profile.runtime_match import measured_profile, warn_mismatches
+
+    profile = measured_profile(args.model)
+    dtype = args.dtype or (profile.dtype if profile is not None else "fp32")
+    warn_mismatches(args.model, dtype=dtype, command="tune")
+    return dtype
