@@ -134,6 +134,7 @@ def test_ctrl_c_during_the_search_leaves_no_new_directory(tmp_path, capsys, monk
         raise KeyboardInterrupt
 
     monkeypatch.setattr(search, "run_study", interrupted)
+    monkeypatch.setattr(search, "_run_exhaustive", interrupted)  # a space within --trials is evaluated whole
     code, _, err = _run([*PLAN, "--out", str(tmp_path / "a" / "b" / "p")], capsys)
     assert code == 130 and err.strip() == "pptune plan: interrupted"
     assert list(tmp_path.iterdir()) == []  # neither p nor the folders made for it
