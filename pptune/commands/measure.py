@@ -35,16 +35,20 @@ def run(args: argparse.Namespace) -> int:
 
     from pptune.errors import ConfigError
     from pptune.runtime.launch import LOG_FILE, check_runnable, run_plan
-    from pptune.runtime.nodes import rendezvous_from
+    from pptune.runtime.nodes import check_world, read_hostfile, rendezvous_from
     from pptune.runtime.plan_files import load_run_plan
 
     if args.steps < 1 or args.warmup < 0 or args.timeout <= 0 or (args.nproc is not None and args.nproc < 1):
         raise ConfigError(f"need --steps >= 1, --warmup >= 0, --timeout > 0, --nproc >= 1; got {args.steps}, "
                           f"{args.warmup}, {args.timeout:g}, {args.nproc}")
     rendezvous = rendezvous_from(args.nnodes, args.node_rank, args.rdzv_endpoint)
+    if args.hostfile is not None and (rendezvous is not None or args.nproc is not None):
+        raise ConfigError("--hostfile sets the nodes and processes itself: give no --nproc or rendezvous with it")
     plan = load_run_plan(args.plan_dir)
     log = args.log or str(plan.plan_dir / LOG_FILE)
     check_runnable(plan, Path(log))  # before the line below: a refused plan prints nothing but its error
+    if args.hostfile is not None:
+        check_world(read_hostfile(args.hostfile), plan.world_size)
     print(f"measuring {plan.plan_dir}: {args.nproc or plan.world_size} processes, {args.warmup} warm-up + "
           f"{args.steps} timed steps (log: {log})", flush=True)
     measured = run_plan(plan.plan_dir, nproc=args.nproc, steps=args.steps, warmup=args.warmup,

@@ -78,3 +78,15 @@ def test_two_measure_commands_with_a_rendezvous(make_plan):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "node 1 of 2 finished" in outs[0] and "step time: median" in outs[1]
     _check_every_rank(plan)
+
+
+def test_measure_refuses_a_bad_hostfile_before_launching(make_plan, tmp_path, capsys):
+    from pptune.cli import main
+
+    plan = make_plan("bad", pp=2)
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("a slots=1\n")
+    assert main(["measure", str(plan), "--hostfile", str(hostfile)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "needs 2 processes" in out.err and out.err.count("\n") == 1
+    assert not (plan / "measure.log").exists()
