@@ -24,8 +24,8 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--runs", nargs="+", metavar="FILE",
                    help="instead of MEASURED: JSONL files of runs (one per line: the keys of 'pptune estimate --batch' "
                         "plus measured_step_ms, optionally measured_peak_memory_gib and label) and/or training logs "
-                        "of Megatron-LM, Megatron-DeepSpeed or DeepSpeed (one run each; configuration from the logged "
-                        "arguments, then the options below). Fits compute efficiency, inter- and intra-node bus "
+                        "of Megatron-LM, Megatron-DeepSpeed or DeepSpeed (one run each; configuration from Megatron's "
+                        "logged arguments block, the options below filling in or overriding it). Fits compute efficiency, inter- and intra-node bus "
                         "efficiency and the per-micro-batch overhead, those the runs identify")
     p.add_argument("--cluster", help="the cluster the runs ran on (preset or JSON); required with MEASURED; with "
                                      "--runs the default of lines that name none, and the cluster written")
@@ -41,10 +41,13 @@ def add_parser(subparsers: Any, name: str) -> None:
     for flag, kind in _CONFIG_FLAGS:
         g.add_argument(flag, type=kind, default=None)
     g.add_argument("--sequence-parallel", action="store_const", const=True, default=None)
+    from pptune.commands.estimate import add_knob_arguments
+
+    add_knob_arguments(g)
     p.set_defaults(run=run)
 
 
-_CONFIG_FLAGS = (("--gpus", int), ("--tp", int), ("--pp", int), ("--dp", int), ("--micro-batch-size", int),
+_CONFIG_FLAGS = (("--gpus", int), ("--tp", int), ("--cp", int), ("--pp", int), ("--dp", int), ("--micro-batch-size", int),
                  ("--global-batch-size", int), ("--schedule", str), ("--vpp", int), ("--zero", int),
                  ("--recompute", str), ("--partition", str), ("--dtype", str), ("--target", str))
 
