@@ -300,10 +300,17 @@ def interleaving_blocks_rule(schedule: str, pp: int, vpp: int, num_blocks: int, 
     return None
 
 
-def tp_node_rule(tp: int, gpus_per_node: int, cluster: str) -> str | None:
-    if tp > gpus_per_node:
-        return (f"tp {tp} > {gpus_per_node} GPUs per node of {cluster}: "
-                "tensor parallelism must stay inside a node")
+def tp_node_rule(tp: int, gpus_per_node: int, cluster: str, *, across_nodes: bool = True) -> str | None:
+    """A tp group larger than a node spans whole nodes (its ring runs at the inter-node rate, ``cost.comm``);
+    ``across_nodes=False`` is the search's default, which leaves such groups out unless asked for."""
+    if tp <= gpus_per_node:
+        return None
+    if tp % gpus_per_node:
+        return (f"tp {tp} > {gpus_per_node} GPUs per node of {cluster}: a tensor-parallel group across nodes "
+                f"must fill whole nodes (tp a multiple of {gpus_per_node})")
+    if not across_nodes:
+        return (f"tp {tp} > {gpus_per_node} GPUs per node of {cluster}: tensor parallelism across nodes is "
+                f"searched only on request (--tp-across-nodes, or --tp {tp})")
     return None
 
 
@@ -363,7 +370,7 @@ def violations(config: Any, model: Any = None, cluster: Any = None, *, planned: 
         config: the configuration.
         model: a Profile or a TransformerSpec: adds the model rules (heads and KV heads by tp, chunks per layer;
             with ``planned`` the block splits).
-        cluster: a Cluster: adds tp inside a node and the world size.
+        cluster: a Cluster: adds tp filling whole nodes when it spans several, and the world size.
         planned: also the rules of what pptune plans and emits (narrower than what the cost model estimates).
         step: include the micro-batch grouping rule (ParallelConfig leaves it to the cost checks).
     """

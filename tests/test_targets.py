@@ -22,6 +22,7 @@ from pptune.targets import DEEPSPEED_PIPE, DEEPSPEED_PLAIN, MEGATRON, TARGETS, V
 
 SPEC = dataclasses.replace(PRESETS["gpt2-small"], num_kv_heads=4)  # 12 blocks, 12 heads, 4 KV heads
 CLUSTER = load_cluster("a100-80g", num_gpus=16)  # 2 nodes x 8
+CLUSTER_24 = load_cluster("a100-80g", num_gpus=24)  # 3 nodes x 8: tp 12 would straddle them
 PROFILE = analytic_profile(SPEC, CLUSTER.gpu, tp=1, micro_batch_sizes=(1,))  # 14 pipeline layers
 
 
@@ -150,8 +151,9 @@ RULE_CASES = [
      "--overlap-param-gather needs the distributed optimizer (ZeRO 1)"),
     ("overlap-knobs", dict(zero_stage=1, overlap_grad_reduce=False, overlap_param_gather=True, **M), {},
      "--overlap-param-gather needs --overlap-grad-reduce"),
-    ("tp-node", dict(tp=16), {"cluster": CLUSTER},
-     "tp 16 > 8 GPUs per node of a100-80g: tensor parallelism must stay inside a node"),
+    ("tp-node", dict(tp=12, dp=2), {"cluster": CLUSTER_24},
+     "tp 12 > 8 GPUs per node of a100-80g: a tensor-parallel group across nodes must fill whole nodes "
+     "(tp a multiple of 8)"),
     ("world-size", dict(dp=4), {"cluster": CLUSTER}, "tp 1 x pp 1 x dp 4 = 4 GPUs but cluster a100-80g has 16 (2 x 8)"),
     ("interleaving-microbatches", dict(pp=4, vpp=2, schedule="interleaved_1f1b", num_microbatches=6, **M), {},
      "interleaved_1f1b needs micro-batches per step 6 to be a multiple of pp 4 (Megatron's default group size)"),
@@ -260,8 +262,8 @@ def test_every_checker_uses_the_rules_wording(rule, kw, calls):
     ("heads-tp", dict(tp=8, dp=1), {"model": PRESETS["gpt2-small"]},
      lambda: check_config(analytic_profile(PRESETS["gpt2-small"], CLUSTER.gpu, tp=1, micro_batch_sizes=(1,)),
                           load_cluster("a100-80g", num_gpus=8), ParallelConfig(tp=8))),
-    ("tp-node", dict(tp=16), {"cluster": CLUSTER},
-     lambda: check_config(dataclasses.replace(PROFILE, spec=None), CLUSTER, ParallelConfig(tp=16))),
+    ("tp-node", dict(tp=12, dp=2), {"cluster": CLUSTER_24},
+     lambda: check_config(dataclasses.replace(PROFILE, spec=None), CLUSTER_24, ParallelConfig(tp=12, dp=2))),
     ("zero-stage", dict(zero_stage=3, target="megatron"), {"planned": True},
      lambda: megatron_args(ParallelConfig(zero_stage=3), SPEC, roles=["embedding"] + ["block"] * 12 + ["head"],
                            boundaries=[0, 14])),
@@ -278,7 +280,6 @@ def test_the_space_words_a_pinned_megatron_zero_like_the_emitter():
 
 
 @pytest.mark.parametrize(("rule", "kw", "context", "fixed"), [
-    ("tp-node", dict(tp=16), {"cluster": CLUSTER}, Fixed(tp=16)),
     ("heads-tp", dict(tp=8), {"model": SPEC}, Fixed(tp=8)),
     ("stage-blocks", dict(pp=16, num_microbatches=16), {"model": SPEC, "planned": True}, Fixed(pp=16)),
 ])
@@ -289,6 +290,16 @@ def test_the_space_words_its_layout_rules_like_the_table(rule, kw, context, fixe
                                              num_heads=12, num_kv_heads=4, fixed=fixed, model_name="gpt2-small",
                                              cluster_name="a100-80g"))
     assert message.endswith(": " + expected.message)
+
+
+def test_the_space_words_a_tp_across_nodes_like_the_table():
+    # A pinned tp across nodes is planned when it fills whole nodes (tp 16 on 8-GPU nodes), refused otherwise.
+    (expected,) = [v for v in violations(raw(tp=12, dp=2), None, CLUSTER_24) if v.rule == "tp-node"]
+    message = message_of(lambda: build_space(num_blocks=12, gpus=24, gpus_per_node=8, global_batch_size=64,
+                                             num_heads=12, fixed=Fixed(tp=12), cluster_name="a100-80g"))
+    assert message.endswith(": " + expected.message)
+    space = build_space(num_blocks=12, gpus=16, gpus_per_node=8, global_batch_size=64, num_heads=16, fixed=Fixed(tp=16))
+    assert {layout.tp for layout in space.layouts} == {16}
 
 
 def test_the_space_plans_only_what_the_table_allows():

@@ -43,6 +43,9 @@ def add_parser(subparsers: Any, name: str) -> None:
     s.add_argument("--memory-headroom", type=float, default=0.0, metavar="GIB",
                    help="GiB of device memory every configuration must leave free (default 0)")
     s.add_argument("--zero-bubble", action="store_true", help="also try zb_h1 (Megatron target; a what-if)")
+    s.add_argument("--tp-across-nodes", action="store_true",
+                   help="also try tp groups spanning whole nodes (priced at the inter-node rate; tried anyway when "
+                        "nothing inside a node fits)")
     f = p.add_argument_group("fix a dimension")
     f.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                    help="precision (default: a measured profile's own, else bf16)")
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         study_name=args.study_name, resume=args.resume, replace_study=args.storage is None, target=args.target,
         dtype=dtype, fixed=_fixed(args), max_micro_batch_size=args.max_micro_batch_size,
         zero_bubble=args.zero_bubble, attention=args.attention, overlap_grad_reduce=args.overlap_grad_reduce,
-        overlap_param_gather=args.overlap_param_gather,
+        overlap_param_gather=args.overlap_param_gather, tp_across_nodes=args.tp_across_nodes,
     )
     # The plan (study, files, figures) is built beside OUT and renamed into place as one unit; any failure,
     # Ctrl-C included, removes what this run created and leaves an older OUT as it was.

@@ -81,8 +81,17 @@ def _pair_far(gpn: int, first_rank: int, count: int, distance: int) -> bool:
 
 
 def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
-    """The link of stage ``stage``'s TP groups (consecutive ranks; inside a node when tp divides the node)."""
-    return _pick(cluster, _tp_far(cluster.gpus_per_node, tp, dp, stage))
+    """The link of stage ``stage``'s TP groups (consecutive ranks; inside a node when tp divides the node).
+
+    A group larger than a node fills whole nodes (``pptune.targets.tp_node_rule``), so it is the only group on
+    them and its ring leaves each node through the NICs of all the node's GPUs (the mechanism of ``dp_link``):
+    the whole node's inter-node bandwidth, at most the NVLink hops' rate, at the inter-node latency.
+    """
+    gpn = cluster.gpus_per_node
+    if tp > gpn:
+        return Link(gbps=min(cluster.intra_node_gbps, gpn * cluster.inter_node_gbps),
+                    latency_us=cluster.inter_node_latency_us)
+    return _pick(cluster, _tp_far(gpn, tp, dp, stage))
 
 
 def dp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:

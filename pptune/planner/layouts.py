@@ -76,9 +76,13 @@ def _divisors(n: int) -> list[int]:
 def layouts_for(*, gpus: int, gpus_per_node: int, global_batch_size: int, num_blocks: int, num_heads: int | None,
                 num_kv_heads: int | None, allowed_tp: tuple[int, ...] | None, fixed: Fixed,
                 model_name: str = "the model", cluster_name: str = "the cluster",
-                cps: tuple[int, ...] = (1,)) -> tuple[Layout, ...]:
+                cps: tuple[int, ...] = (1,), tp_across_nodes: bool = False) -> tuple[Layout, ...]:
     """Every tp x cp x pp x dp of the GPUs the model accepts (cp from ``cps``), or ConfigError naming the rule
     that emptied it.
+
+    tp stays inside a node unless ``tp_across_nodes`` or a pinned tp (``fixed.tp``): then tp groups spanning whole
+    nodes are offered too, priced at the inter-node rate like any other layout (``plan`` also widens the space so
+    when no layout inside a node fits in memory).
 
     ``model_name`` and ``cluster_name`` only word the messages.
     """
@@ -95,7 +99,8 @@ def layouts_for(*, gpus: int, gpus_per_node: int, global_batch_size: int, num_bl
     tps = [t for t in _divisors(gpus) if fixed.tp in (None, t)]
     if fixed.tp is not None and gpus % fixed.tp:
         raise ConfigError(f"--tp {fixed.tp} does not divide {gpus} GPUs")
-    tps_ok = keep(tps, "tp-node", lambda t: tp_node_rule(t, gpus_per_node, cluster_name))
+    across = tp_across_nodes or fixed.tp is not None
+    tps_ok = keep(tps, "tp-node", lambda t: tp_node_rule(t, gpus_per_node, cluster_name, across_nodes=across))
     tps_ok = keep(tps_ok, "heads-tp", lambda t: heads_rule(num_heads, t, model_name)
                   or heads_rule(num_kv_heads, t, model_name, kv=True))
     if allowed_tp is not None:

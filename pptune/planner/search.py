@@ -62,6 +62,8 @@ class PlanSettings:
         fixed: pinned dimensions (``Fixed()``: search them all).
         max_micro_batch_size: the largest micro-batch size tried (powers of two), in samples.
         zero_bubble: also try zb_h1 (Megatron target).
+        tp_across_nodes: also try tp groups spanning whole nodes (``layouts.layouts_for``); without it they are
+            tried only when no configuration inside a node fits in memory.
         warm_start: begin a new study with one lean probe per layout (``anchor_params``); the benchmark turns it
             off to show what it adds.
         polish: after the study (throughput objective), evaluate every configuration of the 3 best layouts found
@@ -83,6 +85,7 @@ class PlanSettings:
     fixed: Fixed = Fixed()
     max_micro_batch_size: int = 16
     zero_bubble: bool = False
+    tp_across_nodes: bool = False
     warm_start: bool = True
     polish: bool = True
     attention: str | None = None  # flash or unfused for a preset/spec model (None: the spec's own)
@@ -165,14 +168,18 @@ def plan(
     if hw.num_gpus != gpus:
         raise ConfigError(f"{gpus} GPUs do not fill whole nodes of {hw.gpus_per_node} ({hw.name}): "
                           f"use a multiple of {hw.gpus_per_node} or fewer GPUs than a node holds")
-    space = build_space(
-        num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
-        num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=st.target, dtype=st.dtype,
-        fixed=st.fixed, max_micro_batch_size=st.max_micro_batch_size, zero_bubble=st.zero_bubble,
-        block_kind=source.block_kind, allowed_tp=_measured_tp(source, st.fixed, hw), model_name=source.name,
-        seq_len=source.seq_len,
-        cluster_name=hw.name, overlap_grad_reduce=st.overlap_grad_reduce, overlap_param_gather=st.overlap_param_gather,
-    )
+
+    def space_for(across: bool) -> SearchSpace:  # the space, with tp groups across nodes or not
+        return build_space(
+            num_blocks=source.num_blocks, gpus=gpus, gpus_per_node=hw.gpus_per_node, global_batch_size=global_batch_size,
+            num_heads=source.num_heads, num_kv_heads=source.num_kv_heads, target=st.target, dtype=st.dtype,
+            fixed=st.fixed, max_micro_batch_size=st.max_micro_batch_size, zero_bubble=st.zero_bubble,
+            block_kind=source.block_kind, allowed_tp=_measured_tp(source, st.fixed, hw), model_name=source.name,
+            seq_len=source.seq_len,
+            cluster_name=hw.name, overlap_grad_reduce=st.overlap_grad_reduce, overlap_param_gather=st.overlap_param_gather,
+            tp_across_nodes=across,
+        )
+    space = space_for(st.tp_across_nodes)
     evaluator = Evaluator(
         profile_for_tp=lambda tp: source.profile(hw, tp=tp, dtype=st.dtype, micro_batch_sizes=space.micro_batch_sizes),
         cluster=hw, estimate_fn=estimate_fn,
@@ -212,6 +219,14 @@ def plan(
             evaluated = _unique(evaluated + _polish(space, evaluator, evaluated))
     if not any(e.feasible for e in evaluated):
         evaluated = evaluated + _unique([evaluator(c) for c in _memory_corners(space)])
+    if not any(e.feasible for e in evaluated) and not st.tp_across_nodes and gpus > hw.gpus_per_node:
+        # Nothing inside a node fits: rank the layouts whose tp groups span nodes too (every configuration of them,
+        # through the bulk path), priced at the inter-node rate like any other.
+        wider = space_for(True)
+        across = [lay for lay in wider.layouts if lay.tp > hw.gpus_per_node]
+        if across:
+            space = wider
+            evaluated = _unique(evaluated + evaluator.evaluate_many([c for lay in across for c in space.configs_for(lay)]))
     feasible = [e for e in evaluated if e.feasible]
     if not feasible:
         raise InfeasibleError(_infeasible_message(evaluated, hw))

@@ -211,6 +211,7 @@ def build_space(
     cluster_name: str = "the cluster",
     overlap_grad_reduce: bool | None = None,
     overlap_param_gather: bool | None = None,
+    tp_across_nodes: bool = False,
     seq_len: int | None = None,
 ) -> SearchSpace:
     """Build the space of one planning problem, or raise ConfigError saying why it is empty.
@@ -218,7 +219,7 @@ def build_space(
     Args:
         num_blocks: transformer blocks of the model (pp may not exceed it).
         gpus: total GPUs; every layout satisfies tp * pp * dp == gpus.
-        gpus_per_node: tp stays inside a node.
+        gpus_per_node: tp stays inside a node unless ``tp_across_nodes`` or pinned.
         global_batch_size: samples per optimizer step.
         num_heads / num_kv_heads: tp must divide them (None: unknown, tp not checked against heads).
         allowed_tp: restricts tp (a measured profile without a spec can only run at its own tp).
@@ -231,6 +232,7 @@ def build_space(
             method, Megatron's default). For the Megatron target ``--partition uniform`` means this split.
         model_name / cluster_name: how the messages of an empty space name the model and the cluster.
         overlap_grad_reduce / overlap_param_gather: Megatron's overlap flags for every point (None: the target's).
+        tp_across_nodes: also tp groups spanning whole nodes (``layouts.layouts_for``).
         seq_len: the model's sequence length: long ones (Megatron) are also tried with context parallelism
             (``layouts.context_parallel_sizes``; ``fixed.cp`` pins it).
     """
@@ -275,7 +277,8 @@ def build_space(
     cps = context_parallel_sizes(seq_len=seq_len, target=target, fixed_cp=fixed.cp)
     layouts = layouts_for(gpus=gpus, gpus_per_node=gpus_per_node, global_batch_size=global_batch_size,
                        num_blocks=num_blocks, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                       allowed_tp=allowed_tp, fixed=fixed, model_name=model_name, cluster_name=cluster_name, cps=cps)
+                       allowed_tp=allowed_tp, fixed=fixed, model_name=model_name, cluster_name=cluster_name, cps=cps,
+                       tp_across_nodes=tp_across_nodes)
     space = SearchSpace(
         gpus=gpus, global_batch_size=global_batch_size, num_blocks=num_blocks, target=target, dtype=dtype,
         layouts=layouts, micro_batch_sizes=mbs, zero_stages=zeros, recomputes=recomputes, schedules=schedules,

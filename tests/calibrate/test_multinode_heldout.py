@@ -73,9 +73,9 @@ def test_known_underpredictions_are_reported_not_hidden() -> None:
 def test_report_is_written(tmp_path) -> None:
     assert main(["--out", str(tmp_path)]) == 0
     text = (tmp_path / "multinode.md").read_text()
-    assert "| Korthikanti | 530B full |" in text and "not modelled (6" in text
+    assert "| Korthikanti | 530B full |" in text and "tensor parallelism across nodes (tp 16 on 8-GPU nodes): n=6" in text
     assert "| 530B | Megatron-DeepSpeed 2021 (MT-NLG) | 8 | 240 | v1 | 60.10 |" in text
-    assert len((tmp_path / "multinode.csv").read_text().splitlines()) == 1 + 8 + 10 + 3 + 1 + 103
+    assert len((tmp_path / "multinode.csv").read_text().splitlines()) == 1 + 8 + 10 + 3 + 1 + 109
 
 
 def test_same_pipeline_comparison_puts_the_2021_software_slower() -> None:
