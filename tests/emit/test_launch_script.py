@@ -1,4 +1,4 @@
-"""launch.sh over several nodes: run once per node with NNODES/NODE_RANK/MASTER_ADDR, two agents on this host."""
+"""launch.sh over several nodes (emit/launch.py): run once per node with NNODES/NODE_RANK/MASTER_ADDR, two agents here."""
 
 from __future__ import annotations
 
