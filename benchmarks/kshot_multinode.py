@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in results:
         if r.scores is None:
-            rows.append(f"| {r.source} | {r.k} | - | - | too few runs (the set has {r.k} or fewer) | | | | |")
+            rows.append(f"| {r.source} | {r.k} | - | 0 | n/a: the set has no run left to predict | | | | |")
             continue
         s = r.scores
         rows.append(f"| {r.source} | {r.k} | {r.draws} | {s.count} | {_pct(s.mean_abs)} | {_pct(s.median_abs)} | "
