@@ -91,6 +91,16 @@ def bucket_bytes(config: ParallelConfig) -> int:
     return DS_REDUCE_BUCKET_ELEMENTS * dtype_bytes * (1 + int(pipeline_engine))
 
 
+def backward_bucket_bytes(config: ParallelConfig) -> int:
+    """The part of ``bucket_bytes`` live during the backward: ``setup_buckets``' buffer (the pipeline engine's
+    second one is appended by ``reduce_gradients`` after the last backward). With ``contiguous_gradients`` (on by
+    default) the gradients are copied into it and ``.grad`` becomes a view of it, so at the reduction the stage's
+    gradients live inside the buckets (measured: pp 2 ZeRO-1 stage 0 peaks at weights + optimizer + both buckets)."""
+    total = bucket_bytes(config)
+    pipeline_engine = not (config.pp == 1 and config.zero_stage >= 2)
+    return total // 2 if pipeline_engine else total
+
+
 def bf16_optimizer(config: ParallelConfig) -> bool:
     """Whether DeepSpeed runs its BF16_Optimizer: bf16 in the pipeline engine at ZeRO 0, or ZeRO 1 with the fp32
     gradient accumulation pptune emits (engine ``_do_optimizer_sanity_check``); ZeRO 2/3 use the ZeRO optimizer."""
@@ -218,7 +228,8 @@ def memory_parts(states: np.ndarray, units: np.ndarray, kept: np.ndarray, work: 
     - the reduction after the last backward: every gradient and DeepSpeed ZeRO-0's flat gradient copy
       (``reduce_copy_cap_bytes``), no activations;
     - the optimizer step: every gradient and Adam's temporaries over a flat partition (``step_working_share``).
-    Weights, optimizer states and ZeRO's reduction buckets (``bucket_bytes``) are live throughout.
+    Weights and optimizer states are live throughout, ZeRO-1/2's first reduction bucket too
+    (``backward_bucket_bytes``); at the reduction the gradients sit inside the buckets (``bucket_bytes``).
 
     Args:
         states: (K, 3, pp) weight, gradient and optimizer bytes (``pptune.cost.stage_terms``).
@@ -234,18 +245,22 @@ def memory_parts(states: np.ndarray, units: np.ndarray, kept: np.ndarray, work: 
                      dtype=np.int64)
     cap = np.array([reduce_copy_cap_bytes(c) for c in configs], dtype=np.int64).reshape(-1, 1)
     flat = np.minimum(grads, cap)
-    first = units * kept + work + logits
-    again = np.where(later > 0, later * kept + work + logits + freed, -1)
-    reduction = freed + flat
-    step = freed + np.rint(states[:, 2] * np.array([step_working_share(c) for c in configs]).reshape(-1, 1))
-    phase = np.argmax(np.stack([first, again, reduction, step.astype(np.int64)]), axis=0)  # the first largest
-    backward = phase < 2
     buckets = np.array([bucket_bytes(c) for c in configs], dtype=np.int64).reshape(-1, 1)
-    parts = {"weights": states[:, 0], "gradients": grads - np.where(phase == 0, freed, 0),
+    early = np.array([backward_bucket_bytes(c) for c in configs], dtype=np.int64).reshape(-1, 1)
+    zero = buckets > 0  # the gradients move into the buckets for the reduction
+    first = units * kept + work + logits + early
+    again = np.where(later > 0, later * kept + work + logits + freed + early, -1)
+    reduction = np.where(zero, buckets, freed + flat)
+    temps = np.rint(states[:, 2] * np.array([step_working_share(c) for c in configs]).reshape(-1, 1)).astype(np.int64)
+    step = freed + temps + early
+    phase = np.argmax(np.stack([first, again, reduction, step]), axis=0)  # the first largest
+    backward = phase < 2
+    in_buckets = (phase == 2) & zero
+    parts = {"weights": states[:, 0], "gradients": grads - np.where((phase == 0) | in_buckets, freed, 0),
              "optimizer": states[:, 2], "activations": np.where(phase == 0, units, np.where(backward, later, 0)) * kept,
              "recompute_working": np.where(backward, work, 0), "logits": np.where(backward, logits, 0),
-             "comm_buckets": buckets + np.where(phase == 2, flat, 0),
-             "optimizer_step": np.where(phase == 3, step - freed, 0).astype(np.int64)}
+             "comm_buckets": np.where(phase == 2, np.where(zero, buckets, flat), early),
+             "optimizer_step": np.where(phase == 3, temps, 0)}
     held = parts["weights"]
     for name in TENSOR_PARTS[1:]:
         held = held + parts[name]

@@ -65,7 +65,13 @@ def test_recompute_adds_a_forward_and_saves_memory(make_profile, make_cluster):
     base = ParallelConfig(pp=2, num_microbatches=4)
     plain, full = estimate(profile, cluster, base), estimate(profile, cluster, base.replace(recompute="full"))
     assert full.breakdown.compute_ms == pytest.approx(plain.breakdown.compute_ms * 4 / 3)  # f + b -> 2f + b
-    assert full.peak_memory_bytes < plain.peak_memory_bytes
+    # the activations shrink; the peak never grows (with bf16 the BF16_Optimizer's step can be the peak moment, which
+    # recompute does not change: pptune.cost.memory.memory_parts)
+    assert full.peak_memory_bytes <= plain.peak_memory_bytes
+    acts = [[s.memory_parts_bytes["activations"] for s in e.stages] for e in (plain, estimate(
+        profile, cluster, base.replace(dtype="fp32", target="megatron")), estimate(
+        profile, cluster, base.replace(dtype="fp32", target="megatron", recompute="full")))]
+    assert sum(acts[2]) < sum(acts[1])
 
 
 def test_zero_bubble_beats_1f1b_and_interleaving_shrinks_the_bubble(make_profile, make_cluster):

@@ -118,6 +118,7 @@ def test_zero_buckets_and_the_reduction_copy(make_profile):
     assert bucket_bytes(ParallelConfig(dtype="fp16", zero_stage=1, target="megatron")) == 0
     _, _, z1 = _mem(profile, pp=1, dp=2, dtype="fp32", zero_stage=1)
     assert z1[0]["comm_buckets"] == 2 * 4 * DS_REDUCE_BUCKET_ELEMENTS
+    assert z1[0]["gradients"] == 0  # at the reduction they are copies inside the buckets (contiguous_gradients)
     # ZeRO 0: the flat copy of the gradients the reduction makes counts where it exceeds the freed activations
     _, _, z0 = _mem(profile, pp=1, dp=2, dtype="fp32", micro_batch_size=1)
     backward = z0[0]["activations"] + z0[0]["recompute_working"] + z0[0]["logits"]
