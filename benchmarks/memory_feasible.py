@@ -33,20 +33,17 @@ GIB = 2**30
 SINGLE_NODE = Path(__file__).resolve().parents[2] / "shared" / "data" / "a100_megatron_single_node.csv"
 
 
-def published_rows() -> tuple[list[tuple[str, str, float, bool]], list[str]]:
-    """(source, name, peak GiB, feasible) of each published multi-node run, as ``multinode.main`` predicts it, and
-    the runs it skips (tp > 8: pptune keeps tensor parallelism inside a node)."""
-    out, skipped = [], []
+def published_rows() -> list[tuple[str, str, float, bool]]:
+    """(source, name, peak GiB, feasible) of each published multi-node run, as ``multinode.main`` predicts it
+    (vTrain's tp 16 runs included: tensor parallelism across nodes is priced since issue 18)."""
+    out = []
     for run in korthikanti_runs() + sc21_runs() + mtnlg_runs() + [bloom_run()] + vtrain_runs():
-        if run.tp > 8:
-            skipped.append(f"{run.source} {run.name} (tp {run.tp})")
-            continue
         est = predict(with_chosen_knobs(run))
         # a source without micro-batch size / interleaving gets pptune's fastest feasible choice: feasible by
         # construction, marked so
         name = run.name if run.knobs_stated else f"{run.name} (mbs, v: pptune's choice)"
         out.append((run.source, name, est.peak_memory_bytes / GIB, bool(est.feasible)))
-    return out, skipped
+    return out
 
 
 def single_node_rows(path: Path) -> list[tuple[str, float, bool]]:
@@ -66,7 +63,7 @@ def single_node_rows(path: Path) -> list[tuple[str, float, bool]]:
     return out
 
 
-def report(published: list, skipped: list[str], single: list, command: str) -> str:
+def report(published: list, single: list, command: str) -> str:
     bad_pub = [r for r in published if not r[3]]
     bad_single = [r for r in single if not r[2]]
     over40 = [r for r in published if r[2] > 40] + [(None, *r) for r in single if r[1] > 40]
@@ -79,7 +76,7 @@ def report(published: list, skipped: list[str], single: list, command: str) -> s
         f"- single-node runs (`../shared/data/a100_megatron_single_node.csv`): {len(single)}, ranked infeasible: "
         f"**{len(bad_single)}**",
         f"- runs whose predicted peak exceeds 40 GB (they needed the 80 GB A100): {len(over40)}",
-        f"- not checked (tp > 8, which pptune does not plan): {', '.join(skipped) or 'none'}", "",
+        "",
         "| source | run | predicted peak GiB | feasible on 80 GB |", "|---|---|---:|---|",
     ]
     lines += [f"| {src} | {name} | {peak:.1f} | {'yes' if ok else '**no**'} |" for src, name, peak, ok in published]
@@ -97,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/validation/memory"))
     p.add_argument("--single-node", type=Path, default=SINGLE_NODE)
     args = p.parse_args(argv)
-    published, skipped = published_rows()
+    published = published_rows()
     single = single_node_rows(args.single_node)
     command = shlex.join(["python", "benchmarks/memory_feasible.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(published, skipped, single, command)
+    text = report(published, single, command)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "feasible.md", text)
     print(text.split("\n\n| source")[0])
