@@ -26,7 +26,7 @@ def test_two_workers_share_one_journal(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-m", "pptune.testing.tune_worker", "--storage", f"journal:{journal}",
                                "--out", str(tmp_path / f"w{i}"), "--seed", "0", "--trials", str(TRIALS),
-                               "--runs-log", str(runs_log)],
+                               "--runs-log", str(runs_log), "--run-s", "1.5"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for i in (0, 1)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
