@@ -187,3 +187,19 @@ def test_a_profile_files_attention_is_what_it_was_made_with(tmp_path, capsys):
     assert main(["estimate", *args, "--attention", "unfused"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"profile {path} (analytic) was made with flash attention: --attention unfused applies to a preset" in err
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone (``pptune estimate ... | head``): every write raises BrokenPipeError."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_reader_that_leaves_gets_no_traceback(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdout", _ClosedPipe())
+    assert main(["estimate", *BASE]) == 141  # 128 + SIGPIPE, as a shell reports it
+    assert capsys.readouterr().err == ""
