@@ -85,13 +85,16 @@ IB_LATENCY_US = 10.0
 # local-cpu: this host seen as 2 ranks ("GPUs"), one core each (docs/REFERENCE.md §2: one torch thread per rank).
 # Peak: one core of this host as /proc/cpuinfo states it (pptune/cpu_peak.py: widest FMA units x clock), so MFU
 # stays below 100% on whatever CPU runs it; the former fixed 80 GFLOP/s (an AVX2 core at 2.5 GHz) gave MFU 150-200%
-# on an AVX-512 Xeon whose one thread reaches ~140 GFLOP/s in fp32 GEMMs. Efficiency 0.7: one AVX2 thread reached
-# 50-63 GFLOP/s of 80, one AVX-512 thread 134-142 of 166 (fp32 GEMMs of 256..2048). CPUs without AVX512-BF16/AMX
+# on an AVX-512 Xeon whose one thread reaches ~140-173 GFLOP/s in fp32 GEMMs. A VM states its base clock, which
+# cpu_peak.py raises to a 3.8 GHz turbo bound, so the peak of a 2-wide AVX2 core is 122 GFLOP/s and of an AVX-512
+# one 243. Efficiency 0.5: one AVX2 thread (AMD EPYC) reached 50-63 GFLOP/s (0.41-0.52 of 122), one AVX-512 thread
+# (Intel Xeon) 134-173 (0.55-0.71 of 243), fp32 GEMMs of 256..2048. CPUs without AVX512-BF16/AMX
 # run torch's bf16 GEMMs far slower (1-2 GFLOP/s measured on an AMD EPYC): on CPU, measure (`pptune profile`).
 # Memory: one core streaming torch.add reached ~12 GB/s here. Links: gloo over loopback; `pptune probe-cluster
 # --nproc 2` on this 2-core host (while other jobs ran) gave p2p 1.2-1.7 GB/s and 0.2-2 ms latency, all-reduce
 # 0.6-0.9 GB/s bus bandwidth: we take 1.4 GB/s and 250 us. Re-probe on any other host.
 LOCAL_CPU_RANKS = 2
+LOCAL_CPU_MATMUL_EFFICIENCY = 0.5
 LOCAL_CPU_MEMORY_GBPS = 12.0
 LOCAL_CPU_LINK_GBPS = 1.4
 LOCAL_CPU_LINK_LATENCY_US = 250.0
@@ -134,7 +137,7 @@ def _build_presets() -> tuple[dict[str, GPU], dict[str, Cluster]]:
     cpu = GPU(
         name="local-cpu", peak_bf16_tflops=core.bf16_tflops, peak_fp16_tflops=core.fp16_tflops,
         peak_fp32_tflops=core.fp32_tflops, memory_gib=_host_memory_gib(), hbm_gbps=LOCAL_CPU_MEMORY_GBPS,
-        matmul_efficiency=0.7, matmul_half_flops=1.0e6, memory_efficiency=1.0,
+        matmul_efficiency=LOCAL_CPU_MATMUL_EFFICIENCY, matmul_half_flops=1.0e6, memory_efficiency=1.0,
     )
     gpus[cpu.name] = cpu
     clusters["local-cpu"] = Cluster(
