@@ -90,6 +90,17 @@ def parse_line(line: str, number: int, defaults: dict[str, Any]) -> dict[str, An
     return line_item(decode_line(line, number), number, defaults)
 
 
+def with_default_dtype(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` with its dtype resolved as ``pptune estimate`` resolves it: the one given, else a measured
+    profile's own, else bf16 (``pptune.profile.runtime_match.default_dtype``)."""
+    from pptune.profile.runtime_match import DEFAULT_DTYPE, default_dtype
+
+    if item.get("dtype") is not None:
+        return item
+    model = item.get("model")
+    return {**item, "dtype": default_dtype(model, None) if isinstance(model, str) else DEFAULT_DTYPE}
+
+
 def build_item(item: dict[str, Any]):
     """(profile, cluster, config) of one configuration dict, the cluster sized to the job.
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pptune.batch_lines import build_item, decode_line, line_item
+from pptune.batch_lines import build_item, decode_line, line_item, with_default_dtype
 from pptune.calibrate.runs_fit import Run
 from pptune.errors import ConfigError, PptuneError, SchemaError
 from pptune.hardware import load_cluster
@@ -52,7 +52,7 @@ def measured_number(value: Any, key: str, origin: str, *, required: bool) -> flo
 def make_run(item: dict[str, Any], *, label: str, step_ms: float, peak_gib: float | None, origin: str) -> Run:
     """A Run of a complete configuration dict, checked by building it (``origin: ...`` on a bad configuration)."""
     try:
-        item = _with_dtype(item)
+        item = with_default_dtype(item)
         build_item(item)  # the configuration must be one pptune estimate accepts
         cluster = load_cluster(item["cluster"])
     except PptuneError as exc:
@@ -61,19 +61,6 @@ def make_run(item: dict[str, Any], *, label: str, step_ms: float, peak_gib: floa
     return Run(label=label, item={**item, "cluster": cluster}, measured_step_ms=step_ms,
                measured_peak_memory_gib=peak_gib)
 
-
-def _with_dtype(item: dict[str, Any]) -> dict[str, Any]:
-    """``item`` with a dtype: the one given, else a measured profile file's own, else bf16 (as pptune estimate)."""
-    if item.get("dtype") is not None:
-        return item
-    model = item.get("model")
-    dtype = "bf16"
-    if isinstance(model, str) and model.endswith(".json"):
-        from pptune.profile.schema import load_profile
-
-        profile = load_profile(model)
-        dtype = profile.dtype if profile.source == "measured" else dtype
-    return {**item, "dtype": dtype}
 
 
 def load_runs_file(path: str | os.PathLike, defaults: dict[str, Any], text: str | None = None) -> list[Run]:

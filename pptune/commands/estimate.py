@@ -10,7 +10,7 @@ from typing import Any
 
 # The line keys, their checks and the building of one configuration live in pptune/batch_lines.py (shared
 # with `pptune calibrate --runs`).
-from pptune.batch_lines import BATCH_KEYS, defaults_of, estimate_item, parse_line
+from pptune.batch_lines import BATCH_KEYS, defaults_of, estimate_item, parse_line, with_default_dtype
 from pptune.model.spec import ATTENTION_KERNELS
 from pptune.targets import SCHEDULES, TARGETS
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_batch(args)
     from pptune.profile.runtime_match import warn_mismatches
 
-    item = _with_dtype(defaults_of(args))
+    item = with_default_dtype(defaults_of(args))
     if item["model"]:
         warn_mismatches(item["model"], dtype=item["dtype"], command="estimate")
     profile, cluster, config, est = estimate_item(item, timeline=args.timeline and args.json)
@@ -104,7 +104,7 @@ def _run_batch(args: argparse.Namespace) -> int:
             if not line.strip():
                 out["skipped"] = "blank line"
             else:
-                _, _, _, est = estimate_item(_with_dtype(parse_line(line, number, defaults)))
+                _, _, _, est = estimate_item(with_default_dtype(parse_line(line, number, defaults)))
                 out.update(est.to_json_dict())
         except UnicodeDecodeError as exc:
             out["error"] = f"line {number}: not UTF-8 text (byte {exc.start + 1})"
@@ -124,12 +124,3 @@ def _run_batch(args: argparse.Namespace) -> int:
         return 2
     return 0
 
-
-def _with_dtype(item: dict[str, Any]) -> dict[str, Any]:
-    """``item`` with its dtype resolved: the one given, else a measured profile's own, else bf16."""
-    from pptune.profile.runtime_match import DEFAULT_DTYPE, default_dtype
-
-    if item.get("dtype") is None:
-        model = item.get("model")
-        item = {**item, "dtype": default_dtype(model, None) if isinstance(model, str) else DEFAULT_DTYPE}
-    return item
