@@ -36,10 +36,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        softmax, local, outside = ctx.saved_tensors
-        g = softmax.clone()
+        # In place on the saved softmax, as Megatron's backward (``grad_input = softmax`` ... ``grad_input.mul_``):
+        # no second logits-sized copy; the graph is not kept for a second backward.
+        g, local, outside = ctx.saved_tensors
         g.scatter_add_(-1, local.unsqueeze(-1), -(~outside).to(g.dtype).unsqueeze(-1))
-        return g * grad.unsqueeze(-1), None, None, None
+        return g.mul_(grad.unsqueeze(-1)), None, None, None
 
 
 class VocabParallelLoss:
