@@ -34,7 +34,11 @@ LOG_FILE = "measure.log"
 GRACE_S = 10.0
 _OOM = re.compile(r"out of memory", re.IGNORECASE)
 _SIGKILLED = re.compile(r"exitcode\s*:\s*-9\b|Signal 9 \(SIGKILL\)")
-_ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?(pptune error: .*|\w*(?:Error|Exception)\b.*)$")
+_ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?(pptune error: .*|[\w.]*(?:Error|Exception)\b.*)$")
+_SIGNALLED = re.compile(r"exitcode\s*:\s*-(\d+)\b")
+# torchrun's failure summary: its lines name no cause (exit codes, hosts, times, rulers)
+_SUMMARY_LINE = re.compile(r"^\s*(?:time|host|rank|exitcode|error_file|traceback)\s*:|^[=\-]+$|^\[\d+\]:$|"
+                           r"Root Cause|^Failures:|NO_OTHER_FAILURES|^\$ |^\s*$")
 
 
 def _cuda_available() -> bool:
@@ -108,18 +112,34 @@ def _alive(pid: int) -> bool:
 
 
 def failure_reason(log_text: str) -> str:
-    """A short cause found in a failed run's log: out of memory, SIGKILL, pptune's error line, or the last exception."""
+    """A short cause found in a failed run's log.
+
+    In order: out of memory, a worker killed by a signal, pptune's error line, the last exception, and else the last
+    line the workers printed (never an empty reason: CI logs and users need something to go on).
+    """
     if _OOM.search(log_text):
         return "out of memory"
     if _SIGKILLED.search(log_text):
         return "a worker was killed by SIGKILL (host out of memory?)"
-    errors = [m.group(1).strip() for line in log_text.splitlines() if (m := _ERROR_LINE.match(line.strip()))]
+    lines = log_text.splitlines()
+    errors = [m.group(1).strip() for line in lines if (m := _ERROR_LINE.match(line.strip()))]
     pptune = [e for e in errors if e.startswith("pptune error:")]
     if pptune:
         return pptune[-1].removeprefix("pptune error: ")
     # A rank that crashes makes its peers fail with "Connection closed by peer" (gloo): the cause is the other line.
-    useful = [e for e in errors if not e.startswith("torch.distributed.elastic") and "closed by peer" not in e]
-    return useful[-1][:300] if useful else "no error line found"
+    useful = [e for e in errors if not e.startswith("torch.distributed.elastic") and "closed by peer" not in e
+              and not e.startswith("ChildFailedError")]
+    if useful:
+        return useful[-1][:300]
+    if signalled := _SIGNALLED.search(log_text):
+        number = int(signalled.group(1))
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"a worker died of {name} (no Python error was printed)"
+    printed = [line.strip() for line in lines if not _SUMMARY_LINE.search(line)]
+    return f"no error line found; last output: {printed[-1][:300]}" if printed else "no error line found"
 
 
 def check_runnable(plan: RunPlan, log: Path) -> None:

@@ -207,4 +207,6 @@ def _pin_to_own_core() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pptune.runtime.distributed import exit_process
+
+    exit_process(main())

@@ -93,7 +93,13 @@ def test_failure_reason() -> None:
     log = "[rank1]: AssertionError: bwd_microstep timer has already been started\n" \
           "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
     assert failure_reason(log) == "AssertionError: bwd_microstep timer has already been started"
-    assert failure_reason("nothing useful") == "no error line found"
+    assert failure_reason("") == "no error line found"
+    # torchrun's summary names no cause: the reason is the last line a worker printed, or the signal it died of.
+    summary = "=====\nRoot Cause (first observed failure):\n[0]:\n  time      : 2026\n  exitcode  : 1 (pid: 7)\n"
+    assert failure_reason("$ torchrun ...\nstep 3 done\n" + summary) == "no error line found; last output: step 3 done"
+    assert failure_reason(summary.replace(": 1 (", ": -11 (")) == "a worker died of SIGSEGV (no Python error was printed)"
+    log = "[rank0]: torch.distributed.DistNetworkError: port in use\n"
+    assert failure_reason(log) == "torch.distributed.DistNetworkError: port in use"
     # The crashed rank's error, not its peer's "Connection closed by peer" that comes later in the log.
     log = ("[rank0]: RuntimeError: element 0 of tensors does not require grad\n"
            "[rank1]: RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1\n")
