@@ -58,6 +58,10 @@ class Cluster:
     inter_node_gbps: float
     intra_node_latency_us: float
     inter_node_latency_us: float
+    # Latency of one ring step of a collective (all-reduce, reduce-scatter, all-gather); None: the p2p latency above.
+    # NCCL's ring steps cost about a p2p message; gloo's between compute steps several (pptune.probe).
+    intra_node_collective_latency_us: float | None = None
+    inter_node_collective_latency_us: float | None = None
     # Fitted engine constants, all default 0 (meaning: not calibrated):
     per_microbatch_overhead_ms: float = 0.0  # scheduler/engine cost per micro-batch per stage
     per_step_overhead_ms: float = 0.0  # fixed cost per optimizer step
@@ -215,6 +219,7 @@ def _require_file(path: str | os.PathLike) -> dict:
 _GPU_KEYS = tuple(f.name for f in dataclasses.fields(GPU))
 _CLUSTER_NUMBERS = ("intra_node_gbps", "inter_node_gbps", "intra_node_latency_us", "inter_node_latency_us",
                     "per_microbatch_overhead_ms", "per_step_overhead_ms")
+_OPTIONAL_NUMBERS = ("intra_node_collective_latency_us", "inter_node_collective_latency_us")  # null: the p2p latency
 _POSITIVE = ("intra_node_gbps", "inter_node_gbps", "peak_bf16_tflops", "peak_fp16_tflops", "peak_fp32_tflops",
              "memory_gib", "hbm_gbps", "matmul_efficiency", "memory_efficiency")
 
@@ -249,7 +254,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "memory_gib": (1e-3, 2.0**20), "hbm_gbps": (1e-3, 1e6), "matmul_efficiency": (1e-3, 4.0),
     "memory_efficiency": (1e-3, 4.0), "matmul_half_flops": (0.0, 1e15), "launch_overhead_us": (0.0, 1e7),
     "intra_node_gbps": (1e-3, 1e12), "inter_node_gbps": (1e-3, 1e12), "intra_node_latency_us": (0.0, 1e7),
-    "inter_node_latency_us": (0.0, 1e7), "per_microbatch_overhead_ms": (0.0, 1e7), "per_step_overhead_ms": (0.0, 1e7),
+    "inter_node_latency_us": (0.0, 1e7), "intra_node_collective_latency_us": (0.0, 1e7),
+    "inter_node_collective_latency_us": (0.0, 1e7), "per_microbatch_overhead_ms": (0.0, 1e7), "per_step_overhead_ms": (0.0, 1e7),
 }
 # calibration.compute_scale (real layer time / profiled layer time): a fit gives ~0.5-3; beyond 1000x either way
 # the profile is of another machine.
@@ -330,6 +336,8 @@ def _parse_cluster(data: dict, origin: str) -> Cluster:
             values[key] = _count(origin, key, value)
         elif key in _CLUSTER_NUMBERS:
             values[key] = _number(origin, key, value)
+        elif key in _OPTIONAL_NUMBERS:
+            values[key] = None if value is None else _number(origin, key, value)
         elif key == "calibration":
             if not isinstance(value, dict):
                 raise SchemaError(f"{origin}: field 'calibration': expected an object, got {type(value).__name__}")

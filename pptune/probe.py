@@ -7,6 +7,12 @@ ping-pong send/recv between ranks 0 and 1 and all-reduces over all ranks for mes
 fix the latency and the large ones the bandwidth. All-reduce sizes are scaled to ring bus bytes
 ``2 (k-1)/k * n`` first (the nccl-tests "busbw" convention), which makes its beta comparable to a link's.
 
+A collective inside a training step follows compute, and its cost there is not the back-to-back one: over gloo on
+a shared CPU a rank that has just computed waits for its peer and for gloo's threads to be scheduled. So the
+probe also times a small all-reduce after each of ``BUSY_MATMULS`` matmuls' worth of compute, minus the compute
+alone; that figure over the ring's ``2 (k-1)`` steps (at least the back-to-back fit's) is the cluster's
+``*_collective_latency_us``, the per-step latency ``pptune.cost.comm`` prices collectives with.
+
 The result is a cluster dict that ``pptune.hardware.load_cluster`` reads: one node of ``nproc`` ranks whose
 intra- and inter-node figures are the p2p fit (one node: there is no second link kind to measure), plus the
 raw timings and fits under ``calibration.probe``.
@@ -32,6 +38,9 @@ DEFAULT_REPEAT = 5
 WARMUP = 2
 INNER_BYTES = 4 * 2**20  # a timed sample moves at least this much (or INNER_MAX operations)
 INNER_MAX = 32
+BUSY_MATMULS = 8  # 128 x 128 fp32 matmuls between two small all-reduces: ~0.1-0.5 ms of one CPU core
+BUSY_BYTES = 4096
+BUSY_INNER = 16
 
 
 def probe_links(
@@ -146,8 +155,10 @@ def _worker(rank: int, nproc: int, backend: str, port: int, sizes: list[int], re
 
         p2p[size] = _median_time(functools.partial(_ping_pong, buf, rank), inner, repeat, sync) / 2  # one way
         allreduce[size] = _median_time(functools.partial(dist.all_reduce, buf), inner, repeat, sync)
+    busy = _allreduce_after_compute_s(device, repeat, sync)
     if rank == 0:
-        Path(out).write_text(json.dumps({"p2p": p2p, "allreduce": allreduce, "device": _device_name(device)}))
+        Path(out).write_text(json.dumps({"p2p": p2p, "allreduce": allreduce, "allreduce_after_compute_s": busy,
+                                         "device": _device_name(device)}))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -162,6 +173,27 @@ def _ping_pong(buf: Any, rank: int) -> None:
     elif rank == 1:
         dist.recv(buf, src=0)
         dist.send(buf, dst=0)
+
+
+def _allreduce_after_compute_s(device: Any, repeat: int, sync: Any) -> float:
+    """The time a small all-reduce adds after a burst of compute (median with, minus median without; >= 0)."""
+    import torch
+    import torch.distributed as dist
+
+    a = torch.randn(128, 128, device=device)
+    buf = torch.ones(BUSY_BYTES // 4, device=device)
+
+    def compute() -> None:
+        for _ in range(BUSY_MATMULS):
+            torch.mm(a, a)
+
+    def compute_then_reduce() -> None:
+        compute()
+        dist.all_reduce(buf)
+
+    with_reduce = _median_time(compute_then_reduce, BUSY_INNER, repeat, sync)
+    alone = _median_time(compute, BUSY_INNER, repeat, sync)
+    return max(0.0, with_reduce - alone)
 
 
 def _inner_iterations(size: int) -> int:
@@ -218,12 +250,17 @@ def _cluster_dict(raw: dict, nproc: int, backend: str, sizes: list[int], repeat:
     ar_alpha, ar_beta = fit_alpha_beta([bus * s for s in sizes], ar_t)
     gpu, matched = _gpu_guess(raw["device"], backend)
     gbps, lat_us = p2p_beta / 1e9, p2p_alpha * 1e6
+    steps = 2 * (nproc - 1)  # ring all-reduce steps
+    busy_s = raw.get("allreduce_after_compute_s")
+    step_us = max(ar_alpha, busy_s or 0.0) * 1e6 / steps
     probe = {
         "backend": backend, "nproc": nproc, "device": raw["device"], "repeat": repeat, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sizes_bytes": sizes, "p2p_s": p2p_t, "allreduce_s": ar_t,
         "p2p_latency_us": lat_us, "p2p_gbps": gbps,
         "allreduce_latency_us": ar_alpha * 1e6, "allreduce_bus_gbps": ar_beta / 1e9,
-        "model": "t = alpha + n / beta, least squares weighted by 1/t; all-reduce n = 2(k-1)/k * bytes",
+        "allreduce_after_compute_us": None if busy_s is None else busy_s * 1e6, "collective_step_latency_us": step_us,
+        "model": "t = alpha + n / beta, least squares weighted by 1/t; all-reduce n = 2(k-1)/k * bytes; collective "
+                 "step latency = max(all-reduce alpha, all-reduce after compute) / (2(k-1))",
     }
     if not matched:
         probe["gpu_note"] = f"device {raw['device']!r} taken as preset {gpu}; edit 'gpu' if that is wrong"
@@ -231,5 +268,6 @@ def _cluster_dict(raw: dict, nproc: int, backend: str, sizes: list[int], repeat:
         "name": "local-probed", "gpu": gpu, "gpus_per_node": nproc, "num_nodes": 1,
         "intra_node_gbps": gbps, "inter_node_gbps": gbps,
         "intra_node_latency_us": lat_us, "inter_node_latency_us": lat_us,
+        "intra_node_collective_latency_us": step_us, "inter_node_collective_latency_us": step_us,
         "calibration": {"probe": probe},
     }

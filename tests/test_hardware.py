@@ -88,6 +88,14 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert isinstance(load_cluster(c), Cluster)
 
 
+def test_collective_latency_is_optional_and_round_trips(tmp_path: Path) -> None:
+    assert load_cluster("h100-80g").intra_node_collective_latency_us is None  # presets: the p2p latency
+    c = load_cluster({"gpu": "h200", "intra_node_collective_latency_us": 300.0,
+                      "inter_node_collective_latency_us": None})
+    assert (c.intra_node_collective_latency_us, c.inter_node_collective_latency_us) == (300.0, None)
+    assert load_cluster(save_cluster(c, tmp_path / "c.json")) == c
+
+
 @pytest.mark.parametrize(("raw", "field"), [
     ({"gpu": "b300"}, "gpu"),
     ({"gpu": "h200", "intra_node_gbps": -1}, "intra_node_gbps"),
@@ -107,6 +115,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     ({"gpu": "h200", "inter_node_gbps": 1e-300}, "inter_node_gbps"),
     ({"gpu": "h200", "intra_node_latency_us": 1e30}, "intra_node_latency_us"),
     ({"gpu": "h200", "per_step_overhead_ms": 1e30}, "per_step_overhead_ms"),
+    ({"gpu": "h200", "inter_node_collective_latency_us": -1}, "inter_node_collective_latency_us"),
+    ({"gpu": "h200", "intra_node_collective_latency_us": "5"}, "intra_node_collective_latency_us"),
     ({"gpu": "h200", "calibration": {"compute_scale": 1e300}}, "calibration.compute_scale"),
 ])
 def test_bad_fields_name_file_and_field(tmp_path: Path, raw: dict, field: str) -> None:

@@ -52,6 +52,10 @@ def test_real_two_rank_probe_through_the_cli_round_trips(tmp_path, capsys) -> No
     assert cluster.name == "local-probed" and cluster.gpu.name == "local-cpu" and cluster.num_gpus == 2
     assert cluster.intra_node_gbps == cluster.inter_node_gbps == probe["p2p_gbps"] > 0
     assert cluster.intra_node_latency_us >= 0
+    # a ring step costs at least the back-to-back all-reduce fit's share, and whatever compute before it added
+    step = cluster.intra_node_collective_latency_us
+    assert step == probe["collective_step_latency_us"] >= probe["allreduce_latency_us"] / 2
+    assert step >= probe["allreduce_after_compute_us"] / 2 >= 0
     assert load_cluster(save_cluster(cluster, tmp_path / "again.json")) == cluster
 
 

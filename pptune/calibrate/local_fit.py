@@ -88,10 +88,16 @@ def calibrated_cluster(base: Cluster, constants: LocalConstants, *, provenance: 
         per_step_overhead_ms=constants.per_step_overhead_ms,
         intra_node_latency_us=base.intra_node_latency_us * constants.latency_multiple,
         inter_node_latency_us=base.inter_node_latency_us * constants.latency_multiple,
+        intra_node_collective_latency_us=_scaled(base.intra_node_collective_latency_us, constants.latency_multiple),
+        inter_node_collective_latency_us=_scaled(base.inter_node_collective_latency_us, constants.latency_multiple),
         intra_node_gbps=base.intra_node_gbps * constants.bandwidth_multiple,
         inter_node_gbps=base.inter_node_gbps * constants.bandwidth_multiple,
         calibration=calibration,
     )
+
+
+def _scaled(latency_us: float | None, multiple: float) -> float | None:
+    return None if latency_us is None else latency_us * multiple
 
 
 def cluster_compute_scale(cluster: Cluster) -> float:

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{probe['nproc']} ranks, {probe['backend']} on {probe['device']}")
     print(f"p2p:        {probe['p2p_gbps']:.3f} GB/s, latency {probe['p2p_latency_us']:.1f} us")
     print(f"all-reduce: {probe['allreduce_bus_gbps']:.3f} GB/s bus bandwidth, latency {probe['allreduce_latency_us']:.1f} us")
+    if probe.get("allreduce_after_compute_us") is not None:
+        print(f"after compute: a small all-reduce adds {probe['allreduce_after_compute_us']:.1f} us -> collective step "
+              f"latency {probe['collective_step_latency_us']:.1f} us")
     if "gpu_note" in probe:
         print(f"note: {probe['gpu_note']}")
     if args.output is not None:

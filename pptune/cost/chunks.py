@@ -306,7 +306,7 @@ def _partition_gathers(nbytes: np.ndarray, cluster: Cluster, layouts: list[tuple
             stage_links = [comm.tp_link(cluster, tp=tp, dp=dp, stage=s) for s in range(pp)]
             # forward: received by chunk c + 1; backward: by chunk c
             stages = [[stage_links[(c + offset) % pp] for c in range(boundaries)] for offset in (1, 0)]
-            return [[(tp - 1) * x.latency_ms for x in st] for st in stages], [[x.gbps * 1e6 for x in st] for st in stages]
+            return [[(tp - 1) * x.step_latency_ms for x in st] for st in stages], [[x.gbps * 1e6 for x in st] for st in stages]
 
         lat[:, i], per_ms[:, i] = cache.get("gather_links", (links, tp, dp, pp, boundaries), build)
         share[i] = (tp - 1) / tp

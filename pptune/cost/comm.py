@@ -10,6 +10,9 @@ share of the node's NICs (``dp_link``).
 Costs (Thakur, Rabenseifner & Gropp 2005, ring algorithms; bandwidth per GPU, one direction):
 ``p2p = alpha + n / bw``, ``all_reduce = 2 (k-1)/k n / bw + 2 (k-1) alpha``,
 ``reduce_scatter = all_gather = (k-1)/k n / bw + (k-1) alpha`` with ``n`` the full buffer's bytes.
+A collective's ``alpha`` is its link's ``collective_latency_us`` per ring step, the p2p latency unless the cluster
+gives its own: over gloo on a CPU a ring step inside a training step costs several times a p2p message
+(``pptune.probe``: all-reduces between compute), and the tp all-reduces of a small model are mostly that term.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from pptune.hardware import Cluster
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Link:
-    """One link level: bandwidth per GPU per direction (GB/s = 1e9 B/s) and latency."""
+    """One link level: bandwidth per GPU per direction (GB/s = 1e9 B/s), p2p latency and per-ring-step latency."""
 
     gbps: float
     latency_us: float
+    collective_latency_us: float | None = None  # one ring step of a collective; None: the p2p latency
 
     def transfer_ms(self, nbytes: float) -> float:
         return nbytes / (self.gbps * 1e6)
@@ -34,13 +38,20 @@ class Link:
     def latency_ms(self) -> float:
         return self.latency_us / 1e3
 
+    @property
+    def step_latency_ms(self) -> float:
+        """The latency of one ring step of a collective (ms)."""
+        return (self.latency_us if self.collective_latency_us is None else self.collective_latency_us) / 1e3
+
 
 def intra(cluster: Cluster) -> Link:
-    return Link(gbps=cluster.intra_node_gbps, latency_us=cluster.intra_node_latency_us)
+    return Link(gbps=cluster.intra_node_gbps, latency_us=cluster.intra_node_latency_us,
+                collective_latency_us=cluster.intra_node_collective_latency_us)
 
 
 def inter(cluster: Cluster) -> Link:
-    return Link(gbps=cluster.inter_node_gbps, latency_us=cluster.inter_node_latency_us)
+    return Link(gbps=cluster.inter_node_gbps, latency_us=cluster.inter_node_latency_us,
+                collective_latency_us=cluster.inter_node_collective_latency_us)
 
 
 def _pick(cluster: Cluster, far: bool) -> Link:
@@ -90,7 +101,8 @@ def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
     gpn = cluster.gpus_per_node
     if tp > gpn:
         return Link(gbps=min(cluster.intra_node_gbps, gpn * cluster.inter_node_gbps),
-                    latency_us=cluster.inter_node_latency_us)
+                    latency_us=cluster.inter_node_latency_us,
+                    collective_latency_us=cluster.inter_node_collective_latency_us)
     return _pick(cluster, _tp_far(gpn, tp, dp, stage))
 
 
@@ -109,7 +121,8 @@ def dp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
         return intra(cluster)
     share = _dp_ranks_per_node(gpn, tp, dp, stage)
     return Link(gbps=min(cluster.intra_node_gbps, share * cluster.inter_node_gbps),
-                latency_us=cluster.inter_node_latency_us)
+                latency_us=cluster.inter_node_latency_us,
+                collective_latency_us=cluster.inter_node_collective_latency_us)
 
 
 def _dp_ranks_per_node(gpn: int, tp: int, dp: int, stage: int) -> int:
@@ -155,14 +168,14 @@ def all_reduce_ms(nbytes: float, k: int, link: Link) -> float:
     """Ring all-reduce of an ``nbytes`` buffer over ``k`` ranks."""
     if k <= 1 or nbytes <= 0:
         return 0.0
-    return 2 * (k - 1) / k * link.transfer_ms(nbytes) + 2 * (k - 1) * link.latency_ms
+    return 2 * (k - 1) / k * link.transfer_ms(nbytes) + 2 * (k - 1) * link.step_latency_ms
 
 
 def reduce_scatter_ms(nbytes: float, k: int, link: Link) -> float:
     """Ring reduce-scatter of an ``nbytes`` buffer (each rank keeps 1/k)."""
     if k <= 1 or nbytes <= 0:
         return 0.0
-    return (k - 1) / k * link.transfer_ms(nbytes) + (k - 1) * link.latency_ms
+    return (k - 1) / k * link.transfer_ms(nbytes) + (k - 1) * link.step_latency_ms
 
 
 all_gather_ms = reduce_scatter_ms  # same volume and steps, reversed

@@ -137,7 +137,7 @@ def _cluster(settings: LocalSettings, out: Path, spec: TransformerSpec | None, l
     # The cost model has one bandwidth per link level for p2p and collectives. Over gloo the ring all-reduce
     # reaches about half the p2p bandwidth, and this grid's bytes are mostly collective (gradient and tied
     # embedding all-reduces of megabytes; activations of tens of kilobytes), so the links take the all-reduce
-    # bus bandwidth; the latency stays the p2p one (most messages are p2p).
+    # bus bandwidth; p2p messages keep the p2p latency, collectives the probe's per-step latency after compute.
     raw["intra_node_gbps"] = raw["inter_node_gbps"] = probe["allreduce_bus_gbps"]
     cluster = load_cluster(raw, num_gpus=RANKS)
     step_ms, count = contended_engine_step_ms(settings.model, spec.seq_len if spec is not None else 128,

@@ -45,7 +45,10 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         f"- profile: `{result.profile_label}` ({p.threads} thread(s) per process, {s.profile_copies} concurrent "
         f"process(es), {s.profile_passes if s.profile_copies > 1 else 1} pass(es), micro-batch sizes "
         f"{list(p.micro_batch_sizes)}, {s.profile_warmup} warm-up + {s.profile_repeat} timed iterations per layer)",
-        (f"- links (probed, gloo): latency {c.intra_node_latency_us:.0f} us (p2p fit), bandwidth "
+        (f"- links (probed, gloo): latency {c.intra_node_latency_us:.0f} us (p2p fit), "
+         + (f"{c.intra_node_collective_latency_us:.0f} us per collective ring step (all-reduce after compute), "
+            if c.intra_node_collective_latency_us is not None else "")
+         + "bandwidth "
          f"{c.intra_node_gbps:.2f} GB/s (all-reduce bus bandwidth; p2p reached {probe.get('p2p_gbps', 0):.2f} GB/s)"
          if probe else f"- links: {c.intra_node_gbps:.2f} GB/s, {c.intra_node_latency_us:.0f} us (`{c.name}`)"),
         *([f"- engine step work (probed): {engine['step_ms']:.1f} ms for {engine['parameters']:,} parameters in "

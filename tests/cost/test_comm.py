@@ -24,6 +24,24 @@ def test_ring_formulas():
     assert rs_ag == pytest.approx(comm.dp_grad_sync_ms(n, n, dp=4, zero_stage=0, link=link))
 
 
+def test_collectives_take_the_collective_step_latency(make_cluster):
+    plain = comm.Link(gbps=100.0, latency_us=10.0)
+    slow = comm.Link(gbps=100.0, latency_us=10.0, collective_latency_us=500.0)
+    n = 1e8
+    assert comm.p2p_ms(n, slow) == comm.p2p_ms(n, plain)  # p2p keeps the p2p latency
+    assert comm.all_reduce_ms(n, 4, slow) == pytest.approx(2 * 3 / 4 * 1.0 + 2 * 3 * 0.5)
+    assert comm.reduce_scatter_ms(n, 4, slow) == pytest.approx(3 / 4 * 1.0 + 3 * 0.5)
+    assert comm.all_reduce_ms(n, 4, slow) - comm.all_reduce_ms(n, 4, plain) == pytest.approx(6 * 0.49)
+    # a cluster's figures reach every link kind: inside a node, across nodes, tp and dp rings, stage pairs
+    cluster = make_cluster(8, gpus_per_node=2).replace(intra_node_collective_latency_us=300.0,
+                                                         inter_node_collective_latency_us=900.0)
+    assert comm.tp_link(cluster, tp=2, dp=1, stage=0).collective_latency_us == 300.0
+    assert comm.dp_link(cluster, tp=1, dp=4, stage=0).collective_latency_us == 900.0
+    assert comm.tp_link(cluster, tp=4, dp=1, stage=0).collective_latency_us == 900.0  # tp over two nodes
+    pair = comm.stage_pair_link(cluster, tp=1, dp=2, stage=0)
+    assert pair.step_latency_ms == 0.9 and pair.latency_ms == cluster.inter_node_latency_us / 1e3
+
+
 def test_tp_collectives_per_role():
     link = comm.Link(gbps=100.0, latency_us=0.0)
     one = comm.all_reduce_ms(1e8, 4, link)
