@@ -17,6 +17,7 @@ gives its own: over gloo on a CPU a ring step inside a training step costs sever
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -100,9 +101,7 @@ def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
     """
     gpn = cluster.gpus_per_node
     if tp > gpn:
-        return Link(gbps=min(cluster.intra_node_gbps, gpn * cluster.inter_node_gbps),
-                    latency_us=cluster.inter_node_latency_us,
-                    collective_latency_us=cluster.inter_node_collective_latency_us)
+        return dataclasses.replace(inter(cluster), gbps=min(cluster.intra_node_gbps, gpn * cluster.inter_node_gbps))
     return _pick(cluster, _tp_far(gpn, tp, dp, stage))
 
 
@@ -120,9 +119,7 @@ def dp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
     if not _dp_far(gpn, tp, dp, stage):
         return intra(cluster)
     share = _dp_ranks_per_node(gpn, tp, dp, stage)
-    return Link(gbps=min(cluster.intra_node_gbps, share * cluster.inter_node_gbps),
-                latency_us=cluster.inter_node_latency_us,
-                collective_latency_us=cluster.inter_node_collective_latency_us)
+    return dataclasses.replace(inter(cluster), gbps=min(cluster.intra_node_gbps, share * cluster.inter_node_gbps))
 
 
 def _dp_ranks_per_node(gpn: int, tp: int, dp: int, stage: int) -> int:
