@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pptune.errors import ConfigError
-from pptune.targets import SCHEDULES, TARGETS, check, overlap_defaults
+from pptune.target_checks import check, overlap_defaults
+from pptune.targets import SCHEDULES, TARGETS
 
 Schedule = Literal["gpipe", "1f1b", "interleaved_1f1b", "zb_h1"]
 Dtype = Literal["fp32", "bf16", "fp16"]
@@ -62,7 +63,7 @@ class ParallelConfig:
             grad, param = overlap_defaults(self.target, self.pp, self.zero_stage, self.overlap_grad_reduce)
             object.__setattr__(self, "overlap_grad_reduce", grad if self.overlap_grad_reduce is None else self.overlap_grad_reduce)
             object.__setattr__(self, "overlap_param_gather", param if self.overlap_param_gather is None else self.overlap_param_gather)
-        check(self, step=False)  # the target rules (pptune.targets), one wording each
+        check(self, step=False)  # the target rules (pptune.target_checks), one wording each
         _ = self.recompute_interval  # validates the recompute string
         _check_partition(self.partition)
 

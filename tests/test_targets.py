@@ -1,4 +1,4 @@
-"""pptune.targets: the table of target rules, one message per rule, and every checker using the same one."""
+"""pptune.targets and pptune.target_checks: the table of target rules, one message per rule, and every checker using the same one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from pptune import targets
+from pptune import target_checks, targets
 from pptune.cost.checks import check_config
 from pptune.cost.schedule import simulate
 from pptune.emit.deepspeed import ds_config, engine_kind
@@ -18,7 +18,8 @@ from pptune.model.spec import PRESETS
 from pptune.parallel import ParallelConfig, Target
 from pptune.planner import Fixed, build_space
 from pptune.profile.analytic import analytic_profile
-from pptune.targets import DEEPSPEED_PIPE, DEEPSPEED_PLAIN, MEGATRON, TARGETS, Violation, check, rules_for, violations
+from pptune.target_checks import Violation, check, violations
+from pptune.targets import DEEPSPEED_PIPE, DEEPSPEED_PLAIN, MEGATRON, TARGETS, rules_for
 
 SPEC = dataclasses.replace(PRESETS["gpt2-small"], num_kv_heads=4)  # 12 blocks, 12 heads, 4 KV heads
 CLUSTER = load_cluster("a100-80g", num_gpus=16)  # 2 nodes x 8
@@ -171,14 +172,14 @@ def test_each_rule_has_one_message(rule, kw, context, message):
 
 
 def test_every_rule_is_tested():
-    assert {c[0] for c in RULE_CASES} == set(targets.RULES)
+    assert {c[0] for c in RULE_CASES} == set(target_checks.RULES)
 
 
 def test_violations_come_in_rule_order_and_check_raises_the_first():
     c = raw(pp=2, zero_stage=2, schedule="zb_h1", recompute="selective", dp=3)
     found = violations(c, PROFILE, CLUSTER)
     assert [v.rule for v in found] == ["zero-stage", "pipeline-schedule", "recompute-mode", "world-size"]
-    assert [targets.RULES.index(v.rule) for v in found] == sorted(targets.RULES.index(v.rule) for v in found)
+    assert [target_checks.RULES.index(v.rule) for v in found] == sorted(target_checks.RULES.index(v.rule) for v in found)
     assert message_of(lambda: check(c, PROFILE, CLUSTER)) == found[0].message
 
 
@@ -275,7 +276,7 @@ def test_the_cost_checks_and_emitters_use_the_rules_wording(rule, kw, context, c
 
 def test_the_space_words_a_pinned_megatron_zero_like_the_emitter():
     space_message = message_of(lambda: small_space(target="megatron", fixed=Fixed(zero_stage=3)))
-    assert space_message == targets.zero_rule(MEGATRON, 3, None, planned=True) == (
+    assert space_message == target_checks.zero_rule(MEGATRON, 3, None, planned=True) == (
         "ZeRO stage 3: Megatron-LM allows only ZeRO 0 or 1")
 
 

@@ -1,6 +1,6 @@
 """Checks of a configuration against a profile and a cluster (ParallelConfig validates itself alone).
 
-The rules and their wording live in ``pptune.targets`` (one table for ParallelConfig, these checks, the
+The rules and their wording live in ``pptune.target_checks`` (its table: ``pptune.targets``; one table for ParallelConfig, these checks, the
 schedule simulator, the search space and the emitters).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pptune.hardware import Cluster
 from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
-from pptune.targets import check
+from pptune.target_checks import check
 
 
 def check_config(profile: Profile, cluster: Cluster, config: ParallelConfig) -> None:

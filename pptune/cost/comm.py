@@ -95,7 +95,7 @@ def _pair_far(gpn: int, first_rank: int, count: int, distance: int) -> bool:
 def tp_link(cluster: Cluster, *, tp: int, dp: int, stage: int) -> Link:
     """The link of stage ``stage``'s TP groups (consecutive ranks; inside a node when tp divides the node).
 
-    A group larger than a node fills whole nodes (``pptune.targets.tp_node_rule``), so it is the only group on
+    A group larger than a node fills whole nodes (``pptune.target_checks.tp_node_rule``), so it is the only group on
     them and its ring leaves each node through the NICs of all the node's GPUs (the mechanism of ``dp_link``):
     the whole node's inter-node bandwidth, at most the NVLink hops' rate, at the inter-node latency.
     """

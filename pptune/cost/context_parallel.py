@@ -6,7 +6,7 @@ rank's compute, FLOPs, saved activations, stage messages and TP collectives are 
 (Megatron's context_parallel.md, NVIDIA/Megatron-LM d98e8a6: "each GPU computes on part of the sequence, which
 scales down both compute and communication by the CP degree"). Causal attention is balanced too: the sequence is
 cut into 2 x cp chunks and rank r keeps chunks r and 2cp - 1 - r (hence seq divisible by 2 x cp,
-``pptune.targets.context_parallel_seq_rule``), so every rank does 1/cp of the causal attention work. Kernel
+``pptune.target_checks.context_parallel_seq_rule``), so every rank does 1/cp of the causal attention work. Kernel
 efficiency at the shorter per-rank sequence is not modelled (a linear 1/cp).
 
 The ring (TransformerEngine ``AttnFuncWithCPAndKVP2P``, transformer_engine/pytorch/attention/dot_product_attention/

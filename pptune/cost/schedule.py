@@ -25,7 +25,7 @@ from pptune.cost.orders import RENDEZVOUS_1F1B
 from pptune.cost.types import TimelineOp
 from pptune.errors import ConfigError
 from pptune.parallel import SCHEDULES
-from pptune.targets import raise_first, schedule_violations
+from pptune.target_checks import raise_first, schedule_violations
 
 # ZB-H1 without a measured split: the weight-gradient pass W takes this share of the backward.
 # For a GEMM y = xA the input and weight gradients are one GEMM each of the forward's size, so the
@@ -75,7 +75,7 @@ def simulate(fwd_ms: Sequence[float], bwd_ms: Sequence[float], *, schedule: str,
     pp, m = chunks // vpp, num_microbatches
     if m < 1:
         raise ConfigError(f"num_microbatches must be positive, got {m}")
-    raise_first(schedule_violations("1f1b" if rendezvous else schedule, pp=pp, vpp=vpp, num_microbatches=m))  # pptune.targets' wording
+    raise_first(schedule_violations("1f1b" if rendezvous else schedule, pp=pp, vpp=vpp, num_microbatches=m))  # pptune.target_checks' wording
     lags = [float(p2p_ms)] * (chunks - 1) if isinstance(p2p_ms, (int, float)) else [float(x) for x in p2p_ms]
     if len(lags) != chunks - 1:
         raise ValueError(f"p2p_ms needs {chunks - 1} values, got {len(lags)}")

@@ -24,7 +24,8 @@ from typing import Any
 
 from pptune.errors import ConfigError
 from pptune.parallel import ParallelConfig
-from pptune.targets import DEEPSPEED_PIPE, check
+from pptune.target_checks import check
+from pptune.targets import DEEPSPEED_PIPE
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {
     "type": "AdamW",
@@ -54,7 +55,7 @@ def ds_config(
     """
     if config.target != "deepspeed":
         raise ConfigError(f"ds_config needs a deepspeed-target configuration, got target {config.target}")
-    check(config, step=False)  # pptune.targets: ZeRO with pp, the pipeline schedule (ParallelConfig's own rules)
+    check(config, step=False)  # pptune.target_checks: ZeRO with pp, the pipeline schedule (ParallelConfig's own rules)
     cfg: dict[str, Any] = {
         "train_batch_size": config.global_batch_size,
         "train_micro_batch_size_per_gpu": config.micro_batch_size,

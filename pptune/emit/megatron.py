@@ -14,7 +14,8 @@ from pptune.emit.megatron_check import check_megatron_args
 from pptune.errors import ConfigError
 from pptune.model.spec import TransformerSpec
 from pptune.parallel import ParallelConfig
-from pptune.targets import MEGATRON, zero_rule
+from pptune.target_checks import zero_rule
+from pptune.targets import MEGATRON
 
 __all__ = ["check_megatron_args", "dtype_flags", "format_args", "layout_string", "megatron_args", "parse_args_text",
            "split_flags", "stage_block_counts"]

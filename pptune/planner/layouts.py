@@ -3,7 +3,7 @@
 Rules: tp inside one node and dividing the attention heads and the KV heads (Megatron's column/row split);
 pp at most the number of transformer blocks (no stage without a block); dp divides the global batch
 (DeepSpeed's batch rule ``train_batch_size = micro * gradient_accumulation_steps * dp``). The first three are
-``pptune.targets``' rules and words (``tp_node_rule``, ``heads_rule``, ``stage_blocks_rule``).
+``pptune.target_checks``' rules and words (``tp_node_rule``, ``heads_rule``, ``stage_blocks_rule``).
 
 Context parallelism (Megatron only) is offered for long sequences: cp a power of two >= 2 with the sequence a
 multiple of 2 x cp (Megatron's rule) and at least ``CP_MIN_TOKENS`` tokens left per rank, when the sequence is
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pptune.errors import ConfigError
-from pptune.targets import heads_rule, stage_blocks_rule, tp_node_rule
+from pptune.target_checks import heads_rule, stage_blocks_rule, tp_node_rule
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

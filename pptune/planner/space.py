@@ -2,7 +2,7 @@
 
 A configuration is a *layout* (tp x pp x dp = GPUs) plus the per-layout choices: micro-batch size,
 ZeRO stage, recompute, schedule (and virtual stages), partition method and sequence parallelism.
-Validity rules and where they come from (the rules and their wording: ``pptune.targets``, its ``planned`` ones):
+Validity rules and where they come from (the rules and their wording: ``pptune.target_checks``, its ``planned`` ones):
 
 - tp inside one node and dividing the attention heads and the KV heads (Megatron's column/row split).
 - pp at most the number of transformer blocks (no stage without a block).
@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pptune.errors import ConfigError
 from pptune.parallel import RECOMPUTE_NAMED, ParallelConfig
 from pptune.planner.layouts import Fixed, Layout, context_parallel_sizes, layouts_for
-from pptune.targets import (
-    TargetRules,
+from pptune.target_checks import (
     context_parallel_seq_rule,
     context_parallel_target_rule,
     even_split_rule,
@@ -43,13 +42,12 @@ from pptune.targets import (
     pipeline_schedule_rule,
     planned_schedule_rule,
     recompute_rule,
-    rules_for,
     sequence_parallel_target_rule,
     sequence_parallel_tp_rule,
-    target_rule,
     vpp_rule,
     zero_rule,
 )
+from pptune.targets import TargetRules, rules_for, target_rule
 
 __all__ = ["Fixed", "Layout", "SearchSpace", "build_space", "even_partition"]
 
