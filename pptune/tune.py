@@ -12,8 +12,8 @@ output directory by default; an existing study needs ``resume``.
 Several workers (``shared``): each ``pptune tune --worker`` process joins one study in a storage they all reach
 (an RDB URL, or ``journal:PATH`` on a shared file system) and runs its own trials on its own nodes. Before a
 trial runs, the storage is read: a configuration another trial already finished is taken from it, and one that
-another worker is running (the lower trial number wins a tie) is waited for and then taken, so no configuration
-runs twice; the workers stop once the study holds ``trials`` finished trials (Optuna's MaxTrialsCallback).
+another worker is running or about to run (a claim, then a second read; ``_Objective._shared_earlier``) is
+waited for and then taken, so no configuration runs twice; the workers stop once the study holds ``trials`` finished trials (Optuna's MaxTrialsCallback).
 """
 
 from __future__ import annotations
@@ -167,19 +167,34 @@ class _Objective:
         return tokens
 
     def _shared_earlier(self, trial: Any, config: ParallelConfig) -> Any:
-        """The finished trial of ``config`` in the shared study (waiting while an earlier trial runs it), or None."""
+        """The finished trial of ``config`` in the shared study (waiting while another trial runs it), or None.
+
+        Two phases, so that a lower-numbered trial whose ``config`` attribute lands late cannot run the same
+        configuration as one that already started (the race CI hit): this trial's ``config`` attribute is its
+        intent; it claims (``claimed``) only when no other trial of ``config`` has claimed and none with a lower
+        number intends it, then reads again and withdraws if a lower-numbered intent appeared meanwhile. Of two
+        trials that both claim, the later claimant's second read sees the other's intent, so at most one runs.
+        """
         import time
 
         me = config.to_dict()
         deadline = time.monotonic() + 2 * self.settings.timeout_s  # a worker killed mid-run leaves it RUNNING
-        while time.monotonic() < deadline:
-            runs = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
+
+        def others() -> list[Any]:
+            return [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
                     and t.user_attrs.get("config") == me and "repeat_of" not in t.user_attrs]
+
+        while time.monotonic() < deadline:
+            runs = others()
             done = [t for t in runs if t.state.name in FINISHED]
             if done:
                 return min(done, key=lambda t: t.number)
-            if not any(t.state.name == "RUNNING" and t.number < trial.number for t in runs):
-                return None  # this trial runs it (another worker's later trial of it waits for this one)
+            live = [t for t in runs if t.state.name == "RUNNING"]
+            if not any(t.user_attrs.get("claimed") or t.number < trial.number for t in live):
+                trial.set_user_attr("claimed", True)
+                if not any(t.state.name == "RUNNING" and t.number < trial.number for t in others()):
+                    return None  # this trial runs it; every other trial of it waits for this one
+                trial.set_user_attr("claimed", False)  # a lower-numbered trial intends it: that one decides
             time.sleep(self.poll_s)
         return None
 
