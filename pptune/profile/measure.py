@@ -2,7 +2,9 @@
 
 Layers run one at a time, in pipeline order: layer 0 gets random token ids ``[mbs, seq_len]``,
 each later layer gets the previous layer's output (so shapes and dtypes are the real ones), and
-the last layer also runs the model's loss with labels = inputs. Identical layers (same class,
+the last layer also runs the model's loss with labels = inputs. Then the whole list runs as one chain
+(``pptune.profile.chain``), and each size's timings are scaled by how much slower it ran than the sum of its
+layers alone (``Profile.in_sequence`` keeps the factors). Identical layers (same class,
 same parameter shapes and dtypes, same input shape: all the transformer blocks) are measured once;
 the others record ``shares_measurement_with`` and carry the same timings.
 """
@@ -21,8 +23,10 @@ from torch import nn
 from pptune.errors import ConfigError
 from pptune.fileio import cpu_name
 from pptune.model.resolve import ModelLayers, load_model_layers
+from pptune.profile.chain import chain_scale
 from pptune.profile.measure_layer import measure_layer
-from pptune.profile.schema import LayerProfile, LayerTiming, Profile
+from pptune.profile.scale import scaled_timing
+from pptune.profile.schema import InSequence, LayerProfile, LayerTiming, Profile
 from pptune.profile.timing import make_timer
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -76,7 +80,7 @@ def profile_model(
         stack = nn.ModuleList(layers.layers).to(device=dev, dtype=DTYPES[dtype])  # one call keeps tied weights shared
         stack.train()
         try:
-            profiles = _measure_all(layers, dev, seq_len, sizes, warmup, repeat, progress)
+            profiles, in_sequence = _measure_all(layers, dev, seq_len, sizes, warmup, repeat, progress)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in first_line:
@@ -89,7 +93,7 @@ def profile_model(
         seq_len=seq_len, micro_batch_sizes=sizes, layers=tuple(profiles), tp=1, threads=num_threads,
         torch_version=torch.__version__, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=command, spec=spec.to_dict() if spec is not None else None,
-        notes=_notes(layers, dev, load_before),
+        notes=_notes(layers, dev, load_before), in_sequence=in_sequence,
     )
 
 
@@ -150,10 +154,12 @@ def _identity(layer: nn.Module) -> tuple:
 
 def _measure_all(
     model: ModelLayers, dev: torch.device, seq_len: int, sizes: tuple[int, ...], warmup: int, repeat: int, progress: bool
-) -> list[LayerProfile]:
+) -> tuple[list[LayerProfile], tuple[InSequence, ...]]:
+    """Each layer alone (``measure_layer``), then the whole chain per size, whose factors scale every timing."""
     layers, last = model.layers, len(model.layers) - 1
     identities = [_identity(layer) for layer in layers]
     timings: list[list[LayerTiming]] = [[] for _ in layers]
+    in_sequence: list[InSequence] = []
     shared_with: list[set[int | None]] = [set() for _ in layers]
     timer = make_timer(dev)
     generator = torch.Generator().manual_seed(DATA_SEED)
@@ -182,9 +188,15 @@ def _measure_all(
                 done[key] = (i, measured.output)
                 x = measured.output
                 bar.update()
+            at = [t[-1] for t in timings]
+            factors = chain_scale(layers, tokens, loss_fn=model.loss_fn, timer=timer, micro_batch_size=mbs,
+                                  fwd_sum_ms=sum(t.fwd_ms for t in at), bwd_sum_ms=sum(t.bwd_ms for t in at))
+            for t in timings:
+                t[-1] = scaled_timing(t[-1], factors.fwd_scale, factors.bwd_scale)
+            in_sequence.append(factors)
     finally:
         bar.close()
-    return _layer_profiles(model, timings, shared_with)
+    return _layer_profiles(model, timings, shared_with), tuple(in_sequence)
 
 
 def _layer_profiles(model: ModelLayers, timings: list[list[LayerTiming]], shared_with: list[set[int | None]]) -> list[LayerProfile]:

@@ -37,6 +37,7 @@ MAX_PARAMS = 2**50
 MAX_LAYER_FLOPS = 1e22
 MAX_THREADS = 2**20
 MAX_MICRO_BATCH_SIZES = 1024  # sizes listed in one profile
+MAX_SCALE = 100.0  # an in-sequence factor: a chain 100x slower than its layers alone is a broken measurement
 TIMING_BOUNDS: dict[str, float] = {
     "fwd_ms": MAX_LAYER_MS, "bwd_ms": MAX_LAYER_MS, "fwd_spread_ms": MAX_LAYER_MS, "bwd_spread_ms": MAX_LAYER_MS,
     "attn_fwd_ms": MAX_LAYER_MS, "bwd_input_ms": MAX_LAYER_MS, "bwd_weight_ms": MAX_LAYER_MS, "saved_bytes": MAX_BYTES, "output_bytes": MAX_BYTES,
@@ -65,6 +66,16 @@ class LayerTiming:
     # (B + W = bwd_ms); None in profiles made without it (the cost model then assumes W = half of bwd_ms).
     bwd_input_ms: float | None = None
     bwd_weight_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InSequence:
+    """How much slower the layers ran as one chain than one at a time, at one micro-batch size
+    (``pptune.profile.chain``): every layer timing of a measured profile at that size is already multiplied by it."""
+
+    micro_batch_size: int
+    fwd_scale: float  # whole-chain forward median / sum of the layers' forward medians
+    bwd_scale: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,6 +163,7 @@ class Profile:
     command: str | None = None  # the exact command that made the file
     spec: dict | None = None  # TransformerSpec.to_dict() when the model came from a spec
     notes: str | None = None
+    in_sequence: tuple[InSequence, ...] = ()  # measured profiles since 2026-12: the factors their timings include
 
     @property
     def num_layers(self) -> int:
@@ -310,7 +322,21 @@ def _parse_profile(data: Any, origin: str) -> Profile:
         command=r.get("command", str, required=False),
         spec=spec,
         notes=r.get("notes", str, required=False),
+        in_sequence=_parse_in_sequence(r, mbs_list),
     )
+
+
+def _parse_in_sequence(r: _Reader, mbs_list: list[int]) -> tuple[InSequence, ...]:
+    raw = r.get("in_sequence", list, required=False, default=[])
+    out = []
+    for i in range(len(raw)):
+        c = r.child("in_sequence", i)
+        mbs = c.integer("micro_batch_size", positive=True)
+        if mbs not in mbs_list:
+            raise c.fail("micro_batch_size", f"{mbs} is not one of micro_batch_sizes {mbs_list}")
+        out.append(InSequence(micro_batch_size=mbs, fwd_scale=c.number("fwd_scale", positive=True, maximum=MAX_SCALE),
+                              bwd_scale=c.number("bwd_scale", positive=True, maximum=MAX_SCALE)))
+    return tuple(out)
 
 
 def _parse_layer(r: _Reader, position: int, count: int, version: int) -> LayerProfile:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pptune.errors import RunError
-from pptune.profile.schema import LayerTiming, Profile, load_profile
+from pptune.profile.schema import InSequence, LayerTiming, Profile, load_profile
 
 
 def mean_profile(profiles: Sequence[Profile], *, note: str) -> Profile:
@@ -41,7 +41,12 @@ def mean_profile(profiles: Sequence[Profile], *, note: str) -> Profile:
                 fwd_spread_ms=max(o.fwd_spread_ms for o in others), bwd_spread_ms=max(o.bwd_spread_ms for o in others)))
         layers.append(dataclasses.replace(layer, timings=tuple(timings)))
     notes = "; ".join(x for x in (first.notes, note) if x)
-    return dataclasses.replace(first, layers=tuple(layers), notes=notes)
+    factors = [p.in_sequence for p in profiles]
+    in_sequence = tuple(InSequence(micro_batch_size=f[0].micro_batch_size,
+                                   fwd_scale=sum(x.fwd_scale for x in f) / len(f),
+                                   bwd_scale=sum(x.bwd_scale for x in f) / len(f))
+                        for f in zip(*factors, strict=True)) if all(factors) else first.in_sequence
+    return dataclasses.replace(first, layers=tuple(layers), notes=notes, in_sequence=in_sequence)
 
 
 def fastest_pass(profiles: Sequence[Profile], *, note: str) -> Profile:

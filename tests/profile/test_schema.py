@@ -129,6 +129,12 @@ MALFORMED = [
     ("huge tp", _set("tp", 10**12), "'tp'"),
     ("huge micro-batch", _set("micro_batch_sizes", [1, 2, 10**9]), "'micro_batch_sizes'"),
     ("huge spec", _set("spec", {**PRESETS["gpt2-small"].to_dict(), "num_layers": 10**9}), "'spec'"),
+    ("in-sequence size not profiled", _set("in_sequence", [{"micro_batch_size": 3, "fwd_scale": 1.1, "bwd_scale": 1.2}]),
+     "'in_sequence[0].micro_batch_size'"),
+    ("in-sequence factor zero", _set("in_sequence", [{"micro_batch_size": 1, "fwd_scale": 0, "bwd_scale": 1.2}]),
+     "'in_sequence[0].fwd_scale'"),
+    ("in-sequence factor huge", _set("in_sequence", [{"micro_batch_size": 1, "fwd_scale": 1.0, "bwd_scale": 1e9}]),
+     "'in_sequence[0].bwd_scale'"),
 ]
 
 
