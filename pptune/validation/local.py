@@ -35,6 +35,7 @@ from pptune.validation.grid import (
     local_grid,
 )
 from pptune.validation.host_load import wait_for_quiet
+from pptune.validation.host_speed import host_speed_ms
 from pptune.validation.metrics import Accuracy, accuracy
 from pptune.validation.record import RunRecord
 from pptune.validation.run import load_average, measure_records, predict_records
@@ -68,6 +69,8 @@ class LocalSettings:
     retries: int = 2  # extra runs of a configuration disturbed by other processes
     max_foreign: float = 0.1  # share of the machine other processes may take before a run counts as disturbed
     quiet_wait_s: float = 120.0  # before each run, wait up to this long for other processes to go quiet
+    host_probe: bool = True  # time the host-speed probe around the profile and every run (host_speed.py)
+    max_host_drift: float = 0.1  # a run whose host-speed ratio is further than this from 1 counts as disturbed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +89,8 @@ class LocalValidation:
     load_start: float | None
     load_end: float | None
     seconds: float
+    profile_host_ms: tuple[float | None, float | None] = (None, None)  # host-speed probe before / after the profile
+    at_profile_speed: Accuracy | None = None  # ``before`` with each prediction x its run's host-speed ratio
 
     @property
     def measured(self) -> tuple[RunRecord, ...]:
@@ -226,7 +231,16 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
               start: float, load_start, command: str | None, log: Callable[[str], None]) -> LocalValidation:
     log(f"profiling {settings.model} at micro-batch sizes {list(sizes)}: {settings.profile_copies} process(es) of "
         f"1 thread (load {load_start or 0:.2f})")
+    probe = settings.host_probe and settings.profile_path is None
+    host_before = host_speed_ms() if probe else None
     profile, profile_label = _profile(settings, sizes, out, spec, command)
+    host_after = host_speed_ms() if probe else None
+    # The contended profile keeps each layer's fastest pass, so it describes the host's faster phase: the
+    # reference is the faster of the two probes around it.
+    known = [x for x in (host_before, host_after) if x is not None]
+    reference = min(known) if known else None
+    if reference is not None:
+        log(f"host speed: {_ms(host_before)} before, {_ms(host_after)} after the profile (host_speed.py)")
     log("probing the links between 2 local ranks" if settings.cluster_path is None else f"cluster {settings.cluster_path}")
     cluster = _cluster(settings, out, spec, log)
     records = predict_records(configs, profile=profile, cluster=cluster, model=settings.model, spec=spec,
@@ -234,7 +248,8 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
     log(f"running {len(records)} configurations ({settings.warmup} warm-up + {settings.steps} timed steps each)")
     records = tuple(measure_records(records, steps=settings.steps, warmup=settings.warmup,
                                     timeout_s=settings.timeout_s, retries=settings.retries,
-                                    max_foreign=settings.max_foreign, quiet_wait_s=settings.quiet_wait_s, log=log))
+                                    max_foreign=settings.max_foreign, quiet_wait_s=settings.quiet_wait_s,
+                                    host_reference_ms=reference, max_host_drift=settings.max_host_drift, log=log))
     calibrated, fit = (None, None)
     if settings.calibrate:
         calibrated, fit = calibrate_records(records, profile, cluster, command=command)
@@ -245,5 +260,17 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
     return LocalValidation(
         settings=settings, profile=profile, profile_label=profile_label, cluster=cluster, records=records,
         before=score(records), calibrated_ms=calibrated, after=after, fit_all=fit, load_start=load_start,
-        load_end=load_average(), seconds=time.monotonic() - start,
+        load_end=load_average(), seconds=time.monotonic() - start, profile_host_ms=(host_before, host_after),
+        at_profile_speed=_at_profile_speed(records),
     )
+
+
+def _at_profile_speed(records: tuple[RunRecord, ...]) -> Accuracy | None:
+    """The uncalibrated score with each prediction scaled by its run's host-speed ratio (None unless all have one)."""
+    if not any(r.ok for r in records) or any(r.ok and r.host_ratio is None for r in records):
+        return None
+    return score(records, [r.predicted_ms * (r.host_ratio or 1.0) for r in records])
+
+
+def _ms(x: float | None) -> str:
+    return "?" if x is None else f"{x:.1f} ms"

@@ -42,6 +42,7 @@ class RunRecord:
     load_average: float | None = None  # the host's 1-minute load average just before the run (other work on it)
     foreign_share: float | None = None  # share of the machine other processes used during the run (host_load.py)
     attempts: int = 1  # runs made of this configuration (a disturbed run is repeated; the least disturbed is kept)
+    host_ratio: float | None = None  # host-speed probe around the run / the one around the profile (host_speed.py)
 
     @property
     def label(self) -> str:
@@ -75,6 +76,7 @@ class RunRecord:
             "measured_min_ms": self.measured_min_ms, "measured_max_ms": self.measured_max_ms,
             "predicted_idle": self.predicted_idle, "measured_idle": self.measured_idle,
             "load_average": self.load_average, "foreign_cpu_share": self.foreign_share, "attempts": self.attempts,
+            "host_ratio": self.host_ratio,
             "failure": self.failure or "",
         }
         row.update({f"pred_{k}": v for k, v in self.breakdown_ms.items()})

@@ -29,8 +29,9 @@ CALIBRATED_SCATTER_FILE = "predicted_vs_measured_calibrated.png"
 BUBBLE_FILE = "bubble_vs_microbatches.png"
 SUMMARY_FILE = "summary.md"
 FIRST_COLUMNS = ("configuration", "predicted_ms", "measured_ms", "error", "calibrated_ms", "calibrated_error")
-# The targets of GitHub issue 6 for this machine.
+# The targets of GitHub issue 6 for this machine; issue 15 asks the uncalibrated median to be within 10%.
 TARGETS = {"median_abs_error": 0.05, "max_abs_error": 0.15, "spearman": 0.9, "pick_gap": 0.05}
+UNCALIBRATED_MEDIAN_TARGET = 0.10
 
 
 def csv_text(result: LocalValidation) -> str:
@@ -78,10 +79,10 @@ def _check(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def accuracy_lines(acc: Accuracy) -> list[str]:
+def accuracy_lines(acc: Accuracy, *, median_target: float = TARGETS["median_abs_error"]) -> list[str]:
     return [
-        f"| median abs error | {_pct(acc.median_abs_error)} | <= {TARGETS['median_abs_error']:.0%} | "
-        f"{_check(acc.median_abs_error <= TARGETS['median_abs_error'])} |",
+        f"| median abs error | {_pct(acc.median_abs_error)} | <= {median_target:.0%} | "
+        f"{_check(acc.median_abs_error <= median_target)} |",
         f"| max abs error | {_pct(acc.max_abs_error)} ({acc.max_error_label}) | <= {TARGETS['max_abs_error']:.0%} | "
         f"{_check(acc.max_abs_error <= TARGETS['max_abs_error'])} |",
         f"| mean abs error | {_pct(acc.mean_abs_error)} | | |",
@@ -96,7 +97,8 @@ def accuracy_lines(acc: Accuracy) -> list[str]:
 def print_lines(result: LocalValidation) -> list[str]:
     """What ``pptune validate --local`` prints at the end."""
     lines = []
-    for name, acc in (("uncalibrated", result.before), ("calibrated (leave-one-out)", result.after)):
+    for name, acc in (("uncalibrated", result.before), ("uncalibrated at the profile's host speed", result.at_profile_speed),
+                      ("calibrated (leave-one-out)", result.after)):
         if acc is None:
             continue
         lines.append(

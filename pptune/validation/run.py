@@ -21,6 +21,7 @@ from pptune.parallel import ParallelConfig
 from pptune.profile.schema import Profile
 from pptune.validation.grid import cluster_for
 from pptune.validation.host_load import ForeignCpu, wait_for_quiet
+from pptune.validation.host_speed import host_speed_ms
 from pptune.validation.record import RunRecord, predicted_idle, with_measurement
 from pptune.validation.run_dir import write_run_dir
 
@@ -62,13 +63,16 @@ def load_average() -> float | None:
 
 def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, timeout_s: float,
                     retries: int = 0, max_foreign: float = 0.1, quiet_wait_s: float = 0.0,
+                    host_reference_ms: float | None = None, max_host_drift: float = 0.1,
                     log: Log | None = None) -> list[RunRecord]:
     """Run each record's plan directory with real DeepSpeed (``run_plan``) and attach the measurement.
 
     Before each run, wait up to ``quiet_wait_s`` for a moment when other processes use at most half of
     ``max_foreign`` of the machine. A run during which they took more than ``max_foreign`` (``ForeignCpu``) is
-    repeated, up to ``retries`` more times; the least disturbed attempt is kept and the record says how many
-    were made. Nothing is discarded silently: the kept attempt's disturbance is in the record.
+    repeated, up to ``retries`` more times; so is one whose host-speed probe (``host_speed.host_speed_ms``, before
+    and after the run, averaged) is more than ``max_host_drift`` off ``host_reference_ms`` (the probe around the
+    profile; None: not probed). The least disturbed attempt is kept and the record says how many were made.
+    Nothing is discarded silently: the kept attempt's disturbance and host-speed ratio are in the record.
     """
     from pptune.runtime.launch import run_plan
 
@@ -80,6 +84,7 @@ def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, ti
             if quiet_wait_s > 0:
                 wait_for_quiet(threshold=max_foreign / 2, timeout_s=quiet_wait_s)
             load = load_average()
+            before_ms = host_speed_ms() if host_reference_ms is not None else None
             meter = ForeignCpu().start()
             try:
                 measured = run_plan(record.plan_dir, steps=steps, warmup=warmup, timeout_s=timeout_s)
@@ -87,19 +92,24 @@ def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, ti
                 best = dataclasses.replace(record, failure=str(exc), load_average=load, foreign_share=meter.share(),
                                            attempts=len(tries) + 1)
                 break
+            share = meter.share()
+            after_ms = host_speed_ms() if host_reference_ms is not None else None
             tries.append(dataclasses.replace(with_measurement(record, measured), load_average=load,
-                                             foreign_share=meter.share()))
-            if _disturbance(tries[-1]) <= max_foreign:
+                                             foreign_share=share,
+                                             host_ratio=_host_ratio(before_ms, after_ms, host_reference_ms)))
+            if _badness(tries[-1], max_foreign, max_host_drift) <= 1.0:
                 break
             if log is not None and len(tries) <= retries:
                 log(f"[{i}/{len(records)}] {record.label}: other processes used {_disturbance(tries[-1]):.0%} of the "
-                    f"machine during the run; running it again")
+                    f"machine, host speed x{_f(tries[-1].host_ratio)} of the profile's; running it again")
         if best is None:
-            best = dataclasses.replace(min(tries, key=_disturbance), attempts=len(tries))
+            best = dataclasses.replace(min(tries, key=lambda r: _badness(r, max_foreign, max_host_drift)),
+                                       attempts=len(tries))
         if log is not None:
             if best.ok:
                 log(f"[{i}/{len(records)}] {best.label}: predicted {best.predicted_ms:.1f} ms, measured "
-                    f"{best.measured_ms:.1f} ms ({best.error:+.1%}), other processes {_disturbance(best):.0%}")
+                    f"{best.measured_ms:.1f} ms ({best.error:+.1%}), other processes {_disturbance(best):.0%}, "
+                    f"host speed x{_f(best.host_ratio)} of the profile's")
             else:
                 log(f"[{i}/{len(records)}] {best.label}: FAILED: {best.failure}")
         out.append(best)
@@ -108,3 +118,22 @@ def measure_records(records: Sequence[RunRecord], *, steps: int, warmup: int, ti
 
 def _disturbance(record: RunRecord) -> float:
     return record.foreign_share if record.foreign_share is not None else 0.0
+
+
+def _host_ratio(before_ms: float | None, after_ms: float | None, reference_ms: float | None) -> float | None:
+    """The probes around a run (their mean, or the one that worked) over the reference; None without either."""
+    probes = [x for x in (before_ms, after_ms) if x is not None]
+    if not probes or not reference_ms:
+        return None
+    return sum(probes) / len(probes) / reference_ms
+
+
+def _badness(record: RunRecord, max_foreign: float, max_host_drift: float) -> float:
+    """The larger of the two disturbances, each over its limit: a run at 1 or below is kept as it is."""
+    drift = abs(record.host_ratio - 1.0) if record.host_ratio is not None else 0.0
+    return max(_disturbance(record) / max_foreign if max_foreign > 0 else 0.0,
+               drift / max_host_drift if max_host_drift > 0 else 0.0)
+
+
+def _f(x: float | None) -> str:
+    return "?" if x is None else f"{x:.2f}"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime
 
 from pptune.validation.grid import correctness_only
+from pptune.validation.host_speed import MATMULS
 from pptune.validation.local import RANKS, LocalValidation
 from pptune.validation.report import (
     BUBBLE_FILE,
     CALIBRATED_SCATTER_FILE,
     CSV_FILE,
     SCATTER_FILE,
+    TARGETS,
+    UNCALIBRATED_MEDIAN_TARGET,
     accuracy_lines,
     cpu_model,
 )
@@ -21,6 +24,17 @@ PUBLISHED = "Calculon 3.65% mean / 8.87% max (Megatron A100 runs), vTrain 8.37% 
 
 def _f(x: float | None, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
+
+
+def _host_speed_lines(result: LocalValidation) -> list[str]:
+    before, after = result.profile_host_ms
+    ratios = [r.host_ratio for r in result.records if r.host_ratio is not None]
+    if before is None and after is None:
+        return []
+    return [f"- host speed (`pptune.validation.host_speed`: {MATMULS} single-thread matmuls in 2 pinned processes): "
+            f"{_f(before, '.1f')} ms before and {_f(after, '.1f')} ms after the profile (the faster is the reference); "
+            + (f"the kept runs at x{min(ratios):.2f} to x{max(ratios):.2f} of it (a run off by more than "
+               f"{result.settings.max_host_drift:.0%} was repeated like a disturbed one)" if ratios else "no run probed")]
 
 
 def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
@@ -41,6 +55,7 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         + (f"; other processes took {min(foreign):.0%} to {max(foreign):.0%} of the machine during the kept runs "
            f"(a run above {s.max_foreign:.0%} was repeated up to {s.retries} times, the least disturbed kept)"
            if foreign else ""),
+        *_host_speed_lines(result),
         f"- model: `{s.model}`, fp32, global batch {s.global_batch_size} samples per step for every configuration",
         f"- profile: `{result.profile_label}` ({p.threads} thread(s) per process, {s.profile_copies} concurrent "
         f"process(es), {s.profile_passes if s.profile_copies > 1 else 1} pass(es), micro-batch sizes "
@@ -58,11 +73,16 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         "2 gloo ranks (torchrun), each rank pinned to its own core",
         "",
     ]
-    for title, acc in (("Uncalibrated (profile + probed links; no fitted constant)", result.before),
-                       ("Calibrated, leave-one-out (each run predicted by a fit to the other runs)", result.after)):
+    for title, acc, median in (
+            ("Uncalibrated (profile + probed links; no fitted constant)", result.before, UNCALIBRATED_MEDIAN_TARGET),
+            ("Uncalibrated, at the profile's host speed (each prediction x its run's host-speed ratio; nothing fitted)",
+             result.at_profile_speed, UNCALIBRATED_MEDIAN_TARGET),
+            ("Calibrated, leave-one-out (each run predicted by a fit to the other runs)", result.after,
+             TARGETS["median_abs_error"])):
         if acc is None:
             continue
-        lines += [f"## {title}", "", "| figure | value | target | |", "|---|---|---|---|", *accuracy_lines(acc), ""]
+        lines += [f"## {title}", "", "| figure | value | target | |", "|---|---|---|---|",
+                  *accuracy_lines(acc, median_target=median), ""]
     if result.fit_all is not None:
         k = result.fit_all.constants
         lines += [
@@ -73,12 +93,12 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         ]
     lines += ["## Runs", "",
               "| configuration | boundaries | predicted ms | measured ms (min-max) | error | calibrated ms | error | "
-              "idle pred / meas | other processes (runs) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "idle pred / meas | other processes (runs) | host speed |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     calibrated = result.calibrated_ms or (None,) * len(result.records)
     for r, cal in zip(result.records, calibrated, strict=True):
         if not r.ok:
-            lines.append(f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | failed: {r.failure} | | | | | |")
+            lines.append(f"| {r.label} | {list(r.boundaries)} | {r.predicted_ms:.0f} | failed: {r.failure} | | | | | | |")
             continue
         cal_err = None if cal is None else (cal - r.measured_ms) / r.measured_ms  # type: ignore[operator]
         note = f" ({r.config.world_size} processes on {RANKS} cores: correctness only, not scored)" \
@@ -87,7 +107,7 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
             f"| {r.label}{note} | {list(r.boundaries)} | {r.predicted_ms:.0f} | {r.measured_ms:.0f} "
             f"({r.measured_min_ms:.0f}-{r.measured_max_ms:.0f}) | {r.error:+.1%} | {_f(cal, '.0f')} | "
             f"{_f(cal_err, '+.1%')} | {r.predicted_idle:.2f} / {_f(r.measured_idle, '.2f')} | "
-            f"{_f(r.foreign_share, '.0%')} ({r.attempts}) |")
+            f"{_f(r.foreign_share, '.0%')} ({r.attempts}) | {_f(r.host_ratio, '.2f')} |")
     lines += [
         "",
         "## Files", "",

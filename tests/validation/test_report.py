@@ -69,3 +69,23 @@ def test_csv_summary_and_lines(tmp_path: Path, profile, cluster) -> None:
     paths = write_report(v, tmp_path, command="pptune validate --local", summary_text=text)
     assert {p.name for p in paths} == {"validation.csv", "predicted_vs_measured.png", "bubble_vs_microbatches.png",
                                        "predicted_vs_measured_calibrated.png", "summary.md"}
+
+
+def test_host_speed_is_reported_and_scales_the_predictions(profile, cluster) -> None:
+    import dataclasses
+
+    from pptune.validation.local import _at_profile_speed
+
+    v = _validation(profile, cluster)
+    ratios = [0.9 + 0.2 * i / len(v.records) for i in range(len(v.records))]
+    records = tuple(dataclasses.replace(r, host_ratio=k) for r, k in zip(v.records, ratios, strict=True))
+    scaled = _at_profile_speed(records)
+    # a run the host slowed by x1.05 is scored against its prediction x1.05
+    assert scaled == score(records, [r.predicted_ms * r.host_ratio for r in records])
+    assert scaled.count == v.before.count and scaled.median_abs_error != v.before.median_abs_error
+    assert _at_profile_speed(v.records) is None  # not probed: no such figure
+    text = summary_markdown(dataclasses.replace(v, records=records, profile_host_ms=(81.0, 79.5),
+                                                at_profile_speed=scaled), command="pptune validate --local")
+    assert "81.0 ms before and 79.5 ms after the profile" in text and "x0.90 to x" in text
+    assert "## Uncalibrated, at the profile's host speed" in text and "| 0.90 |" in text
+    assert "at the profile's host speed" not in summary_markdown(v, command="x")

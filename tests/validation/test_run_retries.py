@@ -81,3 +81,25 @@ def test_crash_is_recorded_not_repeated(scripted, profile, cluster) -> None:
 def test_meter_reads_a_share_of_this_host() -> None:
     share = ForeignCpu().start().share()
     assert share is None or 0.0 <= share <= 1.0
+
+
+def test_a_run_on_a_drifted_host_is_repeated_and_the_nearest_to_the_profile_kept(scripted, profile, cluster,
+                                                                                 monkeypatch) -> None:
+    """No other process (share 0) but the host computed 30% slower than while profiling: that is a disturbance."""
+    script = scripted([(400.0, 0.0), (350.0, 0.0), (330.0, 0.0)])
+    probes = iter([130.0, 130.0, 110.0, 116.0, 126.0, 128.0])  # before and after each run
+    monkeypatch.setattr(run_module, "host_speed_ms", lambda: next(probes))
+    lines: list[str] = []
+    [got] = measure_records([record(profile, cluster, CONFIG, measured_ms=None)], steps=1, warmup=0, timeout_s=9,
+                            retries=2, max_foreign=0.1, host_reference_ms=100.0, max_host_drift=0.1,
+                            log=lines.append)
+    assert script.calls == 3 and got.attempts == 3
+    assert got.measured_ms == 350.0 and got.host_ratio == pytest.approx(1.13)
+    assert "host speed x1.30" in lines[0] and "host speed x1.13 of the profile's" in lines[-1]
+
+
+def test_without_a_reference_the_host_is_not_probed(scripted, profile, cluster, monkeypatch) -> None:
+    scripted([(300.0, 0.0)])
+    monkeypatch.setattr(run_module, "host_speed_ms", lambda: pytest.fail("probed without a reference"))
+    [got] = measure_records([record(profile, cluster, CONFIG, measured_ms=None)], steps=1, warmup=0, timeout_s=9)
+    assert got.host_ratio is None and got.attempts == 1
