@@ -35,6 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="profile file to write (default: profiles/<model>-<device>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tp", type=int, default=1,
+                   help="time what one rank of a tensor-parallel group of this size computes (pptune's tp layers, "
+                        "collectives left out: the cost model prices them); preset or spec models (default 1)")
     p.set_defaults(run=run)
 
 
@@ -62,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
     if args.seq_len is not None and args.seq_len < 1:
         raise ConfigError(f"--seq-len must be positive, got {args.seq_len}")
     output = check_output_path(args.output or default_output(args.model, args.device), kind="file", flag="-o")
+    if args.tp < 1:
+        raise ConfigError(f"--tp must be at least 1, got {args.tp}")
     layers = load_model_layers(args.model, args.seq_len)
     seq_len = args.seq_len or _own_seq_len(layers)
     profile = profile_model(
-        layers, seq_len=seq_len, micro_batch_sizes=args.micro_batch_sizes, device=args.device, dtype=args.dtype,
-        threads=_threads(args), warmup=args.warmup, repeat=args.repeat, command=args.command_line,
-        progress=not args.no_progress,
+        layers if args.tp == 1 else args.model, seq_len=seq_len, micro_batch_sizes=args.micro_batch_sizes,
+        device=args.device, dtype=args.dtype, threads=_threads(args), warmup=args.warmup, repeat=args.repeat,
+        command=args.command_line, progress=not args.no_progress, tp=args.tp,
     )
     out = save_profile(profile, output)
     print(format_table(profile))

@@ -48,6 +48,7 @@ def profile_model(
     repeat: int = 10,
     command: str | None = None,
     progress: bool = True,
+    tp: int = 1,
 ) -> Profile:
     """Measure forward/backward time and memory of each pipeline layer of ``model``.
 
@@ -64,13 +65,22 @@ def profile_model(
         repeat: timed iterations per layer and size; the profile keeps the median and max - min.
         command: the command line to record in the profile.
         progress: show a progress bar on stderr (only when stderr is a terminal).
+        tp: profile what one rank of a tensor-parallel group of this size computes (``pptune.profile.tp_shard``:
+            pptune's tp layers, collectives left out); a preset or spec model only. The profile records ``tp``.
 
     Raises:
         ConfigError: unknown device or dtype, CUDA without a GPU, no micro-batch sizes, bad counts,
             a sequence longer than a learned-position table, or running out of memory.
     """
     sizes = _check_arguments(seq_len, micro_batch_sizes, device, dtype, threads, warmup, repeat)
-    layers = model if isinstance(model, ModelLayers) else load_model_layers(model, seq_len)
+    if tp < 1 or (tp > 1 and isinstance(model, ModelLayers)):
+        raise ConfigError(f"tp must be >= 1 and, above 1, the model a preset or spec string; got tp {tp}")
+    if tp > 1:
+        from pptune.profile.tp_shard import tp_model_layers
+
+        layers = tp_model_layers(model, tp, seq_len)  # type: ignore[arg-type]
+    else:
+        layers = model if isinstance(model, ModelLayers) else load_model_layers(model, seq_len)
     spec = layers.spec
     if spec is not None and spec.position == "learned" and seq_len > spec.seq_len:
         raise ConfigError(f"model {layers.name!r}: seq_len {seq_len} is longer than its {spec.seq_len} learned positions")
@@ -90,7 +100,7 @@ def profile_model(
         num_threads = torch.get_num_threads()
     return Profile(
         model=layers.name, source="measured", device=dev.type, device_name=device_name(dev), dtype=dtype,  # type: ignore[arg-type]
-        seq_len=seq_len, micro_batch_sizes=sizes, layers=tuple(profiles), tp=1, threads=num_threads,
+        seq_len=seq_len, micro_batch_sizes=sizes, layers=tuple(profiles), tp=tp, threads=num_threads,
         torch_version=torch.__version__, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=command, spec=spec.to_dict() if spec is not None else None,
         notes=_notes(layers, dev, load_before), in_sequence=in_sequence,

@@ -28,12 +28,17 @@ class TensorParallel:
     bound after DeepSpeed's grid exists, and process groups are neither comparable nor copyable.
     """
 
-    __slots__ = ("_group", "rank", "sequence_parallel", "size")
+    __slots__ = ("_group", "compute_only", "rank", "sequence_parallel", "size")
 
-    def __init__(self, *, size: int, rank: int, sequence_parallel: bool = False, group: Any = None) -> None:
+    def __init__(self, *, size: int, rank: int, sequence_parallel: bool = False, group: Any = None,
+                 compute_only: bool = False) -> None:
         if size < 1 or not 0 <= rank < size:
             raise ValueError(f"tensor-parallel rank {rank} of size {size}")
         self.size, self.rank, self.sequence_parallel, self._group = size, rank, sequence_parallel, group
+        # compute_only: one rank's shard of every layer with its collectives left out (each returns what it would
+        # hand on, in the right shape, without talking to anyone): what the profiler times at tp > 1, since the
+        # cost model prices the communication itself (pptune.profile.tp_shard).
+        self.compute_only = compute_only
 
     def bind(self, group: Any) -> None:
         """Set the process group (DeepSpeed's slice group) the collectives run in."""
@@ -49,13 +54,21 @@ class TensorParallel:
         return f"TensorParallel(size={self.size}, rank={self.rank}, sequence_parallel={self.sequence_parallel})"
 
 
+def all_reduce_(x: torch.Tensor, tp: TensorParallel, op: Any = None) -> None:
+    """In-place all-reduce of ``x`` over the tp group (sum unless ``op``); nothing when ``tp.compute_only``."""
+    if not tp.compute_only:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM if op is None else op, group=tp.group)
+
+
 def _all_reduce(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:
     x = x.contiguous()
-    dist.all_reduce(x, group=tp.group)
+    all_reduce_(x, tp)
     return x
 
 
 def _all_gather_seq(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:
+    if tp.compute_only:
+        return torch.cat([x.contiguous()] * tp.size, dim=SEQ_DIM)
     parts = [torch.empty_like(x) for _ in range(tp.size)]
     dist.all_gather(parts, x.contiguous(), group=tp.group)
     return torch.cat(parts, dim=SEQ_DIM)
@@ -64,6 +77,8 @@ def _all_gather_seq(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:
 def _reduce_scatter_seq(x: torch.Tensor, tp: TensorParallel) -> torch.Tensor:
     if x.shape[SEQ_DIM] % tp.size:
         raise RuntimeError(f"sequence length {x.shape[SEQ_DIM]} is not divisible by tp {tp.size}")
+    if tp.compute_only:
+        return x.chunk(tp.size, dim=SEQ_DIM)[tp.rank].contiguous()
     if dist.get_backend(tp.group) == "gloo":  # gloo implements no reduce_scatter
         return _all_reduce(x.clone(), tp).chunk(tp.size, dim=SEQ_DIM)[tp.rank].contiguous()
     chunks = [c.contiguous() for c in x.chunk(tp.size, dim=SEQ_DIM)]

@@ -13,24 +13,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pptune.runtime.tp_comm import TensorParallel
+from pptune.runtime.tp_comm import TensorParallel, all_reduce_
 from pptune.runtime.tp_layers import vocab_range
 
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, start: int, tp: TensorParallel) -> torch.Tensor:
-        group = tp.group
         peak = logits.max(dim=-1).values
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+        all_reduce_(peak, tp, dist.ReduceOp.MAX)
         shifted = logits - peak.unsqueeze(-1)
         outside = (target < start) | (target >= start + logits.shape[-1])
         local = (target - start).masked_fill(outside, 0)
         picked = shifted.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill(outside, 0.0)
-        dist.all_reduce(picked, group=group)
+        all_reduce_(picked, tp)
         exp = shifted.exp()
         total = exp.sum(dim=-1)
-        dist.all_reduce(total, group=group)
+        all_reduce_(total, tp)
         ctx.save_for_backward(exp.div_(total.unsqueeze(-1)), local, outside)
         return total.log() - picked
 

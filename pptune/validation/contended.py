@@ -62,14 +62,14 @@ def fastest_pass(profiles: Sequence[Profile], *, note: str) -> Profile:
 
 def contended_profile(model: str, *, seq_len: int, micro_batch_sizes: Sequence[int], copies: int = 2,
                       passes: int = 1, warmup: int = 5, repeat: int = 10, command: str | None = None,
-                      timeout_s: float = 1800.0) -> Profile:
+                      timeout_s: float = 1800.0, tp: int = 1) -> Profile:
     """Profile ``model`` with ``copies`` concurrent single-thread processes, averaged, ``passes`` times (module docstring).
 
     Raises:
         RunError: a profiler process failed or timed out (its stderr's last line in the message).
     """
     runs = [_one_pass(model, seq_len=seq_len, micro_batch_sizes=micro_batch_sizes, copies=copies, warmup=warmup,
-                      repeat=repeat, timeout_s=timeout_s) for _ in range(passes)]
+                      repeat=repeat, timeout_s=timeout_s, tp=tp) for _ in range(passes)]
     note = (f"profiled as {copies} concurrent single-thread processes (the contention of {copies} ranks on this "
             f"machine) on the thread CPU clock, timings averaged over them")
     if passes > 1:
@@ -85,7 +85,7 @@ def _pin(cpu: int):
 
 
 def _one_pass(model: str, *, seq_len: int, micro_batch_sizes: Sequence[int], copies: int, warmup: int, repeat: int,
-              timeout_s: float) -> Profile:
+              timeout_s: float, tp: int = 1) -> Profile:
     sizes = ",".join(str(s) for s in micro_batch_sizes)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -94,7 +94,7 @@ def _one_pass(model: str, *, seq_len: int, micro_batch_sizes: Sequence[int], cop
         procs = [
             subprocess.Popen([sys.executable, "-m", "pptune.validation.profile_worker", model, "--seq-len", str(seq_len),
                               "--micro-batch-sizes", sizes, "--threads", "1", "--warmup", str(warmup),
-                              "--repeat", str(repeat), "-o", str(out), "--no-progress"],
+                              "--repeat", str(repeat), "-o", str(out), "--no-progress", "--tp", str(tp)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                              preexec_fn=_pin(cpus[i]) if copies <= len(cpus) else None)
             for i, out in enumerate(outs)

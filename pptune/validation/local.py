@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,7 @@ class LocalValidation:
     seconds: float
     profile_host_ms: tuple[float | None, float | None] = (None, None)  # host-speed probe before / after the profile
     at_profile_speed: Accuracy | None = None  # ``before`` with each prediction x its run's host-speed ratio
+    tp_profiles: dict[int, Profile] = dataclasses.field(default_factory=dict)  # measured at tp > 1 (profile --tp)
 
     @property
     def measured(self) -> tuple[RunRecord, ...]:
@@ -181,15 +182,18 @@ def score(records: tuple[RunRecord, ...], predicted: list[float] | None = None) 
                     [r.config.global_batch_size for r, _ in ok])
 
 
-def samples_of(records: tuple[RunRecord, ...], profile: Profile) -> list[Sample]:
-    return [Sample(label=r.label, profile=profile, config=r.config, measured_ms=r.measured_ms)  # type: ignore[arg-type]
+def samples_of(records: tuple[RunRecord, ...], profile: Profile,
+               tp_profiles: Mapping[int, Profile] | None = None) -> list[Sample]:
+    return [Sample(label=r.label, profile=(tp_profiles or {}).get(r.config.tp, profile), config=r.config,
+                   measured_ms=r.measured_ms)  # type: ignore[arg-type]
             for r in records if r.ok and not correctness_only(r.config, ranks=RANKS)]
 
 
-def calibrate_records(records: tuple[RunRecord, ...], profile: Profile, cluster: Cluster, *, command: str | None
+def calibrate_records(records: tuple[RunRecord, ...], profile: Profile, cluster: Cluster, *, command: str | None,
+                      tp_profiles: Mapping[int, Profile] | None = None,
                       ) -> tuple[tuple[float | None, ...] | None, LocalFit | None]:
     """Leave-one-out calibrated predictions (aligned with ``records``) and one fit on every measured run."""
-    samples = samples_of(records, profile)
+    samples = samples_of(records, profile, tp_profiles)
     if len(samples) < 3:
         return None, None
     held_out = iter(leave_one_out(samples, cluster))
@@ -234,6 +238,7 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
     probe = settings.host_probe and settings.profile_path is None
     host_before = host_speed_ms() if probe else None
     profile, profile_label = _profile(settings, sizes, out, spec, command)
+    tp_profiles = _tp_profiles(settings, configs, sizes, out, spec, command, log)
     host_after = host_speed_ms() if probe else None
     # The contended profile keeps each layer's fastest pass, so it describes the host's faster phase: the
     # reference is the faster of the two probes around it.
@@ -244,7 +249,9 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
     log("probing the links between 2 local ranks" if settings.cluster_path is None else f"cluster {settings.cluster_path}")
     cluster = _cluster(settings, out, spec, log)
     records = predict_records(configs, profile=profile, cluster=cluster, model=settings.model, spec=spec,
-                              profile_label=profile_label, runs_dir=out / "runs", command=command)
+                              profile_label=profile_label, runs_dir=out / "runs", command=command,
+                              tp_profiles=tp_profiles,
+                              tp_profile_labels={tp: str(out / f"profile_tp{tp}.json") for tp in tp_profiles})
     log(f"running {len(records)} configurations ({settings.warmup} warm-up + {settings.steps} timed steps each)")
     records = tuple(measure_records(records, steps=settings.steps, warmup=settings.warmup,
                                     timeout_s=settings.timeout_s, retries=settings.retries,
@@ -252,7 +259,7 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
                                     host_reference_ms=reference, max_host_drift=settings.max_host_drift, log=log))
     calibrated, fit = (None, None)
     if settings.calibrate:
-        calibrated, fit = calibrate_records(records, profile, cluster, command=command)
+        calibrated, fit = calibrate_records(records, profile, cluster, command=command, tp_profiles=tp_profiles)
         if fit is not None:
             save_cluster(fit.cluster, out / "calibrated_cluster.json")
     after = score(records, [p if p is not None else r.predicted_ms for p, r in zip(calibrated, records, strict=True)]
@@ -261,8 +268,38 @@ def _validate(settings: LocalSettings, out: Path, configs, sizes: tuple[int, ...
         settings=settings, profile=profile, profile_label=profile_label, cluster=cluster, records=records,
         before=score(records), calibrated_ms=calibrated, after=after, fit_all=fit, load_start=load_start,
         load_end=load_average(), seconds=time.monotonic() - start, profile_host_ms=(host_before, host_after),
-        at_profile_speed=_at_profile_speed(records),
+        at_profile_speed=_at_profile_speed(records), tp_profiles=tp_profiles,
     )
+
+
+def _tp_profiles(settings: LocalSettings, configs, sizes: tuple[int, ...], out: Path, spec: TransformerSpec | None,
+                 command: str | None, log: Callable[[str], None]) -> dict[int, Profile]:
+    """A profile measured at each tp > 1 of the grid (``profile_tp<N>.json``), timed like the tp 1 one.
+
+    None is measured for a given ``--profile`` (its configurations at tp > 1 re-shard it) or a model without a spec.
+    """
+    tps = sorted({c.tp for c in configs if c.tp > 1})
+    if settings.profile_path is not None or spec is None or not tps:
+        return {}
+    out_profiles = {}
+    for tp in tps:
+        log(f"profiling one rank of tp {tp} (collectives left out: the cost model prices them)")
+        if settings.profile_copies > 1:
+            from pptune.validation.contended import contended_profile
+
+            profile = contended_profile(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes,
+                                        copies=settings.profile_copies, passes=settings.profile_passes,
+                                        warmup=settings.profile_warmup, repeat=settings.profile_repeat,
+                                        command=command, tp=tp)
+        else:
+            from pptune.profile.measure import profile_model
+
+            profile = profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu",
+                                    dtype="fp32", threads=1, warmup=settings.profile_warmup,
+                                    repeat=settings.profile_repeat, command=command, progress=False, tp=tp)
+        save_profile(profile, out / f"profile_tp{tp}.json")
+        out_profiles[tp] = profile
+    return out_profiles
 
 
 def _at_profile_speed(records: tuple[RunRecord, ...]) -> Accuracy | None:

@@ -38,6 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tp", type=int, default=1)
     return p.parse_args(argv)
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
     timing.CpuTimer.time = thread_clock_time  # type: ignore[method-assign]
     profile = profile_model(args.model, seq_len=args.seq_len, micro_batch_sizes=args.micro_batch_sizes, device="cpu",
                             dtype="fp32", threads=args.threads, warmup=args.warmup, repeat=args.repeat,
-                            command="pptune profile " + shlex.join(argv), progress=not args.no_progress)
+                            command="pptune profile " + shlex.join(argv), progress=not args.no_progress, tp=args.tp)
     save_profile(profile, args.output)
     return 0
 

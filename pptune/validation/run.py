@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pptune.cost.estimate import estimate
@@ -37,17 +37,25 @@ def run_slug(config: ParallelConfig) -> str:
 
 def predict_records(configs: Sequence[ParallelConfig], *, profile: Profile, cluster: Cluster, model: str,
                     spec: TransformerSpec | None, profile_label: str, runs_dir: str | os.PathLike,
-                    command: str | None = None) -> list[RunRecord]:
+                    command: str | None = None, tp_profiles: Mapping[int, Profile] | None = None,
+                    tp_profile_labels: Mapping[int, str] | None = None) -> list[RunRecord]:
     """Estimate each configuration and write its plan directory under ``runs_dir``; nothing runs yet.
+
+    ``tp_profiles`` maps a tensor-parallel size to a profile measured at it (``pptune profile --tp``); a
+    configuration of another tp uses ``profile`` (re-sharded by the cost model); ``tp_profile_labels`` name their
+    files in each plan.json.
 
     Raises:
         ConfigError: a configuration the cost model or DeepSpeed's config rejects.
     """
     records = []
     for config in configs:
-        est = estimate(profile, cluster_for(cluster, config), config)  # a correctness row may need more nodes
-        path = write_run_dir(Path(runs_dir) / run_slug(config), config=config, estimate=est, profile=profile,
-                             cluster=cluster, model=model, spec=spec, profile_label=profile_label, command=command)
+        own = config.tp in (tp_profiles or {})
+        prof = tp_profiles[config.tp] if own else profile  # type: ignore[index]
+        label = (tp_profile_labels or {}).get(config.tp, profile_label) if own else profile_label
+        est = estimate(prof, cluster_for(cluster, config), config)  # a correctness row may need more nodes
+        path = write_run_dir(Path(runs_dir) / run_slug(config), config=config, estimate=est, profile=prof,
+                             cluster=cluster, model=model, spec=spec, profile_label=label, command=command)
         records.append(RunRecord(config=config, plan_dir=str(path), predicted_ms=est.step_time_ms,
                                  predicted_idle=predicted_idle(est, config), breakdown_ms=est.breakdown.to_dict(),
                                  boundaries=est.boundaries))

@@ -60,6 +60,9 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
         f"- profile: `{result.profile_label}` ({p.threads} thread(s) per process, {s.profile_copies} concurrent "
         f"process(es), {s.profile_passes if s.profile_copies > 1 else 1} pass(es), micro-batch sizes "
         f"{list(p.micro_batch_sizes)}, {s.profile_warmup} warm-up + {s.profile_repeat} timed iterations per layer)",
+        *([f"- tp > 1 rows: a profile of one rank at {', '.join(f'tp {k}' for k in sorted(result.tp_profiles))} "
+           "(`pptune profile --tp`: pptune's tp layers with their collectives left out, timed the same way), the cost "
+           "model pricing the collectives"] if result.tp_profiles else []),
         (f"- links (probed, gloo): latency {c.intra_node_latency_us:.0f} us (p2p fit), "
          + (f"{c.intra_node_collective_latency_us:.0f} us per collective ring step (all-reduce after compute), "
             if c.intra_node_collective_latency_us is not None else "")

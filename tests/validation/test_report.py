@@ -89,3 +89,11 @@ def test_host_speed_is_reported_and_scales_the_predictions(profile, cluster) -> 
     assert "81.0 ms before and 79.5 ms after the profile" in text and "x0.90 to x" in text
     assert "## Uncalibrated, at the profile's host speed" in text and "| 0.90 |" in text
     assert "at the profile's host speed" not in summary_markdown(v, command="x")
+
+
+def test_a_profile_measured_at_tp_is_named(profile, cluster) -> None:
+    import dataclasses
+
+    v = _validation(profile, cluster)
+    assert "one rank at tp 2" in summary_markdown(dataclasses.replace(v, tp_profiles={2: profile}), command="x")
+    assert "one rank at tp" not in summary_markdown(v, command="x")
