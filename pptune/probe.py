@@ -9,9 +9,11 @@ fix the latency and the large ones the bandwidth. All-reduce sizes are scaled to
 
 A collective inside a training step follows compute, and its cost there is not the back-to-back one: over gloo on
 a shared CPU a rank that has just computed waits for its peer and for gloo's threads to be scheduled. So the
-probe also times a small all-reduce after each of ``BUSY_MATMULS`` matmuls' worth of compute, minus the compute
-alone; that figure over the ring's ``2 (k-1)`` steps (at least the back-to-back fit's) is the cluster's
-``*_collective_latency_us``, the per-step latency ``pptune.cost.comm`` prices collectives with.
+probe also times all-reduces of ``BUSY_SIZES_BYTES`` after each of ``BUSY_MATMULS`` matmuls' worth of compute,
+minus the compute alone, and fits them like the others: their latency over the ring's ``2 (k-1)`` steps (at least
+the back-to-back fit's) is the cluster's ``*_collective_latency_us``, the per-step latency ``pptune.cost.comm``
+prices collectives with, and their bus bandwidth (``allreduce_after_compute_bus_gbps``) what a collective inside
+a step reaches (the local validation's links take it).
 
 The result is a cluster dict that ``pptune.hardware.load_cluster`` reads: one node of ``nproc`` ranks whose
 intra- and inter-node figures are the p2p fit (one node: there is no second link kind to measure), plus the
@@ -39,7 +41,7 @@ WARMUP = 2
 INNER_BYTES = 4 * 2**20  # a timed sample moves at least this much (or INNER_MAX operations)
 INNER_MAX = 32
 BUSY_MATMULS = 8  # 128 x 128 fp32 matmuls between two small all-reduces: ~0.1-0.5 ms of one CPU core
-BUSY_BYTES = 4096
+BUSY_SIZES_BYTES = (4096, 64 * 1024, 1024 * 1024)  # a tp all-reduce here is 50 KB (micro-batch 1) to 800 KB (16)
 BUSY_INNER = 16
 
 
@@ -155,7 +157,7 @@ def _worker(rank: int, nproc: int, backend: str, port: int, sizes: list[int], re
 
         p2p[size] = _median_time(functools.partial(_ping_pong, buf, rank), inner, repeat, sync) / 2  # one way
         allreduce[size] = _median_time(functools.partial(dist.all_reduce, buf), inner, repeat, sync)
-    busy = _allreduce_after_compute_s(device, repeat, sync)
+    busy = {size: _allreduce_after_compute_s(device, repeat, sync, size) for size in BUSY_SIZES_BYTES}
     if rank == 0:
         Path(out).write_text(json.dumps({"p2p": p2p, "allreduce": allreduce, "allreduce_after_compute_s": busy,
                                          "device": _device_name(device)}))
@@ -175,13 +177,14 @@ def _ping_pong(buf: Any, rank: int) -> None:
         dist.send(buf, dst=0)
 
 
-def _allreduce_after_compute_s(device: Any, repeat: int, sync: Any) -> float:
-    """The time a small all-reduce adds after a burst of compute (median with, minus median without; >= 0)."""
+def _allreduce_after_compute_s(device: Any, repeat: int, sync: Any, size: int) -> float:
+    """The time an all-reduce of ``size`` bytes adds after a burst of compute (median with, minus median without;
+    >= 0)."""
     import torch
     import torch.distributed as dist
 
     a = torch.randn(128, 128, device=device)
-    buf = torch.ones(BUSY_BYTES // 4, device=device)
+    buf = torch.ones(size // 4, device=device)
 
     def compute() -> None:
         for _ in range(BUSY_MATMULS):
@@ -242,6 +245,22 @@ def _gpu_guess(device_name: str, backend: str) -> tuple[str, bool]:
     return "H100-SXM5-80GB", False  # unknown GPU: a placeholder the user should edit (said in calibration.probe)
 
 
+def _after_compute_fit(busy: Any, bus: float) -> tuple[float | None, float | None, dict[str, float] | None]:
+    """(alpha s, bus GB/s or None, {size: us}) of the all-reduces after compute; an older single figure is alpha."""
+    if busy is None:
+        return None, None, None
+    if isinstance(busy, (int, float)):
+        return float(busy), None, {"4096": float(busy) * 1e6}
+    sizes = sorted(int(k) for k in busy)
+    times = [max(float(busy[str(s)]), 1e-9) for s in sizes]
+    us = {str(s): t * 1e6 for s, t in zip(sizes, times, strict=True)}
+    try:
+        alpha, beta = fit_alpha_beta([bus * s for s in sizes], times)
+    except RunError:  # no growth with size (noise): the smallest message's time is the latency, no bandwidth
+        return times[0], None, us
+    return alpha, beta / 1e9, us
+
+
 def _cluster_dict(raw: dict, nproc: int, backend: str, sizes: list[int], repeat: int) -> dict[str, Any]:
     p2p_t = [raw["p2p"][str(s)] for s in sizes]
     ar_t = [raw["allreduce"][str(s)] for s in sizes]
@@ -251,16 +270,18 @@ def _cluster_dict(raw: dict, nproc: int, backend: str, sizes: list[int], repeat:
     gpu, matched = _gpu_guess(raw["device"], backend)
     gbps, lat_us = p2p_beta / 1e9, p2p_alpha * 1e6
     steps = 2 * (nproc - 1)  # ring all-reduce steps
-    busy_s = raw.get("allreduce_after_compute_s")
-    step_us = max(ar_alpha, busy_s or 0.0) * 1e6 / steps
+    busy_alpha, busy_gbps, busy = _after_compute_fit(raw.get("allreduce_after_compute_s"), bus)
+    step_us = max(ar_alpha, busy_alpha or 0.0) * 1e6 / steps
     probe = {
         "backend": backend, "nproc": nproc, "device": raw["device"], "repeat": repeat, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sizes_bytes": sizes, "p2p_s": p2p_t, "allreduce_s": ar_t,
         "p2p_latency_us": lat_us, "p2p_gbps": gbps,
         "allreduce_latency_us": ar_alpha * 1e6, "allreduce_bus_gbps": ar_beta / 1e9,
-        "allreduce_after_compute_us": None if busy_s is None else busy_s * 1e6, "collective_step_latency_us": step_us,
+        "allreduce_after_compute_us": busy, "allreduce_after_compute_latency_us":
+            None if busy_alpha is None else busy_alpha * 1e6,
+        "allreduce_after_compute_bus_gbps": busy_gbps, "collective_step_latency_us": step_us,
         "model": "t = alpha + n / beta, least squares weighted by 1/t; all-reduce n = 2(k-1)/k * bytes; collective "
-                 "step latency = max(all-reduce alpha, all-reduce after compute) / (2(k-1))",
+                 "step latency = max(all-reduce alpha, alpha of the all-reduces after compute) / (2(k-1))",
     }
     if not matched:
         probe["gpu_note"] = f"device {raw['device']!r} taken as preset {gpu}; edit 'gpu' if that is wrong"

@@ -55,7 +55,9 @@ def test_real_two_rank_probe_through_the_cli_round_trips(tmp_path, capsys) -> No
     # a ring step costs at least the back-to-back all-reduce fit's share, and whatever compute before it added
     step = cluster.intra_node_collective_latency_us
     assert step == probe["collective_step_latency_us"] >= probe["allreduce_latency_us"] / 2
-    assert step >= probe["allreduce_after_compute_us"] / 2 >= 0
+    assert step >= probe["allreduce_after_compute_latency_us"] / 2 >= 0
+    assert sorted(int(k) for k in probe["allreduce_after_compute_us"]) == [4096, 65536, 1048576]
+    assert "after compute: all-reduces add 4 KiB" in printed
     assert load_cluster(save_cluster(cluster, tmp_path / "again.json")) == cluster
 
 

@@ -55,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{probe['nproc']} ranks, {probe['backend']} on {probe['device']}")
     print(f"p2p:        {probe['p2p_gbps']:.3f} GB/s, latency {probe['p2p_latency_us']:.1f} us")
     print(f"all-reduce: {probe['allreduce_bus_gbps']:.3f} GB/s bus bandwidth, latency {probe['allreduce_latency_us']:.1f} us")
-    if probe.get("allreduce_after_compute_us") is not None:
-        print(f"after compute: a small all-reduce adds {probe['allreduce_after_compute_us']:.1f} us -> collective step "
-              f"latency {probe['collective_step_latency_us']:.1f} us")
+    busy = probe.get("allreduce_after_compute_us")
+    if busy:
+        sizes = ", ".join(f"{int(k) // 1024} KiB {v:.0f} us" for k, v in sorted(busy.items(), key=lambda kv: int(kv[0])))
+        bw = probe.get("allreduce_after_compute_bus_gbps")
+        print(f"after compute: all-reduces add {sizes}" + (f" ({bw:.3f} GB/s bus)" if bw else "")
+              + f" -> collective step latency {probe['collective_step_latency_us']:.1f} us")
     if "gpu_note" in probe:
         print(f"note: {probe['gpu_note']}")
     if args.output is not None:

@@ -144,7 +144,10 @@ def _cluster(settings: LocalSettings, out: Path, spec: TransformerSpec | None, l
     # reaches about half the p2p bandwidth, and this grid's bytes are mostly collective (gradient and tied
     # embedding all-reduces of megabytes; activations of tens of kilobytes), so the links take the all-reduce
     # bus bandwidth; p2p messages keep the p2p latency, collectives the probe's per-step latency after compute.
-    raw["intra_node_gbps"] = raw["inter_node_gbps"] = probe["allreduce_bus_gbps"]
+    # Inside a step a collective follows compute and reaches less than back to back (the probe's all-reduces
+    # after compute): the links take the lower of the two bus bandwidths.
+    busy_gbps = probe.get("allreduce_after_compute_bus_gbps")
+    raw["intra_node_gbps"] = raw["inter_node_gbps"] = min(probe["allreduce_bus_gbps"], busy_gbps or float("inf"))
     cluster = load_cluster(raw, num_gpus=RANKS)
     step_ms, count = contended_engine_step_ms(settings.model, spec.seq_len if spec is not None else 128,
                                               copies=settings.profile_copies)

@@ -67,7 +67,9 @@ def summary_markdown(result: LocalValidation, *, command: str | None) -> str:
          + (f"{c.intra_node_collective_latency_us:.0f} us per collective ring step (all-reduce after compute), "
             if c.intra_node_collective_latency_us is not None else "")
          + "bandwidth "
-         f"{c.intra_node_gbps:.2f} GB/s (all-reduce bus bandwidth; p2p reached {probe.get('p2p_gbps', 0):.2f} GB/s)"
+         f"{c.intra_node_gbps:.2f} GB/s (all-reduce bus bandwidth, the lower of back to back "
+         f"{probe.get('allreduce_bus_gbps', 0):.2f} and after compute "
+         f"{_f(probe.get('allreduce_after_compute_bus_gbps'), '.2f') or '-'}; p2p reached {probe.get('p2p_gbps', 0):.2f} GB/s)"
          if probe else f"- links: {c.intra_node_gbps:.2f} GB/s, {c.intra_node_latency_us:.0f} us (`{c.name}`)"),
         *([f"- engine step work (probed): {engine['step_ms']:.1f} ms for {engine['parameters']:,} parameters in "
            f"{engine.get('copies', 1)} concurrent process(es) -> memory_efficiency {c.gpu.memory_efficiency:.3f} of "
