@@ -46,6 +46,8 @@ def test_default_output_name():
     ([TINY, "--warmup", "2"], "warmup must be an integer >= 5, got 2"),
     ([TINY, "--seq-len", "0"], "--seq-len must be positive, got 0"),
     ([TINY, "--repeat", "0"], "repeat must be an integer >= 1"),
+    ([TINY, "--tp", "0"], "--tp must be at least 1, got 0"),
+    ([TINY, "--tp", "3"], "is not divisible by tp 3"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
     assert main(["profile", *argv, "-o", str(tmp_path / "x.json")]) == 2
