@@ -108,26 +108,30 @@ def _spec(model: str) -> TransformerSpec | None:
     return spec_or_none(model)
 
 
+def _measure_profile(settings: LocalSettings, sizes: tuple[int, ...], spec: TransformerSpec, command: str | None,
+                     *, tp: int = 1) -> Profile:
+    """The model profiled as the runs compute: ``profile_copies`` concurrent processes, or one (at ``tp``)."""
+    if settings.profile_copies > 1:
+        from pptune.validation.contended import contended_profile
+
+        return contended_profile(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes,
+                                 copies=settings.profile_copies, passes=settings.profile_passes,
+                                 warmup=settings.profile_warmup, repeat=settings.profile_repeat, command=command,
+                                 tp=tp)
+    from pptune.profile.measure import profile_model
+
+    return profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu", dtype="fp32",
+                         threads=1, warmup=settings.profile_warmup, repeat=settings.profile_repeat, command=command,
+                         progress=False, tp=tp)
+
+
 def _profile(settings: LocalSettings, sizes: tuple[int, ...], out: Path, spec: TransformerSpec | None,
              command: str | None) -> tuple[Profile, str]:
     if settings.profile_path is not None:
         return load_profile(settings.profile_path), settings.profile_path
     assert spec is not None  # validate_local refused a model without a spec and without --profile
-    if settings.profile_copies > 1:
-        from pptune.validation.contended import contended_profile
-
-        profile = contended_profile(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes,
-                                    copies=settings.profile_copies, passes=settings.profile_passes,
-                                    warmup=settings.profile_warmup,
-                                    repeat=settings.profile_repeat, command=command)
-    else:
-        from pptune.profile.measure import profile_model
-
-        profile = profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu",
-                                dtype="fp32", threads=1, warmup=settings.profile_warmup,
-                                repeat=settings.profile_repeat, command=command, progress=False)
-    path = save_profile(profile, out / "profile.json")
-    return profile, str(path)
+    profile = _measure_profile(settings, sizes, spec, command)
+    return profile, str(save_profile(profile, out / "profile.json"))
 
 
 def _cluster(settings: LocalSettings, out: Path, spec: TransformerSpec | None, log: Callable[[str], None]) -> Cluster:
@@ -287,21 +291,8 @@ def _tp_profiles(settings: LocalSettings, configs, sizes: tuple[int, ...], out: 
     out_profiles = {}
     for tp in tps:
         log(f"profiling one rank of tp {tp} (collectives left out: the cost model prices them)")
-        if settings.profile_copies > 1:
-            from pptune.validation.contended import contended_profile
-
-            profile = contended_profile(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes,
-                                        copies=settings.profile_copies, passes=settings.profile_passes,
-                                        warmup=settings.profile_warmup, repeat=settings.profile_repeat,
-                                        command=command, tp=tp)
-        else:
-            from pptune.profile.measure import profile_model
-
-            profile = profile_model(settings.model, seq_len=spec.seq_len, micro_batch_sizes=sizes, device="cpu",
-                                    dtype="fp32", threads=1, warmup=settings.profile_warmup,
-                                    repeat=settings.profile_repeat, command=command, progress=False, tp=tp)
-        save_profile(profile, out / f"profile_tp{tp}.json")
-        out_profiles[tp] = profile
+        out_profiles[tp] = _measure_profile(settings, sizes, spec, command, tp=tp)
+        save_profile(out_profiles[tp], out / f"profile_tp{tp}.json")
     return out_profiles
 
 
