@@ -246,11 +246,9 @@ def _gpu_guess(device_name: str, backend: str) -> tuple[str, bool]:
 
 
 def _after_compute_fit(busy: Any, bus: float) -> tuple[float | None, float | None, dict[str, float] | None]:
-    """(alpha s, bus GB/s or None, {size: us}) of the all-reduces after compute; an older single figure is alpha."""
+    """(alpha s, bus GB/s or None, {size: us}) of the all-reduces after compute (None when not measured)."""
     if busy is None:
         return None, None, None
-    if isinstance(busy, (int, float)):
-        return float(busy), None, {"4096": float(busy) * 1e6}
     sizes = sorted(int(k) for k in busy)
     times = [max(float(busy[str(s)]), 1e-9) for s in sizes]
     us = {str(s): t * 1e6 for s, t in zip(sizes, times, strict=True)}
