@@ -67,10 +67,15 @@ def run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output or default_output(args.model, args.device), kind="file", flag="-o")
     if args.tp < 1:
         raise ConfigError(f"--tp must be at least 1, got {args.tp}")
-    layers = load_model_layers(args.model, args.seq_len)
+    if args.tp > 1:
+        from pptune.profile.tp_shard import tp_model_layers
+
+        layers = tp_model_layers(args.model, args.tp, args.seq_len)
+    else:
+        layers = load_model_layers(args.model, args.seq_len)
     seq_len = args.seq_len or _own_seq_len(layers)
     profile = profile_model(
-        layers if args.tp == 1 else args.model, seq_len=seq_len, micro_batch_sizes=args.micro_batch_sizes,
+        layers, seq_len=seq_len, micro_batch_sizes=args.micro_batch_sizes,
         device=args.device, dtype=args.dtype, threads=_threads(args), warmup=args.warmup, repeat=args.repeat,
         command=args.command_line, progress=not args.no_progress, tp=args.tp,
     )

@@ -66,19 +66,20 @@ def profile_model(
         command: the command line to record in the profile.
         progress: show a progress bar on stderr (only when stderr is a terminal).
         tp: profile what one rank of a tensor-parallel group of this size computes (``pptune.profile.tp_shard``:
-            pptune's tp layers, collectives left out); a preset or spec model only. The profile records ``tp``.
+            pptune's tp layers, collectives left out); a preset or spec model only, or layers already built as
+            that rank (``tp_model_layers``). The profile records ``tp``.
 
     Raises:
         ConfigError: unknown device or dtype, CUDA without a GPU, no micro-batch sizes, bad counts,
             a sequence longer than a learned-position table, or running out of memory.
     """
     sizes = _check_arguments(seq_len, micro_batch_sizes, device, dtype, threads, warmup, repeat)
-    if tp < 1 or (tp > 1 and isinstance(model, ModelLayers)):
-        raise ConfigError(f"tp must be >= 1 and, above 1, the model a preset or spec string; got tp {tp}")
-    if tp > 1:
+    if tp < 1:
+        raise ConfigError(f"tp must be >= 1, got tp {tp}")
+    if tp > 1 and not isinstance(model, ModelLayers):
         from pptune.profile.tp_shard import tp_model_layers
 
-        layers = tp_model_layers(model, tp, seq_len)  # type: ignore[arg-type]
+        layers = tp_model_layers(model, tp, seq_len)
     else:
         layers = model if isinstance(model, ModelLayers) else load_model_layers(model, seq_len)
     spec = layers.spec
