@@ -20,6 +20,7 @@ from pptune.errors import ConfigError, SchemaError
 from pptune.fileio import write_json_atomic
 from pptune.limits import MAX_GPUS, MAX_MICRO_BATCH, MAX_PROFILE_LAYERS, MAX_SEQ
 from pptune.model.spec import TransformerSpec
+from pptune.profile.fields import FieldReader
 
 SCHEMA_VERSION = 2
 READ_VERSIONS = (1, 2)  # what load_profile reads; version 1 has no backward split
@@ -208,74 +209,10 @@ def load_profile(path: str | os.PathLike) -> Profile:
     return _parse_profile(data, str(path))
 
 
-# --- validation -------------------------------------------------------------------------------
-
-class _Reader:
-    """Reads typed fields from a dict, raising SchemaError with '<file>: <field path>: problem'."""
-
-    def __init__(self, data: Any, origin: str, where: str) -> None:
-        if not isinstance(data, dict):
-            raise SchemaError(f"{origin}: {where or 'top level'}: expected an object, got {type(data).__name__}")
-        self.data, self.origin, self.where = data, origin, where
-
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def fail(self, key: str, problem: str) -> SchemaError:
-        return SchemaError(f"{self.origin}: field '{self._name(key)}': {problem}")
-
-    def get(self, key: str, types: type | tuple[type, ...], *, required: bool = True, default: Any = None) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise self.fail(key, "missing")
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise self.fail(key, f"expected {_tname(types)}, got {value!r}")
-        if not isinstance(value, types):
-            raise self.fail(key, f"expected {_tname(types)}, got {type(value).__name__} {value!r}")
-        return value
-
-    def number(self, key: str, *, required: bool = True, default: float | None = None, positive: bool = False,
-               maximum: float | None = None) -> Any:
-        value = self.get(key, (int, float), required=required, default=default)
-        if value is None:
-            return value
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise self.fail(key, f"must be {'positive' if positive else 'non-negative'} and finite, got {value!r}")
-        if maximum is not None and value > maximum:
-            raise self.fail(key, f"{value!r} is above the plausible bound {maximum:g} (see pptune/profile/schema.py)")
-        return value
-
-    def integer(self, key: str, *, required: bool = True, default: int | None = None, positive: bool = False,
-                maximum: int | float | None = None) -> Any:
-        value = self.get(key, int, required=required, default=default)
-        if value is not None and (value < 0 or (positive and value == 0)):
-            raise self.fail(key, f"must be {'positive' if positive else 'non-negative'}, got {value!r}")
-        if value is not None and maximum is not None and value > maximum:
-            raise self.fail(key, f"{value!r} is above the plausible bound {maximum:,} (see pptune/profile/schema.py "
-                                 "and pptune/limits.py)")
-        return value
-
-    def choice(self, key: str, options: tuple[str, ...], **kw: Any) -> Any:
-        value = self.get(key, str, **kw)
-        if value is not None and value not in options:
-            raise self.fail(key, f"must be one of {list(options)}, got {value!r}")
-        return value
-
-    def child(self, key: str, index: int | None = None) -> _Reader:
-        name = f"{key}[{index}]" if index is not None else key
-        data = self.data[key][index] if index is not None else self.data[key]
-        return _Reader(data, self.origin, self._name(name))
-
-
-def _tname(types: type | tuple[type, ...]) -> str:
-    ts = types if isinstance(types, tuple) else (types,)
-    return " or ".join(t.__name__ for t in ts)
-
+# --- validation (typed field reads: pptune.profile.fields) -------------------------------------
 
 def _parse_profile(data: Any, origin: str) -> Profile:
-    r = _Reader(data, origin, "")
+    r = FieldReader(data, origin, "")
     version = r.get("schema_version", int)
     if version not in READ_VERSIONS:
         raise r.fail("schema_version", f"unknown version {version} (this pptune reads "
@@ -326,7 +263,7 @@ def _parse_profile(data: Any, origin: str) -> Profile:
     )
 
 
-def _parse_in_sequence(r: _Reader, mbs_list: list[int]) -> tuple[InSequence, ...]:
+def _parse_in_sequence(r: FieldReader, mbs_list: list[int]) -> tuple[InSequence, ...]:
     raw = r.get("in_sequence", list, required=False, default=[])
     out = []
     for i in range(len(raw)):
@@ -339,7 +276,7 @@ def _parse_in_sequence(r: _Reader, mbs_list: list[int]) -> tuple[InSequence, ...
     return tuple(out)
 
 
-def _parse_layer(r: _Reader, position: int, count: int, version: int) -> LayerProfile:
+def _parse_layer(r: FieldReader, position: int, count: int, version: int) -> LayerProfile:
     index = r.integer("index")
     if index != position:
         raise r.fail("index", f"expected {position} (layers must be listed in pipeline order), got {index}")
@@ -363,7 +300,7 @@ def _parse_layer(r: _Reader, position: int, count: int, version: int) -> LayerPr
     )
 
 
-def _parse_timing(r: _Reader, version: int) -> LayerTiming:
+def _parse_timing(r: FieldReader, version: int) -> LayerTiming:
     b = TIMING_BOUNDS
     timing = LayerTiming(
         micro_batch_size=r.integer("micro_batch_size", positive=True, maximum=MAX_MICRO_BATCH),
